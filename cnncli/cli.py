@@ -1,0 +1,230 @@
+"""The command line: parse, call a library function, print. Nothing else lives here.
+
+Heavy libraries (torch, torchaudio, librosa) are imported inside the commands, so that
+`cnncli --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from cnncli.errors import CnncliError
+
+app = typer.Typer(
+    help="Train, evaluate, run and explain convolutional networks on images, sound and text.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class ReportFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class RowFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    jsonl = "jsonl"
+
+
+def user_errors(command):
+    """Turn CnncliError into one red line on stderr and exit status 2; ^C into status 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except CnncliError as error:
+            typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.secho("interrupted", fg=typer.colors.RED, err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+SET_HELP = "Override a recipe key, e.g. --set train.epochs=3 --set data.root=DIR (repeatable)."
+
+
+@app.command()
+@user_errors
+def train(
+    recipe: str = typer.Argument(..., help="A recipe (.yaml), or a data folder to train on with defaults."),
+    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle folder [default: runs/<recipe name>]."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N (same as --set train.device=...)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the audio feature cache."),
+    output_format: ReportFormat = typer.Option(ReportFormat.table, "--format", help="Summary as table or json."),
+):
+    """Train a network from a recipe and write a model bundle.
+
+    Examples:
+
+      cnncli train recipes/quickstart.yaml
+
+      cnncli train recipes/lecture-3.yaml --set data.root=DIR --set train.epochs=3 --out runs/x
+    """
+    from cnncli.config import load_config
+    from cnncli.progress import ConsoleProgress
+    from cnncli.recipes import recipe_source
+    from cnncli.train import train as run_training
+
+    overrides = list(set_)
+    if device:
+        overrides.append(f"train.device={device}")
+    if no_cache:
+        overrides.append("data.audio.cache=null")
+    source, name = recipe_source(recipe)
+    config = load_config(source, overrides)
+    outcome = run_training(config, out or Path("runs") / name, ConsoleProgress())
+    summary = {"bundle": str(outcome.bundle), "metrics": {part: {"accuracy": m["accuracy"], "n": m["n"]}
+                                                           for part, m in outcome.metrics.items()},
+               "training": outcome.training}
+    if output_format == ReportFormat.json:
+        typer.echo(json.dumps(summary))
+        return
+    typer.echo(f"bundle    {outcome.bundle}")
+    for part, metrics in outcome.metrics.items():
+        typer.echo(f"{part:<9} accuracy {metrics['accuracy']:.4f} (n={metrics['n']})")
+    kept = outcome.training
+    typer.echo(f"epochs    {kept['epochs_run']} (kept: {kept['kept']}, epoch {kept['kept_epoch']})  "
+               f"time {kept['total_seconds']:.1f}s on {kept['device']}")
+
+
+@app.command("eval")
+@user_errors
+def evaluate(
+    bundle: Path = typer.Argument(..., help="A bundle folder written by `cnncli train`."),
+    data: List[str] = typer.Argument(None, help="Other data, read with the bundle's data rules "
+                                                "[default: the recipe's test split]."),
+    output_format: ReportFormat = typer.Option(ReportFormat.table, "--format"),
+    plot: Optional[Path] = typer.Option(None, help="Also write the confusion matrix as a PNG here."),
+    batch_size: int = typer.Option(512, help="Inputs per forward pass."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+):
+    """Accuracy, per-class precision/recall/F1 and the confusion matrix of a bundle.
+
+    Examples:
+
+      cnncli eval runs/x
+
+      cnncli eval runs/fsdd new_speaker_recordings/ --format json
+    """
+    from cnncli.bundle import load_bundle
+    from cnncli.device import pick_device
+    from cnncli.evaluate import evaluate as run_evaluation
+    from cnncli.progress import ConsoleProgress
+
+    loaded = load_bundle(bundle)
+    report = run_evaluation(loaded, data or [], batch_size, pick_device(device), ConsoleProgress())
+    if plot:
+        from cnncli.plots import confusion_png, write_atomic
+
+        write_atomic(plot, confusion_png(report))
+    for message in report["skipped"][:10]:
+        typer.secho(f"skipped: {message}", fg=typer.colors.YELLOW, err=True)
+    for message in report["notes"]:
+        typer.secho(f"note: {message}", fg=typer.colors.YELLOW, err=True)
+    if output_format == ReportFormat.json:
+        typer.echo(json.dumps(report))
+    else:
+        from cnncli.report import print_report
+
+        print_report(report)
+
+
+@app.command()
+@user_errors
+def predict(
+    bundle: Path = typer.Argument(..., help="A bundle folder written by `cnncli train`."),
+    inputs: List[str] = typer.Argument(..., help="Files, folders, globs; '-' reads from stdin "
+                                                 "(paths, or sentences for a text bundle)."),
+    output_format: RowFormat = typer.Option(RowFormat.table, "--format", help="table, csv or jsonl."),
+    top_k: int = typer.Option(1, "--top-k", "-k", help="How many labels to list per input."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write rows to this file (atomically)."),
+    window: Optional[float] = typer.Option(None, help="Audio: cut each recording into windows of this many seconds."),
+    hop: Optional[float] = typer.Option(None, help="Audio: seconds between window starts [default: --window]."),
+    batch_size: int = typer.Option(256, help="Inputs per forward pass."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+):
+    """One row per input, in input order. Unreadable inputs get a row with their error and
+    make the exit status 1 once every other input is done.
+
+    Examples:
+
+      cnncli predict runs/x img1.png photos/ 'more/*.jpg' --format csv --top-k 3
+
+      find data -name '*.wav' | cnncli predict runs/fsdd - --format jsonl -o predictions.jsonl
+
+      cnncli predict runs/fsdd long.wav --window 1.0 --hop 0.5
+    """
+    from cnncli.bundle import load_bundle
+    from cnncli.device import pick_device
+    from cnncli.output import open_output, write_predictions
+    from cnncli.predict import predict as run_prediction
+
+    if top_k < 1:
+        raise CnncliError("--top-k: must be at least 1")
+    loaded = load_bundle(bundle)
+    rows = run_prediction(loaded, inputs, top_k, batch_size, pick_device(device), window, hop)
+    with open_output(output) as stream:
+        counts = write_predictions(rows, output_format.value, stream, windows=window is not None)
+    if counts["errors"]:
+        typer.secho(f"{counts['errors']} of {counts['rows']} inputs could not be read (see the error column)",
+                    fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def inspect(
+    target: str = typer.Argument(..., help="A bundle folder or a recipe (.yaml)."),
+    input_file: Optional[str] = typer.Option(None, "--input", help="Show what the network sees of this input."),
+    out: Path = typer.Option(Path("inspect"), "--out", help="Folder for the pictures of --input."),
+    output_format: ReportFormat = typer.Option(ReportFormat.table, "--format"),
+    resolved: bool = typer.Option(False, "--resolved", help="Print the fully resolved recipe (YAML) instead."),
+    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP + " (recipes only)"),
+):
+    """Layers, shapes, parameters, connections and receptive fields; with --input, the input as
+    the network sees it, its feature maps and the prediction.
+
+    Examples:
+
+      cnncli inspect recipes/lecture-1.yaml
+
+      cnncli inspect runs/x --input digit.png --out inspect/
+    """
+    from cnncli.report import describe_target, print_layer_table
+
+    summary = describe_target(target, set_, resolved)
+    if resolved:
+        typer.echo(summary["resolved_yaml"], nl=False)
+        return
+    if input_file:
+        from cnncli.bundle import load_bundle
+        from cnncli.inspection import explain_input
+
+        summary["input"] = explain_input(load_bundle(target), input_file, out)
+    if output_format == ReportFormat.json:
+        typer.echo(json.dumps(summary))
+    else:
+        print_layer_table(summary)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,376 @@
+"""Recipes: YAML files plus `--set key=value` overrides, resolved into one typed, validated Config.
+
+The schema is the dataclasses below: their fields are the only keys a recipe may use, their
+types decide how a `--set` value is read, and their defaults are what a resolved recipe prints.
+Every error names the key and where it came from (the recipe file or `--set`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from cnncli.errors import CnncliError
+
+PathList = Union[str, list[str]]
+
+
+@dataclass
+class SplitConfig:
+    """How samples become train / val / test when no separate source is given for a part."""
+
+    test_fraction: float = 0.2  # share of samples for test when there is no test source or rule
+    val_fraction: float = 0.1  # share of the training part held out for validation (0 = none)
+    test_pattern: str | None = None  # regex searched in the file name: matches go to test
+    test_every: int | None = None  # position % test_every == 0 goes to test (position in its file)
+    test_range: list[int] | None = None  # [start, end): positions in this range go to test
+    seed: int = 0  # seeds the random fractions; the split is recorded in the bundle
+
+
+@dataclass
+class ImageOptions:
+    """How an image file becomes a tensor."""
+
+    size: list[int] | None = None  # [height, width]; None keeps the first training image's size
+    color: Literal["grayscale", "rgb"] = "grayscale"
+    resize: Literal["stretch", "pad", "crop"] = "stretch"  # how another aspect ratio fits `size`
+    normalize: bool = True  # per-channel mean/std fitted on the training split
+
+
+@dataclass
+class AudioOptions:
+    """How a recording becomes a time x frequency picture."""
+
+    sample_rate: int = 16000  # every recording is resampled to this rate and mixed to mono
+    features: Literal["logmel", "stft", "mfcc"] = "logmel"
+    n_fft: int = 512
+    hop_length: int = 128
+    win_length: int | None = None  # None = n_fft
+    n_mels: int = 64
+    n_mfcc: int = 40
+    f_min: float = 0.0
+    f_max: float | None = None  # None = sample_rate / 2
+    top_db: float | None = 80.0  # dynamic range kept below each spectrogram's peak
+    duration: float = 1.0  # seconds: shorter recordings are padded, longer ones centre-cropped
+    normalize: bool = True  # per-band mean/std fitted on the training split
+    cache: str | None = ".cache/cnncli/audio"  # feature cache folder; null disables it
+
+
+@dataclass
+class TextOptions:
+    """How a sentence becomes a matrix of token embeddings."""
+
+    tokenizer: Literal["words", "whitespace", "chars"] = "words"
+    lowercase: bool = True
+    min_freq: int = 1  # tokens seen fewer times in training map to <unk>
+    max_vocab: int | None = None
+    max_length: int = 64  # tokens: longer sentences are cropped, shorter ones padded
+    embedding_dim: int = 300
+    embeddings: Literal["rand", "static", "non-static", "multichannel"] = "rand"
+    vectors: str | None = None  # word2vec (.txt/.bin) or GloVe file; needed unless embeddings=rand
+
+
+@dataclass
+class DataConfig:
+    """Where samples come from, how they are labelled and split, and how they become tensors."""
+
+    modality: Literal["image", "audio", "text"] = "image"
+    root: str = "."  # train/val/test paths are relative to this (itself relative to the recipe)
+    train: PathList = "."  # a folder, manifest, idx file or text file(s); globs allowed
+    val: PathList | None = None
+    test: PathList | None = None
+    format: Literal["auto", "folder", "files", "manifest", "idx", "lines", "labelled_lines"] = "auto"
+    label_regex: str | None = None  # first group of a match in the file name is the label
+    path_column: str = "path"
+    label_column: str = "label"
+    text_column: str = "text"
+    encoding: str = "utf-8"
+    split: SplitConfig = field(default_factory=SplitConfig)
+    image: ImageOptions = field(default_factory=ImageOptions)
+    audio: AudioOptions = field(default_factory=AudioOptions)
+    text: TextOptions = field(default_factory=TextOptions)
+
+
+@dataclass
+class ModelConfig:
+    """The shared backbone as a list of block specs; the classifier layer is appended for you."""
+
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    steps: int | None = None  # when set, train this many optimiser steps instead of `epochs`
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 0.001
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    schedule: Literal["constant", "exponential", "cosine", "onecycle"] = "constant"
+    lr_min: float = 0.0  # floor of the exponential and cosine schedules
+    decay_steps: float = 2000.0  # exponential: lr_min + (lr - lr_min) * exp(-step / decay_steps)
+    label_smoothing: float = 0.0
+    max_norm: float | None = None  # clip each output unit's weight norm of the last layer (Kim)
+    keep: Literal["best", "last"] = "best"  # best on validation, or the last epoch's weights
+    early_stopping: int | None = None  # stop after this many epochs without a better val loss
+    seed: int = 0
+    device: str = "auto"  # auto = cuda when present, else cpu
+    threads: int | None = None  # CPU threads for torch; None = torch's default
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time randomness; never applied at evaluation or prediction."""
+
+    shift: float = 0.0  # image: random translation, as a fraction of height/width
+    rotate: float = 0.0  # image: random rotation in degrees, +-
+    hflip: bool = False  # image: random horizontal flip
+    time_shift: float = 0.0  # audio: random circular shift, as a fraction of the duration
+    time_mask: int = 0  # audio: SpecAugment, widest time mask in frames (0 = off)
+    freq_mask: int = 0  # audio: SpecAugment, widest frequency mask in bands (0 = off)
+    gain_db: float = 0.0  # audio: random gain, +- dB
+    noise: float = 0.0  # audio: Gaussian noise on the normalised spectrogram, std
+    word_dropout: float = 0.0  # text: share of tokens replaced by <unk>
+
+
+@dataclass
+class Config:
+    """One resolved recipe: everything `train` needs, printed back in full in the bundle."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    description: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and checking
+
+
+def load_config(source: str | Path | dict, overrides: list[str] = ()) -> Config:
+    """Read a recipe file (or dict), apply `key=value` overrides, and validate the result.
+
+    Relative `data.root` in a recipe file is resolved against the recipe's folder, so a recipe
+    works from any working directory; a `--set data.root` is taken relative to where you are.
+    """
+    if isinstance(source, dict):
+        raw, origin, base = dict(source), "recipe", Path.cwd()
+    else:
+        path = Path(source)
+        origin, base = str(path), path.resolve().parent
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise CnncliError(f"{path}: recipe not found") from None
+        except OSError as error:
+            raise CnncliError(f"{path}: cannot read recipe ({error.strerror})") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise CnncliError(f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})") from None
+        if not isinstance(raw, dict):
+            raise CnncliError(f"{path}: a recipe must be a mapping with sections data, model, train, augment")
+    root = raw.get("data", {}).get("root") if isinstance(raw.get("data"), dict) else None
+    if isinstance(root, str) and not Path(root).expanduser().is_absolute():
+        raw.setdefault("data", {})["root"] = str(base / root)
+    for override in overrides:
+        apply_override(raw, override)
+    config = _build(Config, raw, "", origin)
+    _check_values(config, origin)
+    return config
+
+
+def apply_override(raw: dict, override: str) -> None:
+    """Set one `a.b.c=value` in a raw recipe dict; the value is read as the schema's type says."""
+    key, sep, text = override.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise CnncliError(f"--set {override!r}: expected key=value, e.g. --set train.epochs=3")
+    parts = key.split(".")
+    expected = _type_at(parts)
+    if expected is None:
+        raise CnncliError(f"--set {key}: unknown key (see `cnncli inspect RECIPE --resolved` for every key)")
+    value: Any = text if _is_plain_str(expected) else _parse_scalar(text, key)
+    if expected is not _ANY_PATH and _is_plain_str(expected) and text.strip() in ("null", "~", ""):
+        value = None
+    node: Any = raw
+    for depth, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = node[int(part)]
+            continue
+        child = node.get(part)
+        if child is None:
+            child = {}
+            node[part] = child
+        if not isinstance(child, (dict, list)):
+            raise CnncliError(f"--set {key}: {'.'.join(parts[:depth + 1])} is not a section")
+        node = child
+    if isinstance(node, list):
+        node[int(parts[-1])] = value
+    else:
+        node[parts[-1]] = value
+    if key == "data.root" and isinstance(value, str):
+        node[parts[-1]] = str(Path(value).expanduser().resolve())
+
+
+_ANY_PATH = object()
+
+
+def _type_at(parts: list[str]) -> Any:
+    """The declared type of a dotted key, _ANY_PATH inside free-form lists/dicts, None if unknown."""
+    current: Any = Config
+    for index, part in enumerate(parts):
+        if dataclasses.is_dataclass(current):
+            hints = typing.get_type_hints(current)
+            if part not in hints:
+                return None
+            current = hints[part]
+        elif _origin(current) in (list, dict) or current is Any:
+            return _ANY_PATH if index < len(parts) else current
+        else:
+            return None
+    return current
+
+
+def _origin(tp: Any) -> Any:
+    return typing.get_origin(tp)
+
+
+def _is_plain_str(tp: Any) -> bool:
+    if tp is str:
+        return True
+    if _origin(tp) in (Union, types.UnionType):
+        return any(arg is str for arg in typing.get_args(tp)) and not any(
+            _origin(arg) is list for arg in typing.get_args(tp)
+        )
+    return False
+
+
+def _parse_scalar(text: str, key: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise CnncliError(f"--set {key}: cannot read value {text!r}") from None
+
+
+def _build(tp: Any, value: Any, key: str, origin: str) -> Any:
+    """Turn raw YAML data into the schema type `tp`, or raise naming `key` and `origin`."""
+    where = f"{origin}: {key or 'recipe'}"
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise CnncliError(f"{where}: expected a section (mapping), got {_show(value)}")
+        hints = typing.get_type_hints(tp)
+        unknown = [name for name in value if name not in hints]
+        if unknown:
+            known = ", ".join(hints)
+            raise CnncliError(f"{origin}: {_join(key, unknown[0])}: unknown key (known here: {known})")
+        kwargs = {name: _build(hints[name], item, _join(key, name), origin) for name, item in value.items()}
+        return tp(**kwargs)
+    origin_type = _origin(tp)
+    if tp is Any:
+        return value
+    if origin_type in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise CnncliError(f"{where}: a value is required")
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _build(option, value, key, origin)
+            except CnncliError as error:
+                errors.append(error)
+        raise errors[-1]
+    if origin_type is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise CnncliError(f"{where}: expected one of {', '.join(map(str, allowed))}; got {_show(value)}")
+        return value
+    if origin_type is list:
+        (item_type,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise CnncliError(f"{where}: expected a list, got {_show(value)}")
+        return [_build(item_type, item, f"{key}[{i}]", origin) for i, item in enumerate(value)]
+    if origin_type is dict:
+        if not isinstance(value, dict):
+            raise CnncliError(f"{where}: expected a mapping, got {_show(value)}")
+        return value
+    if value is None:
+        raise CnncliError(f"{where}: a value is required")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise CnncliError(f"{where}: expected true or false, got {_show(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CnncliError(f"{where}: expected a whole number, got {_show(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CnncliError(f"{where}: expected a number, got {_show(value)}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise CnncliError(f"{where}: expected text, got {_show(value)}")
+        return str(value)
+    raise TypeError(f"schema type {tp} is not supported")  # a bug in the schema, not user input
+
+
+def _check_values(config: Config, origin: str) -> None:
+    """Range checks the types alone cannot express."""
+    checks = [
+        ("train.epochs", config.train.epochs >= 1, "must be at least 1"),
+        ("train.batch_size", config.train.batch_size >= 1, "must be at least 1"),
+        ("train.lr", config.train.lr > 0, "must be positive"),
+        ("data.split.test_fraction", 0 <= config.data.split.test_fraction < 1, "must be in [0, 1)"),
+        ("data.split.val_fraction", 0 <= config.data.split.val_fraction < 1, "must be in [0, 1)"),
+        ("data.split.test_every", (config.data.split.test_every or 2) >= 2, "must be at least 2"),
+        ("data.split.test_range", config.data.split.test_range is None or len(config.data.split.test_range) == 2,
+         "must be [start, end]"),
+        ("data.image.size", config.data.image.size is None or (len(config.data.image.size) == 2
+                                                              and min(config.data.image.size) > 0),
+         "must be [height, width]"),
+        ("data.audio.duration", config.data.audio.duration > 0, "must be positive"),
+        ("data.text.max_length", config.data.text.max_length >= 1, "must be at least 1"),
+        ("data.text.vectors", config.data.text.embeddings == "rand" or config.data.text.vectors,
+         f"is required when data.text.embeddings is {config.data.text.embeddings}"),
+        ("model.blocks", bool(config.model.blocks), "must list at least one block"),
+    ]
+    for key, ok, message in checks:
+        if not ok:
+            raise CnncliError(f"{origin}: {key}: {message}")
+
+
+def config_to_dict(config: Config) -> dict:
+    """The fully resolved recipe as plain data (what the bundle stores and `--resolved` prints)."""
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(data: dict, origin: str = "bundle") -> Config:
+    """Rebuild a Config from `config_to_dict` output (e.g. the recipe stored in a bundle)."""
+    return _build(Config, data, "", origin)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,132 @@
+"""Split samples into train / val / test by the recipe's rule, and record what was done.
+
+Rules, in order of precedence for the test part: a separate `data.test` source; a file-name
+regex (`split.test_pattern`); a position rule (`test_every`, `test_range`); a seeded, stratified
+fraction. Validation comes from `data.val` or a seeded, stratified fraction of the training part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePath
+
+from cnncli.config import Config
+from cnncli.data.sample import Sample
+from cnncli.data.sources import read_sources
+from cnncli.errors import CnncliError
+
+
+@dataclass
+class Splits:
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample]
+    labels: list[str]
+    record: dict = field(default_factory=dict)  # how the split was made, stored in the bundle
+
+
+def load_splits(config: Config, extensions: Sequence[str]) -> Splits:
+    """Read the recipe's sources and split them; labels are those of the training part."""
+    data, rule = config.data, config.data.split
+    pool = read_sources(data.train, data, extensions)
+    if data.test is not None:
+        rest, test = pool, read_sources(data.test, data, extensions)
+        test_rule = f"source {data.test}"
+    else:
+        rest, test, test_rule = split_test(pool, rule)
+    if data.val is not None:
+        train, val = rest, read_sources(data.val, data, extensions)
+        val_rule = f"source {data.val}"
+    else:
+        train, val = stratified_fraction(rest, rule.val_fraction, rule.seed + 1)
+        val_rule = f"seeded stratified fraction {rule.val_fraction} of the rest (seed {rule.seed})"
+    if not train:
+        raise CnncliError("data: the training split is empty; check data.train and data.split")
+    for part, samples in (("train", train), ("val", val), ("test", test)):
+        unlabelled = next((sample for sample in samples if sample.label is None), None)
+        if unlabelled:
+            raise CnncliError(f"{unlabelled.locator}: has no label (set data.label_regex or use class folders)")
+    labels = sorted({sample.label for sample in train}, key=natural_key)
+    check_known_labels(val + test, labels)
+    record = {
+        "test_rule": test_rule,
+        "val_rule": val_rule,
+        "counts": {"train": len(train), "val": len(val), "test": len(test)},
+        "test_digest": digest(test),
+    }
+    return Splits(train, val, test, labels, record)
+
+
+def split_test(samples: list[Sample], rule) -> tuple[list[Sample], list[Sample], str]:
+    """(rest, test, description) by the first test rule the recipe sets."""
+    if rule.test_pattern:
+        try:
+            pattern = re.compile(rule.test_pattern)
+        except re.error as error:
+            raise CnncliError(f"data.split.test_pattern: not a valid regular expression ({error})") from None
+        chosen = [bool(pattern.search(file_name(sample))) for sample in samples]
+        description = f"file name matches {rule.test_pattern!r}"
+    elif rule.test_every:
+        chosen = [sample.position % rule.test_every == 0 for sample in samples]
+        description = f"position % {rule.test_every} == 0 in each file"
+    elif rule.test_range:
+        start, end = rule.test_range
+        chosen = [start <= sample.position < end for sample in samples]
+        description = f"positions {start} to {end - 1}"
+    else:
+        rest, test = stratified_fraction(samples, rule.test_fraction, rule.seed)
+        return rest, test, f"seeded stratified fraction {rule.test_fraction} (seed {rule.seed})"
+    test = [sample for sample, is_test in zip(samples, chosen) if is_test]
+    rest = [sample for sample, is_test in zip(samples, chosen) if not is_test]
+    return rest, test, description
+
+
+def stratified_fraction(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Hold out `fraction` of each label's samples, chosen by a seeded shuffle; order is kept."""
+    if fraction <= 0:
+        return list(samples), []
+    by_label: dict[str | None, list[int]] = defaultdict(list)
+    for index, sample in enumerate(samples):
+        by_label[sample.label].append(index)
+    generator = random.Random(seed)
+    held: set[int] = set()
+    for label in sorted(by_label, key=lambda x: natural_key(str(x))):
+        indices = by_label[label]
+        generator.shuffle(indices)
+        count = round(len(indices) * fraction)
+        if len(indices) > 1:
+            count = min(max(count, 1), len(indices) - 1)
+        held.update(indices[:count])
+    kept = [sample for index, sample in enumerate(samples) if index not in held]
+    return kept, [sample for index, sample in enumerate(samples) if index in held]
+
+
+def check_known_labels(samples: Sequence[Sample], labels: Sequence[str]) -> None:
+    known = set(labels)
+    for sample in samples:
+        if sample.label is not None and sample.label not in known:
+            raise CnncliError(
+                f"{sample.locator}: label {sample.label!r} is not among the trained labels ({', '.join(labels)})"
+            )
+
+
+def file_name(sample: Sample) -> str:
+    return PurePath(sample.locator.split("#")[0]).name
+
+
+def digest(samples: Sequence[Sample]) -> str:
+    """A short fingerprint of which samples a split holds, to tell later whether it changed."""
+    hasher = hashlib.sha256()
+    for sample in samples:
+        hasher.update(f"{sample.locator}\t{sample.label}\n".encode())
+    return hasher.hexdigest()[:16]
+
+
+def natural_key(text: str) -> list:
+    """Sort '2' before '10', so digit labels come out in numeric order."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]

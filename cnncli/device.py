@@ -1,0 +1,29 @@
+"""The one place that picks where tensors live and how many CPU threads torch uses."""
+
+from __future__ import annotations
+
+from cnncli.errors import CnncliError
+
+
+def pick_device(name: str = "auto"):
+    """'auto' -> CUDA when present, else CPU; 'cpu', 'cuda', 'cuda:1' as asked (checked)."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CnncliError(f"--device {name}: not a device name (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CnncliError(f"--device {name}: CUDA is not available on this machine (use cpu or auto)")
+    return device
+
+
+def set_threads(threads: int | None) -> None:
+    import torch
+
+    if threads is not None:
+        if threads < 1:
+            raise CnncliError(f"train.threads: must be at least 1, got {threads}")
+        torch.set_num_threads(threads)

@@ -1,0 +1,54 @@
+"""`cnncli eval`: a bundle's metrics on its recipe's test split, or on other data.
+
+Other data is read with the bundle's own data rules (format, label regex, columns, encoding,
+preprocessing), so `eval BUNDLE NEW_FOLDER` needs no other flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+from cnncli.bundle import Bundle
+from cnncli.data.sources import read_sources
+from cnncli.data.split import check_known_labels, load_splits
+from cnncli.errors import CnncliError
+from cnncli.progress import Progress
+
+
+def evaluate(bundle: Bundle, data: Sequence[str] = (), batch_size: int = 512, device=None,
+             progress: Progress = Progress()) -> dict:
+    """Classification report of `bundle` on `data` (paths) or, when empty, its recipe's test split."""
+    from cnncli.device import pick_device
+    from cnncli.engine import predict_probabilities
+    from cnncli.metrics import classification_report
+    from cnncli.train import encode_part
+
+    device = device or pick_device("auto")
+    config = bundle.config
+    notes = []
+    if data:
+        data_config = dataclasses.replace(config.data, root=str(Path.cwd()))
+        samples = read_sources(list(data), data_config, bundle.modality.extensions)
+        source = ", ".join(data)
+    else:
+        splits = load_splits(config, bundle.modality.extensions)
+        samples, source = splits.test, f"test split of the recipe ({splits.record['test_rule']})"
+        if not samples:
+            raise CnncliError(f"{bundle.path}: its recipe has no test split; give data to evaluate on")
+        trained_digest = bundle.info.get("split", {}).get("test_digest")
+        if trained_digest and trained_digest != splits.record["test_digest"]:
+            notes.append("the test split differs from the one recorded at training (the data changed)")
+    unlabelled = next((sample for sample in samples if sample.label is None), None)
+    if unlabelled:
+        raise CnncliError(f"{unlabelled.locator}: has no label, so it cannot be evaluated (use predict)")
+    check_known_labels(samples, bundle.labels)
+    encoded, failures = encode_part(bundle.modality, samples, bundle.labels, "evaluating", progress)
+    if len(encoded) == 0:
+        raise CnncliError(f"{source}: no sample could be read ({failures[0] if failures else 'empty'})")
+    bundle.network.to(device)
+    probabilities = predict_probabilities(bundle.network, encoded.inputs, batch_size, device)
+    report = classification_report(encoded.targets.tolist(), probabilities.argmax(1).tolist(), bundle.labels)
+    report.update(bundle=str(bundle.path), data=source, skipped=failures, notes=notes)
+    return report

@@ -1,0 +1,195 @@
+"""Images as they are: decode, grayscale or RGB, resize, normalise, augment.
+
+Encoded images are uint8 (C, H, W) tensors, four times smaller in memory than floats; the stem
+converts them to floats and applies the per-channel normalisation fitted on the training split,
+so normalisation travels with the weights and every caller of the model gets it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnncli.config import AugmentConfig, Config, ImageOptions
+from cnncli.data.sample import Sample
+from cnncli.errors import CnncliError
+from cnncli.modalities.base import Modality
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
+
+
+class Normalize(nn.Module):
+    """uint8 or 0..255 float pixels -> (x / 255 - mean) / std, per channel (stored as buffers)."""
+
+    input_dtype = torch.uint8
+
+    def __init__(self, mean: list[float], std: list[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(-1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() / 255.0 - self.mean) / self.std
+
+
+class ImageModality(Modality):
+    name = "image"
+    extensions = IMAGE_EXTENSIONS
+    augment_keys = ("shift", "rotate", "hflip")
+
+    def __init__(self, options: ImageOptions, augment: AugmentConfig | None = None,
+                 mean: list[float] | None = None, std: list[float] | None = None):
+        self.options = options
+        self.augment_config = augment or AugmentConfig()
+        channels = 1 if options.color == "grayscale" else 3
+        self.mean = mean or [0.0] * channels
+        self.std = std or [1.0] * channels
+
+    @classmethod
+    def from_config(cls, config: Config) -> "ImageModality":
+        return cls(dataclasses.replace(config.data.image), config.augment)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "ImageModality":
+        return cls(ImageOptions(**state["options"]), None, state["mean"], state["std"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"options": dataclasses.asdict(self.options), "mean": self.mean, "std": self.std}
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.options.color == "grayscale" else 3
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        if self.options.size is None:
+            raise CnncliError("data.image.size: unknown until fitted on training images; set it in the recipe")
+        return (self.channels, *self.options.size)
+
+    def fit(self, samples) -> None:
+        if self.options.size is None and samples:
+            first = self._decode(samples[0])
+            self.options.size = list(first.shape[1:])
+
+    def encode(self, sample: Sample) -> torch.Tensor:
+        image = self._decode(sample)
+        if list(image.shape[1:]) != list(self.options.size or image.shape[1:]):
+            image = self._resize_tensor(image, sample)
+        return image
+
+    def encode_many(self, samples, progress=None):
+        # Fast path for in-memory sources (idx files): one stack instead of one call per image.
+        if samples and all(isinstance(s.content, torch.Tensor) and s.content.dim() == 2 for s in samples):
+            stacked = torch.stack([s.content for s in samples])
+            if stacked.dtype == torch.uint8 and list(stacked.shape[1:]) == list(self.input_shape[1:]):
+                if progress:
+                    progress(len(samples))
+                tensor = stacked.unsqueeze(1).expand(-1, self.channels, -1, -1).contiguous()
+                from cnncli.modalities.base import Encoded
+
+                return Encoded(tensor, list(range(len(samples))), {})
+        return super().encode_many(samples, progress)
+
+    def fit_encoded(self, encoded: torch.Tensor) -> None:
+        if not self.options.normalize or len(encoded) == 0:
+            return
+        mean = torch.zeros(self.channels, dtype=torch.float64)
+        square = torch.zeros(self.channels, dtype=torch.float64)
+        for chunk in encoded.split(4096):  # bounded memory for large image sets
+            values = chunk.to(torch.float64) / 255.0
+            mean += values.mean(dim=(2, 3)).sum(dim=0)
+            square += (values ** 2).mean(dim=(2, 3)).sum(dim=0)
+        mean /= len(encoded)
+        variance = square / len(encoded) - mean ** 2
+        self.mean = [round(float(m), 6) for m in mean]
+        self.std = [round(max(float(v), 1e-12) ** 0.5, 6) for v in variance]
+
+    def build_stem(self) -> nn.Module:
+        return Normalize(self.mean, self.std)
+
+    def augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        settings = self.augment_config
+        if not (settings.shift or settings.rotate or settings.hflip):
+            return batch
+        import torch.nn.functional as F
+
+        n, device = len(batch), batch.device
+        uniform = lambda: torch.rand(n, generator=generator, device=device) * 2 - 1  # noqa: E731
+        angle = uniform() * math.radians(settings.rotate)
+        scale_x = torch.ones(n, device=device)
+        if settings.hflip:
+            scale_x = torch.where(torch.rand(n, generator=generator, device=device) < 0.5, -scale_x, scale_x)
+        theta = torch.zeros(n, 2, 3, device=device)
+        theta[:, 0, 0] = torch.cos(angle) * scale_x
+        theta[:, 0, 1] = -torch.sin(angle)
+        theta[:, 1, 0] = torch.sin(angle) * scale_x
+        theta[:, 1, 1] = torch.cos(angle)
+        theta[:, 0, 2] = uniform() * 2 * settings.shift
+        theta[:, 1, 2] = uniform() * 2 * settings.shift
+        grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
+        return F.grid_sample(batch.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def describe(self) -> str:
+        height, width = self.options.size or ("?", "?")
+        stats = f"mean {self.mean} std {self.std}" if self.options.normalize else "no normalisation"
+        return f"image {self.channels}x{height}x{width} {self.options.color}, resize {self.options.resize}, {stats}"
+
+    def draw(self, sample: Sample, path: Path) -> None:
+        from cnncli.plots import save_image
+
+        save_image(self.encode(sample), path, title=Path(sample.locator).name)
+
+    # -- decoding ------------------------------------------------------------------------------
+
+    def _decode(self, sample: Sample) -> torch.Tensor:
+        """Sample -> uint8 (C, H, W) in the recipe's colour mode, not yet resized."""
+        if isinstance(sample.content, torch.Tensor):
+            image = sample.content
+            image = image.unsqueeze(0) if image.dim() == 2 else image
+            if image.shape[0] == 1 and self.channels == 3:
+                image = image.expand(3, -1, -1)
+            elif image.shape[0] == 3 and self.channels == 1:
+                image = image.float().mean(0, keepdim=True).round()
+            return image.to(torch.uint8)
+        import numpy as np
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(sample.locator) as opened:
+                opened.load()
+                converted = opened.convert("L" if self.channels == 1 else "RGB")
+                if self.options.size and list(converted.size[::-1]) != list(self.options.size):
+                    converted = self._resize_pil(converted)
+        except FileNotFoundError:
+            raise CnncliError(f"{sample.locator}: no such file") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            raise CnncliError(f"{sample.locator}: not a readable image ({error})") from None
+        return _to_chw(np.asarray(converted, dtype=np.uint8))
+
+    def _resize_pil(self, image):
+        from PIL import Image, ImageOps
+
+        height, width = self.options.size
+        if self.options.resize == "stretch":
+            return image.resize((width, height), Image.BILINEAR)
+        if self.options.resize == "crop":
+            return ImageOps.fit(image, (width, height), Image.BILINEAR)
+        return ImageOps.pad(image, (width, height), Image.BILINEAR, color=0)
+
+    def _resize_tensor(self, image: torch.Tensor, sample: Sample) -> torch.Tensor:
+        import numpy as np
+        from PIL import Image
+
+        array = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
+        return _to_chw(np.asarray(self._resize_pil(Image.fromarray(array))))
+
+
+def _to_chw(array) -> torch.Tensor:
+    """(H, W) or (H, W, C) uint8 array -> contiguous (C, H, W) tensor."""
+    tensor = torch.from_numpy(array.copy())
+    return tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1).contiguous()
