@@ -101,7 +101,7 @@ class DataConfig:
 class ModelConfig:
     """The shared backbone as a list of block specs; the classifier layer is appended for you."""
 
-    blocks: list[dict[str, Any]] = field(default_factory=list)
+    blocks: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -201,9 +201,11 @@ def apply_override(raw: dict, override: str) -> None:
     expected = _type_at(parts)
     if expected is None:
         raise CnncliError(f"--set {key}: unknown key (see `cnncli inspect RECIPE --resolved` for every key)")
-    value: Any = text if _is_plain_str(expected) else _parse_scalar(text, key)
-    if expected is not _ANY_PATH and _is_plain_str(expected) and text.strip() in ("null", "~", ""):
-        value = None
+    stripped = text.strip()
+    if _accepts_str(expected) and stripped not in ("null", "~") and stripped[:1] not in ("[", "{"):
+        value: Any = text  # text fields keep what was typed: '007' stays '007'
+    else:
+        value = _parse_scalar(text, key)
     node: Any = raw
     for depth, part in enumerate(parts[:-1]):
         if isinstance(node, list):
@@ -247,14 +249,10 @@ def _origin(tp: Any) -> Any:
     return typing.get_origin(tp)
 
 
-def _is_plain_str(tp: Any) -> bool:
+def _accepts_str(tp: Any) -> bool:
     if tp is str:
         return True
-    if _origin(tp) in (Union, types.UnionType):
-        return any(arg is str for arg in typing.get_args(tp)) and not any(
-            _origin(arg) is list for arg in typing.get_args(tp)
-        )
-    return False
+    return _origin(tp) in (Union, types.UnionType) and str in typing.get_args(tp)
 
 
 def _parse_scalar(text: str, key: str) -> Any:

@@ -69,7 +69,7 @@ def fit(network: nn.Module, modality: Modality, train_data: TensorData, val_data
         epoch_started = time.perf_counter()
         order = torch.randperm(len(train_data), generator=order_generator).to(device)
         loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
-        with progress.task(f"epoch {epoch}/{epochs}", steps_per_epoch) as advance:
+        with progress.task(f"epoch {epoch}/{epochs}", steps_per_epoch, log=False) as advance:
             for start in range(0, len(order), batch_size):
                 index = order[start:start + batch_size]
                 if len(index) < 2 and len(order) > 1:  # batch norm cannot train on one sample

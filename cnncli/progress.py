@@ -17,7 +17,8 @@ class Progress:
     """Silent progress: the default for library callers."""
 
     @contextmanager
-    def task(self, description: str, total: int | None) -> Iterator["callable"]:
+    def task(self, description: str, total: int | None, log: bool = True) -> Iterator["callable"]:
+        """A bar for `total` steps; `log=False` keeps it off plain-text logs (a note follows it)."""
         yield lambda amount=1: None
 
     def note(self, message: str) -> None:
@@ -32,12 +33,12 @@ class ConsoleProgress(Progress):
         self.interactive = self.stream.isatty()
 
     @contextmanager
-    def task(self, description: str, total: int | None):
+    def task(self, description: str, total: int | None, log: bool = True):
         if not self.interactive:
             started = time.perf_counter()
             yield lambda amount=1: None
             seconds = time.perf_counter() - started
-            if seconds >= 2:  # short steps would only add noise to a log
+            if log and seconds >= 2:  # short steps would only add noise to a log
                 print(f"{description}: done in {seconds:.1f}s", file=self.stream, flush=True)
             return
         from rich.console import Console

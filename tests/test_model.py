@@ -1,0 +1,79 @@
+"""The backbone builder reproduces the lecture's networks exactly; counts are done by hand here."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnncli.config import load_config
+from cnncli.errors import CnncliError
+from cnncli.inspection import layer_table
+from cnncli.model import build_network
+from cnncli.modalities.image import Normalize
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def network_for(recipe: str, classes: int = 10):
+    config = load_config(RECIPES / recipe)
+    return build_network(config.model.blocks, Normalize([0.0], [1.0]), (1, 28, 28), classes)
+
+
+def conv(k, cin, cout, bias=True):
+    return k * k * cin * cout + (cout if bias else 0)
+
+
+def test_lecture_1_parameters_match_a_hand_count():
+    # 28x28 -> 28 (s1) -> 14 (s2) -> 7 (s2) with 'same' padding; 7*7*12 = 588 inputs to FC 200.
+    expected = conv(5, 1, 4) + conv(5, 4, 8) + conv(4, 8, 12) + (588 * 200 + 200) + (200 * 10 + 10)
+    assert expected == 122_270
+    assert sum(p.numel() for p in network_for("lecture-1.yaml").parameters()) == expected
+
+
+def test_lecture_2_parameters_match_a_hand_count():
+    expected = conv(6, 1, 6) + conv(5, 6, 12) + conv(4, 12, 24) + (7 * 7 * 24 * 200 + 200) + 2010
+    assert sum(p.numel() for p in network_for("lecture-2.yaml").parameters()) == expected
+
+
+def test_lecture_3_parameters_match_a_hand_count():
+    # Batch norm replaces the convolution and FC biases: gamma and beta per channel / feature.
+    expected = (conv(6, 1, 24, False) + 2 * 24 + conv(5, 24, 48, False) + 2 * 48 + conv(4, 48, 64, False) + 2 * 64
+                + 7 * 7 * 64 * 200 + 2 * 200 + 2010)
+    assert sum(p.numel() for p in network_for("lecture-3.yaml").parameters()) == expected
+
+
+def test_same_padding_follows_tensorflow_shapes():
+    table = layer_table(network_for("lecture-1.yaml"), (1, 28, 28))
+    shapes = {row["name"]: row["output_shape"] for row in table["layers"]}
+    assert shapes["conv1.conv"] == [4, 28, 28]
+    assert shapes["conv2.conv"] == [8, 14, 14]
+    assert shapes["conv3.conv"] == [12, 7, 7]
+
+
+def test_lenet5_c1_counts_as_lecun_does():
+    table = layer_table(network_for("lenet5.yaml"), (1, 28, 28))
+    c1 = next(row for row in table["layers"] if row["name"] == "conv1.conv")
+    assert (c1["parameters"], c1["connections"]) == (156, 122_304)
+    assert c1["receptive_field"] == "5x5"
+
+
+def test_parallel_branches_with_full_width_kernels_concatenate():
+    blocks = [{"parallel": [[{"conv": {"channels": 5, "kernel": [w, "full"]}}, {"pool": {"type": "max", "size": "global"}}]
+                            for w in (3, 4, 5)]}]
+    network = build_network(blocks, torch.nn.Identity(), (1, 20, 16), 2)
+    assert network(torch.randn(3, 1, 20, 16)).shape == (3, 2)
+    assert network.classifier.linear.in_features == 15
+    assert network.backbone.parallel1.branches[1].conv1.conv.kernel_size == (4, 16)
+
+
+@pytest.mark.parametrize("blocks, message", [
+    ([{"conv": {"kernel": 3}}], r"model\.blocks\[0\]\.conv\.channels: required"),
+    ([{"convolution": {}}], r"model\.blocks\[0\]: unknown block type 'convolution'"),
+    ([{"conv": {"channels": 4, "stride": 0}}], r"model\.blocks\[0\]\.conv\.stride"),
+    ([{"conv": {"channels": 4, "kernel": 40}}], r"model\.blocks\[0\]: does not fit its input"),
+    ([{"linear": {"features": 4}}, {"conv": {"channels": 4}}], r"model\.blocks\[1\]: conv needs"),
+    ([{"conv": {"channels": 4, "colour": 1}}], r"model\.blocks\[0\]\.conv\.colour: unknown option"),
+])
+def test_bad_blocks_name_the_block(blocks, message):
+    with pytest.raises(CnncliError, match=message):
+        build_network(blocks, torch.nn.Identity(), (1, 28, 28), 10)
