@@ -66,6 +66,8 @@ def train(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N (same as --set train.device=...)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the audio feature cache."),
     output_format: ReportFormat = typer.Option(ReportFormat.table, "--format", help="Summary as table or json."),
+    find_lr: bool = typer.Option(False, "--find-lr", help="Only run the learning-rate range test: print the "
+                                                          "loss per rate, suggest one, plot to OUT/lr_find.png."),
 ):
     """Train a network from a recipe and write a model bundle.
 
@@ -87,6 +89,8 @@ def train(
         overrides.append("data.audio.cache=null")
     source, name = recipe_source(recipe)
     config = load_config(source, overrides)
+    if find_lr:
+        return report_lr_range(config, out or Path("runs") / name, output_format)
     outcome = run_training(config, out or Path("runs") / name, ConsoleProgress())
     summary = {"bundle": str(outcome.bundle), "metrics": {part: {"accuracy": m["accuracy"], "n": m["n"]}
                                                            for part, m in outcome.metrics.items()},
@@ -100,6 +104,23 @@ def train(
     kept = outcome.training
     typer.echo(f"epochs    {kept['epochs_run']} (kept: {kept['kept']}, epoch {kept['kept_epoch']})  "
                f"time {kept['total_seconds']:.1f}s on {kept['device']}")
+
+
+def report_lr_range(config, out: Path, output_format: ReportFormat) -> None:
+    from cnncli.lr_finder import find_lr, lr_plot_png
+    from cnncli.plots import write_atomic
+    from cnncli.progress import ConsoleProgress
+
+    result = find_lr(config, progress=ConsoleProgress())
+    write_atomic(out / "lr_find.png", lr_plot_png(result))
+    if output_format == ReportFormat.json:
+        typer.echo(json.dumps(result))
+        return
+    for rate, loss in zip(result["lr"][::5], result["loss"][::5]):
+        typer.echo(f"lr {rate:.2e}  loss {loss:.4f}")
+    suggestion = result["suggestion"]
+    typer.echo(f"suggested lr {suggestion:.2e} (steepest descent; plot: {out / 'lr_find.png'})"
+               if suggestion else "too few steps before the loss diverged to suggest a rate")
 
 
 @app.command("eval")

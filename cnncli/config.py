@@ -207,23 +207,27 @@ def apply_override(raw: dict, override: str) -> None:
     else:
         value = _parse_scalar(text, key)
     node: Any = raw
-    for depth, part in enumerate(parts[:-1]):
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[:depth + 1])
+        last = depth == len(parts) - 1
         if isinstance(node, list):
-            node = node[int(part)]
+            if not part.isdigit() or int(part) >= len(node):
+                raise CnncliError(f"--set {key}: {where} is not an item of the list ({len(node)} items)")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
             continue
-        child = node.get(part)
-        if child is None:
-            child = {}
-            node[part] = child
-        if not isinstance(child, (dict, list)):
-            raise CnncliError(f"--set {key}: {'.'.join(parts[:depth + 1])} is not a section")
-        node = child
-    if isinstance(node, list):
-        node[int(parts[-1])] = value
-    else:
-        node[parts[-1]] = value
+        if not isinstance(node, dict):
+            raise CnncliError(f"--set {key}: {'.'.join(parts[:depth])} is not a section")
+        if last:
+            node[part] = value
+        else:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
     if key == "data.root" and isinstance(value, str):
-        node[parts[-1]] = str(Path(value).expanduser().resolve())
+        raw["data"]["root"] = str(Path(value).expanduser().resolve())
 
 
 _ANY_PATH = object()

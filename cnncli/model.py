@@ -67,21 +67,22 @@ class Parallel(nn.Module):
 def build_network(blocks: list[Any], stem: nn.Module, input_shape: tuple[int, ...], num_classes: int) -> Network:
     """Build the whole network for encoded inputs of `input_shape` (one sample, no batch axis)."""
     stem_shape = output_shape(stem, input_shape, dtype=_dtype_for(stem))
-    backbone, shape = build_blocks(blocks, stem_shape, "model.blocks", defaultdict(int), "")
+    backbone, shape = build_blocks(blocks, stem_shape, "model.blocks")
     classifier = nn.Sequential(OrderedDict(flatten=nn.Flatten(), linear=nn.Linear(math.prod(shape), num_classes)))
     return Network(stem, backbone, classifier)
 
 
-def build_blocks(specs: list[Any], shape: tuple[int, ...], key: str, counters: dict, prefix: str):
+def build_blocks(specs: list[Any], shape: tuple[int, ...], key: str):
     """Turn block specs into a named nn.Sequential; returns it and its output shape."""
     if not isinstance(specs, list):
         raise CnncliError(f"{key}: expected a list of blocks")
     modules: OrderedDict[str, nn.Module] = OrderedDict()
+    counters: dict[str, int] = defaultdict(int)
     for index, spec in enumerate(specs):
         where = f"{key}[{index}]"
         kind, options = parse_block(spec, where)
         if kind == "parallel":
-            module, shape = build_parallel(options, shape, where, counters, prefix)
+            module, shape = build_parallel(options, shape, where)
         else:
             module, shape = BUILDERS[kind](options, shape, where)
         counters[kind] += 1
@@ -140,7 +141,7 @@ def build_conv(options: dict, shape: tuple[int, ...], where: str):
     if batch_norm:
         layers["bn"] = nn.BatchNorm2d(channels)
     layers["act"] = _activation(options.get("activation", "relu"), f"{where}.conv.activation")
-    _add_dropout(layers, options, f"{where}.conv.dropout", spatial=False)
+    _add_dropout(layers, options, f"{where}.conv.dropout")
     return _finish(layers, shape, where)
 
 
@@ -162,7 +163,7 @@ def build_pool(options: dict, shape: tuple[int, ...], where: str):
 
 def build_dropout(options: dict, shape: tuple[int, ...], where: str):
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    _add_dropout(layers, {"dropout": options.get("p", 0.5)}, f"{where}.dropout.p", spatial=False)
+    _add_dropout(layers, {"dropout": options.get("p", 0.5)}, f"{where}.dropout.p")
     return _finish(layers or OrderedDict(identity=nn.Identity()), shape, where)
 
 
@@ -181,16 +182,16 @@ def build_linear(options: dict, shape: tuple[int, ...], where: str):
     if batch_norm:
         layers["bn"] = nn.BatchNorm1d(features)
     layers["act"] = _activation(options.get("activation", "relu"), f"{where}.linear.activation")
-    _add_dropout(layers, options, f"{where}.linear.dropout", spatial=False)
+    _add_dropout(layers, options, f"{where}.linear.dropout")
     return _finish(layers, shape, where)
 
 
-def build_parallel(options: Any, shape: tuple[int, ...], where: str, counters: dict, prefix: str):
+def build_parallel(options: Any, shape: tuple[int, ...], where: str):
     if not isinstance(options, list) or not options:
         raise CnncliError(f"{where}.parallel: expected a list of branches, each a list of blocks")
     branches, shapes = [], []
     for index, branch_specs in enumerate(options):
-        branch, branch_shape = build_blocks(branch_specs, shape, f"{where}.parallel[{index}]", defaultdict(int), "")
+        branch, branch_shape = build_blocks(branch_specs, shape, f"{where}.parallel[{index}]")
         branches.append(branch)
         shapes.append(branch_shape)
     if any(other[1:] != shapes[0][1:] for other in shapes):
@@ -270,7 +271,7 @@ def _activation(name: Any, key: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def _add_dropout(layers: OrderedDict, options: dict, key: str, spatial: bool) -> None:
+def _add_dropout(layers: OrderedDict, options: dict, key: str) -> None:
     p = options.get("dropout", 0.0)
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
         raise CnncliError(f"{key}: expected a probability in [0, 1), got {p!r}")

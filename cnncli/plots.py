@@ -16,7 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def _png(figure) -> bytes:
+def figure_png(figure) -> bytes:
+    """Render a matplotlib figure to PNG bytes and close it."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(figure)
@@ -43,7 +44,7 @@ def curves_png(history: list[dict]) -> bytes:
         axis.set_title(key)
         axis.grid(alpha=0.3)
         axis.legend()
-    return _png(figure)
+    return figure_png(figure)
 
 
 def confusion_png(report: dict) -> bytes:
@@ -64,7 +65,7 @@ def confusion_png(report: dict) -> bytes:
                 axis.text(j, i, str(count), ha="center", va="center", fontsize=8,
                           color="white" if count > peak / 2 else "black")
     figure.colorbar(image, ax=axis, fraction=0.046)
-    return _png(figure)
+    return figure_png(figure)
 
 
 def save_image(tensor, path: Path, title: str = "") -> None:
@@ -78,7 +79,7 @@ def save_image(tensor, path: Path, title: str = "") -> None:
         axis.imshow((array.transpose(1, 2, 0) / peak).clip(0, 1), interpolation="nearest")
     axis.set_title(title)
     axis.axis("off")
-    write_atomic(path, _png(figure))
+    write_atomic(path, figure_png(figure))
 
 
 def feature_maps_png(maps, title: str, limit: int = 32) -> bytes:
@@ -94,4 +95,4 @@ def feature_maps_png(maps, title: str, limit: int = 32) -> bytes:
             axis.imshow(maps[index].numpy(), cmap="viridis", interpolation="nearest", aspect="auto")
             axis.set_title(str(index), fontsize=7)
     figure.suptitle(title, fontsize=9)
-    return _png(figure)
+    return figure_png(figure)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cnncli.bundle import save_bundle
 from cnncli.config import Config
@@ -17,6 +18,11 @@ from cnncli.errors import CnncliError
 from cnncli.modalities import modality_class
 from cnncli.modalities.base import Modality, check_augment_keys
 from cnncli.progress import Progress
+
+if TYPE_CHECKING:
+    import torch
+
+    from cnncli.engine import TensorData
 
 
 @dataclass
@@ -27,17 +33,30 @@ class TrainOutcome:
     training: dict
 
 
-def train(config: Config, out: str | Path, progress: Progress = Progress()) -> TrainOutcome:
-    """Train the recipe's network and write the bundle to `out`."""
+@dataclass
+class Prepared:
+    """Everything a training run starts from: fitted preprocessing, encoded splits, a fresh network."""
+
+    config: Config
+    splits: Splits
+    modality: Modality
+    train: "TensorData"
+    val: "TensorData"
+    test: "TensorData"
+    network: "torch.nn.Module"
+    device: "torch.device"
+    skipped: dict[str, list[str]]
+    seconds: float
+
+
+def prepare(config: Config, progress: Progress = Progress()) -> Prepared:
+    """Read and split the data, fit the preprocessing, encode every split, build the network."""
     import torch
 
     from cnncli.device import pick_device, set_threads
-    from cnncli.engine import TensorData, fit, predict_probabilities
-    from cnncli.metrics import classification_report
     from cnncli.model import build_network
 
     started = time.perf_counter()
-    out = Path(out)
     set_threads(config.train.threads)
     device = pick_device(config.train.device)
     modality_type = modality_class(config.data.modality)
@@ -52,41 +71,54 @@ def train(config: Config, out: str | Path, progress: Progress = Progress()) -> T
     skipped = {name: failures for name, (_, failures) in parts.items() if failures}
     for name, failures in skipped.items():
         progress.note(f"warning: skipped {len(failures)} unreadable {name} sample(s), e.g. {failures[0]}")
-    train_data, val_data, test_data = (parts[name][0] for name in ("train", "val", "test"))
-    if len(train_data) == 0:
+    if len(parts["train"][0]) == 0:
         raise CnncliError("data.train: no training sample could be read")
-    modality.fit_encoded(train_data.inputs)
+    modality.fit_encoded(parts["train"][0].inputs)
     torch.manual_seed(config.train.seed)
     network = build_network(config.model.blocks, modality.build_stem(), modality.input_shape, len(splits.labels))
-    encode_seconds = round(time.perf_counter() - started, 2)
+    return Prepared(config, splits, modality, parts["train"][0], parts["val"][0], parts["test"][0], network, device,
+                    skipped, round(time.perf_counter() - started, 2))
 
+
+def train(config: Config, out: str | Path, progress: Progress = Progress()) -> TrainOutcome:
+    """Train the recipe's network and write the bundle to `out`."""
+    import torch
+
+    from cnncli.engine import fit, predict_probabilities
+    from cnncli.metrics import classification_report
+
+    started = time.perf_counter()
+    out = Path(out)
+    run = prepare(config, progress)
     history: list[dict] = []
 
     def training_info(**more) -> dict:
-        return {"device": str(device), "threads": torch.get_num_threads(), "encode_seconds": encode_seconds,
-                "skipped": {name: len(failures) for name, failures in skipped.items()}, **more}
+        return {"device": str(run.device), "threads": torch.get_num_threads(), "encode_seconds": run.seconds,
+                "skipped": {name: len(failures) for name, failures in run.skipped.items()}, **more}
 
     def checkpoint(record: dict, trained) -> None:
         history.append(record)
         progress.note(format_epoch(record))
-        save_bundle(out, trained, config, splits.labels, modality, status="partial", split=splits.record,
-                    metrics={}, training=training_info(epochs_run=record["epoch"]), log=history)
+        save_bundle(out, trained, config, run.splits.labels, run.modality, status="partial",
+                    split=run.splits.record, metrics={}, training=training_info(epochs_run=record["epoch"]),
+                    log=history)
 
-    result = fit(network, modality, train_data, val_data, config.train, device, progress, checkpoint)
+    result = fit(run.network, run.modality, run.train, run.val, config.train, run.device, progress, checkpoint)
     metrics = {}
-    for name, data in (("val", val_data), ("test", test_data)):
+    for name, data in (("val", run.val), ("test", run.test)):
         if len(data):
-            probabilities = predict_probabilities(network, data.inputs, config.train.eval_batch_size, device)
+            probabilities = predict_probabilities(run.network, data.inputs, config.train.eval_batch_size, run.device)
             metrics[name] = classification_report(data.targets.tolist(), probabilities.argmax(1).tolist(),
-                                                  splits.labels)
+                                                  run.splits.labels)
     training = training_info(
         epochs_run=len(result.history), kept=result.kept, kept_epoch=result.kept_epoch,
         stopped_early=result.stopped_early, fit_seconds=result.seconds,
         total_seconds=round(time.perf_counter() - started, 2),
     )
-    network.cpu()
-    save_bundle(out, network, config, splits.labels, modality, status="complete", split=splits.record,
-                metrics=metrics, training=training, log=result.history, extra_files=training_plots(result.history, metrics))
+    run.network.cpu()
+    save_bundle(out, run.network, config, run.splits.labels, run.modality, status="complete",
+                split=run.splits.record, metrics=metrics, training=training, log=result.history,
+                extra_files=training_plots(result.history, metrics))
     return TrainOutcome(out, metrics, result.history, training)
 
 
