@@ -324,6 +324,8 @@ def _build(tp: Any, value: Any, key: str, origin: str) -> Any:
             raise CnncliError(f"{where}: expected a whole number, got {_show(value)}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            value = _yaml11_float(value)  # PyYAML reads 1e-3 (no dot) as text
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise CnncliError(f"{where}: expected a number, got {_show(value)}")
         return float(value)
@@ -367,6 +369,13 @@ def config_to_dict(config: Config) -> dict:
 def config_from_dict(data: dict, origin: str = "bundle") -> Config:
     """Rebuild a Config from `config_to_dict` output (e.g. the recipe stored in a bundle)."""
     return _build(Config, data, "", origin)
+
+
+def _yaml11_float(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _join(prefix: str, name: str) -> str:

@@ -27,3 +27,22 @@ def set_threads(threads: int | None) -> None:
         if threads < 1:
             raise CnncliError(f"train.threads: must be at least 1, got {threads}")
         torch.set_num_threads(threads)
+
+
+def measure_peak_gflops(device, seconds: float = 0.3) -> float:
+    """This machine's float32 matrix-multiply rate in GFLOP/s: the yardstick for training speed."""
+    import time
+
+    import torch
+
+    size = 1024
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    torch.mm(a, b)  # warm-up
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds or count < 2:
+        torch.mm(a, b)
+        count += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return 2 * size ** 3 * count / (time.perf_counter() - started) / 1e9

@@ -87,16 +87,26 @@ def train(config: Config, out: str | Path, progress: Progress = Progress()) -> T
     from cnncli.engine import fit, predict_probabilities
     from cnncli.metrics import classification_report
 
+    from cnncli.device import measure_peak_gflops
+    from cnncli.inspection import layer_table
+
     started = time.perf_counter()
     out = Path(out)
     run = prepare(config, progress)
     history: list[dict] = []
+    # Training costs about 3x the forward pass (forward, and backward for inputs and weights);
+    # one connection is one multiply-add, i.e. 2 FLOPs.
+    train_flops = 6 * layer_table(run.network, run.modality.input_shape)["total_connections"]
+    peak_gflops = measure_peak_gflops(run.device)
 
     def training_info(**more) -> dict:
         return {"device": str(run.device), "threads": torch.get_num_threads(), "encode_seconds": run.seconds,
+                "train_flops_per_sample": train_flops, "peak_gflops": round(peak_gflops, 1),
                 "skipped": {name: len(failures) for name, failures in run.skipped.items()}, **more}
 
     def checkpoint(record: dict, trained) -> None:
+        gflops = record["samples_per_second"] * train_flops / 1e9
+        record.update(gflops=round(gflops, 2), peak_share=round(gflops / peak_gflops, 4))
         history.append(record)
         progress.note(format_epoch(record))
         save_bundle(out, trained, config, run.splits.labels, run.modality, status="partial",
@@ -141,7 +151,10 @@ def format_epoch(record: dict) -> str:
     text = (f"epoch {record['epoch']:>3}  loss {record['train_loss']:.4f}  acc {record['train_accuracy']:.4f}")
     if "val_loss" in record:
         text += f"  val_loss {record['val_loss']:.4f}  val_acc {record['val_accuracy']:.4f}"
-    return text + f"  lr {record['lr']:.2e}  {record['samples_per_second']:.0f} samples/s  {record['seconds']:.1f}s"
+    text += f"  lr {record['lr']:.2e}  {record['samples_per_second']:.0f} samples/s"
+    if "peak_share" in record:
+        text += f" ({record['gflops']:.1f} GFLOP/s, {record['peak_share']:.0%} of matmul peak)"
+    return text + f"  {record['seconds']:.1f}s"
 
 
 def training_plots(history: list[dict], metrics: dict) -> dict[str, bytes]:

@@ -83,3 +83,8 @@ def test_resolved_recipe_round_trips(tmp_path):
 @pytest.mark.parametrize("recipe", sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml")))
 def test_every_shipped_recipe_is_valid(recipe):
     load_config(recipe)
+
+
+def test_exponent_notation_is_a_number(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL + "train:\n  lr: 3e-4\n"), ["train.lr_min=1e-6"])
+    assert config.train.lr == 3e-4 and config.train.lr_min == 1e-6

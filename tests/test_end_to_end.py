@@ -140,3 +140,15 @@ def test_help_does_not_import_torch():
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip().endswith("ok")
+
+
+def test_train_from_a_folder_with_a_corrupt_file_skips_it_and_says_so(tiny_image_folder, tmp_path):
+    (tiny_image_folder / "left" / "zz-broken.png").write_bytes(b"\x89PNG truncated")
+    out = tmp_path / "run"
+    result = cli("train", tiny_image_folder, "--set", "train.epochs=1", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 unreadable" in result.stderr and "zz-broken.png" in result.stderr
+    info = read_info(out)
+    assert info["recipe"]["data"]["modality"] == "image"
+    assert info["input_shape"] == [3, 64, 64]  # the default recipe for a folder: RGB, padded to 64x64
+    assert sum(info["training"]["skipped"].values()) == 1

@@ -1,0 +1,67 @@
+import math
+
+import pytest
+import torch
+
+from cnncli.config import Config, TrainConfig, load_config
+from cnncli.engine import TensorData, fit
+from cnncli.optim import lr_factor
+from cnncli.train import prepare
+
+
+@pytest.fixture
+def prepared_config(tiny_image_folder, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"data: {{root: {tiny_image_folder}, image: {{size: [8, 8]}}, split: {{val_fraction: 0.25}}}}\n"
+                      "model: {blocks: [{conv: {channels: 4, batch_norm: true}}, {pool: {size: global}}]}\n"
+                      "train: {epochs: 4, batch_size: 4, lr: 0.01}\n")
+    return lambda *overrides: load_config(recipe, list(overrides))
+
+
+def weights_after_training(config: Config):
+    run = prepare(config)
+    fit(run.network, run.modality, run.train, run.val, config.train, torch.device("cpu"))
+    return torch.cat([p.detach().flatten() for p in run.network.parameters()])
+
+
+def test_the_same_seed_gives_the_same_weights(prepared_config):
+    first = weights_after_training(prepared_config("train.seed=1"))
+    assert torch.equal(first, weights_after_training(prepared_config("train.seed=1")))
+    assert not torch.equal(first, weights_after_training(prepared_config("train.seed=2")))
+
+
+def test_keep_best_restores_the_best_validation_epoch(prepared_config):
+    config = prepared_config("train.keep=best", "train.epochs=6")
+    run = prepare(config)
+    result = fit(run.network, run.modality, run.train, run.val, config.train, torch.device("cpu"))
+    scores = [(r["val_accuracy"], -r["val_loss"]) for r in result.history]
+    assert result.kept == "best" and result.kept_epoch == scores.index(max(scores)) + 1
+    run.network.eval()
+    with torch.no_grad():
+        accuracy = (run.network(run.val.inputs).argmax(1) == run.val.targets).float().mean().item()
+    assert accuracy == pytest.approx(result.history[result.kept_epoch - 1]["val_accuracy"], abs=1e-4)
+
+
+def test_early_stopping_ends_a_run_that_stops_improving(prepared_config):
+    config = prepared_config("train.lr=1e-12", "train.early_stopping=2", "train.epochs=20")
+    run = prepare(config)
+    result = fit(run.network, run.modality, run.train, run.val, config.train, torch.device("cpu"))
+    assert result.stopped_early and len(result.history) == 3
+
+
+def test_steps_override_epochs(prepared_config):
+    config = prepared_config("train.steps=5")
+    run = prepare(config)
+    result = fit(run.network, run.modality, run.train, run.val, config.train, torch.device("cpu"))
+    assert result.history[-1]["step"] == 5
+
+
+def test_exponential_schedule_is_the_lectures_formula():
+    factor = lr_factor(TrainConfig(lr=0.02, lr_min=0.0001, schedule="exponential", decay_steps=2000), 10_000)
+    for step in (0, 2000, 9000):
+        assert 0.02 * factor(step) == pytest.approx(0.0001 + (0.02 - 0.0001) * math.exp(-step / 2000))
+
+
+def test_cosine_schedule_ends_at_its_floor():
+    factor = lr_factor(TrainConfig(lr=0.1, lr_min=0.001, schedule="cosine"), 100)
+    assert factor(0) == pytest.approx(1.0) and 0.1 * factor(100) == pytest.approx(0.001)
