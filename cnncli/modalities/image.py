@@ -157,12 +157,13 @@ class ImageModality(Modality):
                 image = image.float().mean(0, keepdim=True).round()
             return image.to(torch.uint8)
         import numpy as np
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, ImageOps, UnidentifiedImageError
 
         try:
             with Image.open(sample.locator) as opened:
                 opened.load()
-                converted = opened.convert("L" if self.channels == 1 else "RGB")
+                upright = ImageOps.exif_transpose(opened)  # phone photos store their rotation in EXIF
+                converted = upright.convert("L" if self.channels == 1 else "RGB")
                 if self.options.size and list(converted.size[::-1]) != list(self.options.size):
                     converted = self._resize_pil(converted)
         except FileNotFoundError:
