@@ -138,10 +138,7 @@ def build_conv(options: dict, shape: tuple[int, ...], where: str):
     else:
         conv_padding = _pair(padding, f"{where}.conv.padding", minimum=0)
     layers["conv"] = nn.Conv2d(in_channels, channels, kernel, stride=stride, padding=conv_padding, bias=bias)
-    if batch_norm:
-        layers["bn"] = nn.BatchNorm2d(channels)
-    layers["act"] = _activation(options.get("activation", "relu"), f"{where}.conv.activation")
-    _add_dropout(layers, options, f"{where}.conv.dropout")
+    _add_tail(layers, options, f"{where}.conv", nn.BatchNorm2d(channels) if batch_norm else None)
     return _finish(layers, shape, where)
 
 
@@ -179,10 +176,7 @@ def build_linear(options: dict, shape: tuple[int, ...], where: str):
     if len(shape) != 1:
         layers["flatten"] = nn.Flatten()
     layers["linear"] = nn.Linear(math.prod(shape), features, bias=bias)
-    if batch_norm:
-        layers["bn"] = nn.BatchNorm1d(features)
-    layers["act"] = _activation(options.get("activation", "relu"), f"{where}.linear.activation")
-    _add_dropout(layers, options, f"{where}.linear.dropout")
+    _add_tail(layers, options, f"{where}.linear", nn.BatchNorm1d(features) if batch_norm else None)
     return _finish(layers, shape, where)
 
 
@@ -269,6 +263,14 @@ def _activation(name: Any, key: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise CnncliError(f"{key}: unknown activation {name!r} (known: {', '.join(ACTIVATIONS)})")
     return ACTIVATIONS[name]()
+
+
+def _add_tail(layers: OrderedDict, options: dict, key: str, batch_norm: nn.Module | None) -> None:
+    """What follows a conv or linear layer, in the lecture's order: batch norm, activation, dropout."""
+    if batch_norm is not None:
+        layers["bn"] = batch_norm
+    layers["act"] = _activation(options.get("activation", "relu"), f"{key}.activation")
+    _add_dropout(layers, options, f"{key}.dropout")
 
 
 def _add_dropout(layers: OrderedDict, options: dict, key: str) -> None:

@@ -7,32 +7,24 @@ from pathlib import Path
 
 from cnncli.errors import CnncliError
 
-# One small, robust network per modality, for `cnncli train DATA_FOLDER` without a recipe.
-DEFAULT_BLOCKS = {
-    "image": [
-        {"conv": {"channels": 32, "kernel": 3, "padding": "same", "batch_norm": True}},
-        {"pool": {"type": "max", "size": 2}},
-        {"conv": {"channels": 64, "kernel": 3, "padding": "same", "batch_norm": True}},
-        {"pool": {"type": "max", "size": 2}},
-        {"conv": {"channels": 128, "kernel": 3, "padding": "same", "batch_norm": True}},
-        {"pool": {"type": "avg", "size": "global"}},
-        {"dropout": 0.3},
-    ],
-    "audio": [
-        {"conv": {"channels": 32, "kernel": 3, "padding": "same", "batch_norm": True}},
-        {"pool": {"type": "max", "size": 2}},
-        {"conv": {"channels": 64, "kernel": 3, "padding": "same", "batch_norm": True}},
-        {"pool": {"type": "max", "size": 2}},
-        {"conv": {"channels": 128, "kernel": 3, "padding": "same", "batch_norm": True}},
-        {"pool": {"type": "avg", "size": "global"}},
-        {"dropout": 0.3},
-    ],
-    "text": [
-        {"parallel": [[{"conv": {"channels": 100, "kernel": [width, "full"]}},
-                       {"pool": {"type": "max", "size": "global"}}] for width in (3, 4, 5)]},
-        {"dropout": 0.5},
-    ],
-}
+# A small, robust CNN for pictures of any size: images, and spectrograms as 1-channel images.
+SMALL_CNN = [
+    {"conv": {"channels": 32, "kernel": 3, "padding": "same", "batch_norm": True}},
+    {"pool": {"type": "max", "size": 2}},
+    {"conv": {"channels": 64, "kernel": 3, "padding": "same", "batch_norm": True}},
+    {"pool": {"type": "max", "size": 2}},
+    {"conv": {"channels": 128, "kernel": 3, "padding": "same", "batch_norm": True}},
+    {"pool": {"type": "avg", "size": "global"}},
+    {"dropout": 0.3},
+]
+# Kim (2014): filters of widths 3, 4 and 5 spanning the embedding, max over time.
+KIM_CNN = [
+    {"parallel": [[{"conv": {"channels": 100, "kernel": [width, "full"]}},
+                   {"pool": {"type": "max", "size": "global"}}] for width in (3, 4, 5)]},
+    {"dropout": 0.5},
+]
+# The network `cnncli train DATA_FOLDER` uses for each modality when no recipe is given.
+DEFAULT_BLOCKS = {"image": SMALL_CNN, "audio": SMALL_CNN, "text": KIM_CNN}
 
 
 def recipe_source(argument: str) -> tuple[str | dict, str]:
