@@ -1,0 +1,129 @@
+"""Recordings in, mono float waveforms at one sample rate out.
+
+soundfile (libsndfile) reads wav, flac, ogg and mp3 without FFmpeg, which torchaudio.load would
+need; librosa is the fallback for mp3 files libsndfile rejects. Resampling and mix-down happen on
+tensors with torchaudio. Every failure is a CnncliError naming the file, so batch work can
+report it and carry on.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnncli.errors import CnncliError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+
+# libsndfile notes a WAV whose data chunk is shorter than its header says as "data : N (should be M)".
+_SHORT_CHUNK = re.compile(r"^data\s*:.*should be", re.MULTILINE)
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The file's bytes (hashed for the feature cache, then decoded without a second read)."""
+    try:
+        content = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise CnncliError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CnncliError(f"{path}: is a folder, not an audio file") from None
+    except OSError as error:
+        raise CnncliError(f"{path}: cannot read ({error.strerror})") from None
+    if not content:
+        raise CnncliError(f"{path}: the file is empty")
+    return content
+
+
+def decode(path: str | Path, content: bytes, sample_rate: int) -> torch.Tensor:
+    """File bytes -> float32 mono waveform at `sample_rate` (1-D tensor)."""
+    try:
+        samples, native_rate = _decode_soundfile(path, content)
+    except CnncliError:
+        if Path(path).suffix.lower() != ".mp3":
+            raise
+        samples, native_rate = _decode_librosa(path)
+    if samples.shape[0] == 0:
+        raise CnncliError(f"{path}: contains no audio (0 samples)")
+    return to_mono_rate(samples, native_rate, sample_rate)
+
+
+def to_mono_rate(samples: np.ndarray, native_rate: int, sample_rate: int) -> torch.Tensor:
+    """(frames, channels) array at `native_rate` -> mono 1-D float32 tensor at `sample_rate`."""
+    waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+    if waveform.dim() == 2:
+        waveform = waveform.mean(dim=1)  # mix-down: the average of the channels keeps the level
+    return resample(waveform, native_rate, sample_rate)
+
+
+def resample(waveforms: torch.Tensor, native_rate: int, sample_rate: int) -> torch.Tensor:
+    """(..., frames) at `native_rate` -> (..., frames') at `sample_rate` (windowed sinc, torchaudio)."""
+    import torchaudio.functional as audio_functional
+
+    if native_rate == sample_rate:
+        return waveforms
+    return audio_functional.resample(waveforms, native_rate, sample_rate)
+
+
+def audio_length(path: str | Path) -> tuple[int, int]:
+    """(frames, native sample rate) from the header, without decoding."""
+    import soundfile
+
+    try:
+        info = soundfile.info(str(path))
+    except FileNotFoundError:
+        raise CnncliError(f"{path}: no such file") from None
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
+        raise CnncliError(f"{path}: not a readable audio file ({_reason(error)})") from None
+    return info.frames, info.samplerate
+
+
+def iter_file_blocks(path: str | Path, block_frames: int) -> Iterator[np.ndarray]:
+    """The file in consecutive (frames, channels) blocks, for streaming over long recordings."""
+    import soundfile
+
+    try:
+        yield from soundfile.blocks(str(path), blocksize=block_frames, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError) as error:
+        raise CnncliError(f"{path}: not a readable audio file ({_reason(error)})") from None
+
+
+def _decode_soundfile(path: str | Path, content: bytes) -> tuple[np.ndarray, int]:
+    import soundfile
+
+    try:
+        with soundfile.SoundFile(io.BytesIO(content)) as handle:
+            declared = handle.frames
+            samples = handle.read(dtype="float32", always_2d=True)
+            native_rate = handle.samplerate
+            truncated = len(samples) < declared or _SHORT_CHUNK.search(handle.extra_info or "")
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        raise CnncliError(f"{path}: not a readable audio file ({_reason(error)})") from None
+    if truncated:
+        raise CnncliError(f"{path}: the audio file is truncated (shorter than its header says)")
+    return samples, native_rate
+
+
+def _decode_librosa(path: str | Path) -> tuple[np.ndarray, int]:
+    """Fallback for mp3 variants libsndfile's decoder rejects (librosa goes through audioread)."""
+    import warnings
+
+    import librosa
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # librosa warns when it falls back to audioread
+            samples, native_rate = librosa.load(str(path), sr=None, mono=False)
+    except Exception as error:  # noqa: BLE001 - audioread backends raise many unrelated types
+        raise CnncliError(f"{path}: not a readable audio file ({_reason(error)})") from None
+    samples = np.atleast_2d(samples).T  # librosa gives (channels, frames)
+    return samples, int(native_rate)
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    return text.split(": ", 1)[-1] if text.startswith("Error opening") else text

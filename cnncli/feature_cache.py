@@ -1,0 +1,67 @@
+"""A folder of computed features, so a recording is decoded and transformed once per parameter set.
+
+Key = sha256 of the file's bytes and of the feature parameters as JSON: a renamed or copied file
+hits the cache, an edited file or a changed parameter misses it. Entries are .npy files (read
+with allow_pickle=False, so a cache can never run code), written to a temporary name and renamed
+into place so a crash or a concurrent run never leaves half an entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class FeatureCache:
+    """Get and put feature tensors by (file bytes, parameters); `folder=None` stores nothing."""
+
+    def __init__(self, folder: str | Path | None, params_json: str):
+        self.folder = Path(folder).expanduser() if folder else None
+        self.params = params_json.encode()
+        self.hits = 0
+        self.misses = 0
+        self.write_errors: list[str] = []  # the cache only saves time; failing to write is not fatal
+
+    @property
+    def enabled(self) -> bool:
+        return self.folder is not None
+
+    def key(self, content: bytes) -> str:
+        hasher = hashlib.sha256(content)
+        hasher.update(b"\0")
+        hasher.update(self.params)
+        return hasher.hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.npy"
+
+    def get(self, key: str) -> torch.Tensor | None:
+        if self.folder is None:
+            return None
+        try:
+            array = np.load(self.path(key), allow_pickle=False)
+        except (FileNotFoundError, ValueError, OSError, EOFError):
+            # A missing entry is a miss; an unreadable one too: it is recomputed and overwritten.
+            self.misses += 1
+            return None
+        self.hits += 1
+        return torch.from_numpy(array)
+
+    def put(self, key: str, tensor: torch.Tensor) -> None:
+        if self.folder is None:
+            return
+        target = self.path(key)
+        buffer = io.BytesIO()
+        np.save(buffer, tensor.detach().cpu().numpy(), allow_pickle=False)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            temporary.write_bytes(buffer.getvalue())
+            os.replace(temporary, target)
+        except OSError as error:
+            self.write_errors.append(f"{target}: {error.strerror}")

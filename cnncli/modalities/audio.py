@@ -1,0 +1,320 @@
+"""Sound as a picture: decode, resample to one rate, mix to mono, pad/crop, log-mel (or STFT, MFCC).
+
+Encoded recordings are float32 (1, bands, frames) dB spectrograms, row 0 the lowest band. They
+are computed a batch at a time and kept in a feature cache across runs (cnncli/feature_cache.py).
+The stem subtracts the per-band mean and divides by the per-band std fitted on the training
+split, so the normalisation travels with the weights. Augmentation (SpecAugment masks, time
+shift, gain, noise) works on batches of encoded spectrograms, on the batch's device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnncli.audio_features import (FeatureExtractor, band_count, fit_length, frame_count, params_json,
+                                   target_length)
+from cnncli.audio_io import AUDIO_EXTENSIONS, audio_length, decode, iter_file_blocks, read_bytes
+from cnncli.config import AudioOptions, AugmentConfig, Config
+from cnncli.data.sample import Sample
+from cnncli.errors import CnncliError
+from cnncli.feature_cache import FeatureCache
+from cnncli.modalities.base import Encoded, Modality, ProgressCallback
+
+FEATURE_BATCH = 256  # recordings per feature call: large enough to amortise, small enough for memory
+
+
+class BandNormalize(nn.Module):
+    """(x - mean) / std per frequency band (row), with statistics stored as buffers."""
+
+    def __init__(self, mean: list[float], std: list[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 1, -1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 1, -1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
+
+
+class AudioModality(Modality):
+    name = "audio"
+    extensions = AUDIO_EXTENSIONS
+    augment_keys = ("time_shift", "time_mask", "freq_mask", "gain_db", "noise")
+
+    def __init__(self, options: AudioOptions, augment: AugmentConfig | None = None,
+                 mean: list[float] | None = None, std: list[float] | None = None):
+        check_options(options)
+        self.options = options
+        self.augment_config = augment or AugmentConfig()
+        bands = band_count(options)
+        self.mean = mean or [0.0] * bands
+        self.std = std or [1.0] * bands
+        self._extractor: FeatureExtractor | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> "AudioModality":
+        return cls(dataclasses.replace(config.data.audio), config.augment)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "AudioModality":
+        return cls(AudioOptions(**state["options"]), None, state["mean"], state["std"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"options": dataclasses.asdict(self.options), "mean": self.mean, "std": self.std}
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (1, band_count(self.options), frame_count(self.options))
+
+    @property
+    def extractor(self) -> FeatureExtractor:
+        if self._extractor is None:
+            self._extractor = FeatureExtractor(self.options)
+        return self._extractor
+
+    # -- encoding ------------------------------------------------------------------------------
+
+    def encode(self, sample: Sample) -> torch.Tensor:
+        encoded = self.encode_many([sample])
+        if encoded.failures:
+            raise CnncliError(encoded.failures[0])
+        return encoded.tensor[0]
+
+    def encode_many(self, samples: Sequence[Sample], progress: ProgressCallback | None = None) -> Encoded:
+        """Cached features where present; the rest decoded one file at a time, transformed a batch at a time."""
+        cache = FeatureCache(self.options.cache, params_json(self.options))
+        results: dict[int, torch.Tensor] = {}
+        failures: dict[int, str] = {}
+        for start in range(0, len(samples), FEATURE_BATCH):
+            pending: list[tuple[int, str, torch.Tensor]] = []  # (position, cache key, waveform)
+            for position in range(start, min(start + FEATURE_BATCH, len(samples))):
+                locator = samples[position].locator
+                try:
+                    content = read_bytes(locator)
+                    key = cache.key(content)
+                    cached = cache.get(key)
+                    if cached is not None and tuple(cached.shape) == self.input_shape:
+                        results[position] = cached
+                    else:
+                        waveform = decode(locator, content, self.options.sample_rate)
+                        pending.append((position, key, fit_length(waveform, target_length(self.options))))
+                except CnncliError as error:
+                    failures[position] = str(error)
+            if pending:
+                features = self.extractor(torch.stack([waveform for _, _, waveform in pending]))
+                for (position, key, _), feature in zip(pending, features):
+                    results[position] = feature
+                    cache.put(key, feature)
+            if progress:
+                progress(min(start + FEATURE_BATCH, len(samples)) - start)
+        index = sorted(results)
+        tensor = torch.stack([results[i] for i in index]) if index else torch.empty((0, *self.input_shape))
+        return Encoded(tensor, index, failures)
+
+    def encode_windows(self, path: str, window: float, hop: float,
+                       batch_size: int = 64) -> Iterator[tuple[list[tuple[float, float]], torch.Tensor]]:
+        """Slide a `window`-second window by `hop` seconds over a long recording.
+
+        Yields ([(start_s, end_s), ...], encoded batch) chunks of up to `batch_size` windows. The
+        file is streamed in blocks, so memory does not grow with its length. Each window is
+        resampled and padded/cropped to `duration` exactly like a file of that length in
+        `encode`. Windows that would run past the end are left out; a recording shorter than
+        one window gives one window over all of it.
+        """
+        if window <= 0 or hop <= 0:
+            raise CnncliError(f"--window {window} --hop {hop}: both must be positive seconds")
+        import numpy as np
+
+        from cnncli.audio_io import resample
+
+        _, native_rate = audio_length(path)
+        window_frames = max(1, round(window * native_rate))
+        hop_frames = max(1, round(hop * native_rate))
+        length = target_length(self.options)
+
+        def featurise(segments: list) -> torch.Tensor:
+            stacked = torch.from_numpy(np.stack(segments))  # (windows, frames, channels) at the native rate
+            waveforms = resample(stacked.mean(dim=2), native_rate, self.options.sample_rate)
+            return self.extractor(fit_length(waveforms, length))
+
+        buffer = np.zeros((0, 1), dtype=np.float32)
+        buffer_start = next_start = 0  # file frame of buffer[0]; first frame of the next window
+        spans: list[tuple[float, float]] = []
+        segments: list = []
+        emitted = False
+        for block in iter_file_blocks(path, max(window_frames, hop_frames, 16384)):
+            buffer = np.concatenate([buffer, block]) if len(buffer) else block
+            while next_start + window_frames <= buffer_start + len(buffer):
+                offset = next_start - buffer_start
+                segments.append(buffer[offset:offset + window_frames])
+                spans.append((next_start / native_rate, (next_start + window_frames) / native_rate))
+                next_start += hop_frames
+                if len(segments) == batch_size:
+                    yield spans, featurise(segments)
+                    spans, segments, emitted = [], [], True
+            drop = min(next_start - buffer_start, len(buffer))
+            buffer, buffer_start = buffer[drop:], buffer_start + drop
+        total = buffer_start + len(buffer)
+        if total == 0:
+            raise CnncliError(f"{path}: contains no audio (0 samples)")
+        if not emitted and not segments:  # shorter than one window: the whole recording is the window
+            segments, spans = [buffer], [(0.0, total / native_rate)]
+        if segments:
+            yield spans, featurise(segments)
+
+    # -- fitting and the stem ------------------------------------------------------------------
+
+    def fit_encoded(self, encoded: torch.Tensor) -> None:
+        """Per-band mean and std over every training recording and frame."""
+        if not self.options.normalize or len(encoded) == 0:
+            return
+        bands = encoded.shape[2]
+        total = torch.zeros(bands, dtype=torch.float64)
+        square = torch.zeros(bands, dtype=torch.float64)
+        for chunk in encoded.split(2048):
+            values = chunk.to(torch.float64)
+            total += values.sum(dim=(0, 1, 3))
+            square += (values ** 2).sum(dim=(0, 1, 3))
+        count = len(encoded) * encoded.shape[1] * encoded.shape[3]
+        mean = total / count
+        variance = (square / count - mean ** 2).clamp(min=1e-8)
+        self.mean = [round(float(m), 6) for m in mean]
+        self.std = [round(float(s), 6) for s in variance.sqrt()]
+
+    def build_stem(self) -> nn.Module:
+        return BandNormalize(self.mean, self.std)
+
+    # -- augmentation --------------------------------------------------------------------------
+
+    def augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Random time shift, gain, SpecAugment masks and noise on un-normalised dB spectrograms.
+
+        gain_db is additive in the dB domain (a gain on the power spectrum), so for MFCC it moves
+        only coefficient 0 (by gain * sqrt(n_mels), the orthonormal DCT of a constant). Masks are
+        filled with the per-band training mean, i.e. zero after the stem. Noise std is in units of
+        the normalised spectrogram, so it is scaled by each band's std here.
+        """
+        settings = self.augment_config
+        if not any((settings.time_shift, settings.time_mask, settings.freq_mask, settings.gain_db, settings.noise)):
+            return batch
+        batch = batch.float().clone()
+        count, _, bands, frames = batch.shape
+        device = batch.device
+        mean = torch.tensor(self.mean, device=device).view(1, 1, -1, 1)
+        std = torch.tensor(self.std, device=device).view(1, 1, -1, 1)
+
+        def uniform(low: float, high: float) -> torch.Tensor:
+            return low + (high - low) * torch.rand(count, generator=generator, device=device)
+
+        if settings.time_shift:
+            widest = settings.time_shift * frames
+            shift = uniform(-widest, widest).round().long()
+            columns = (torch.arange(frames, device=device).view(1, -1) - shift.view(-1, 1)) % frames
+            batch = batch.gather(3, columns.view(count, 1, 1, frames).expand(-1, 1, bands, -1))
+        if settings.gain_db:
+            gain = uniform(-settings.gain_db, settings.gain_db).view(-1, 1, 1)
+            if self.options.features == "mfcc":
+                batch[:, :, 0, :] += gain * math.sqrt(self.options.n_mels)
+            else:
+                batch += gain.view(-1, 1, 1, 1)
+        fill = mean.expand(count, 1, bands, frames) if self.options.normalize else \
+            batch.mean(dim=(2, 3), keepdim=True).expand(-1, 1, bands, frames)
+        for width, size, axis in ((settings.freq_mask, bands, 2), (settings.time_mask, frames, 3)):
+            if width:
+                mask = _random_stripes(count, width, size, generator, device)
+                shape = (count, 1, size, 1) if axis == 2 else (count, 1, 1, size)
+                batch = torch.where(mask.view(shape), fill, batch)
+        if settings.noise:
+            noise = torch.randn(batch.shape, generator=generator, device=device)
+            batch = batch + noise * settings.noise * std
+        return batch
+
+    # -- describing and drawing ----------------------------------------------------------------
+
+    def describe(self) -> str:
+        options = self.options
+        _, bands, frames = self.input_shape
+        f_max = options.f_max or options.sample_rate / 2
+        kind = {"logmel": f"{options.n_mels} mel bands {options.f_min:g}-{f_max:g} Hz (Slaney), dB",
+                "stft": f"{bands} linear bands 0-{options.sample_rate / 2:g} Hz, dB",
+                "mfcc": f"{options.n_mfcc} MFCCs of {options.n_mels} mel bands {options.f_min:g}-{f_max:g} Hz"}
+        top_db = f", top_db {options.top_db:g}" if options.top_db is not None else ""
+        norm = "per-band normalisation" if options.normalize else "no normalisation"
+        return (f"audio {options.features} 1x{bands}x{frames}: {options.sample_rate} Hz mono, "
+                f"{options.duration:g} s pad/centre-crop, n_fft {options.n_fft} hop {options.hop_length} "
+                f"win {options.win_length or options.n_fft}, {kind[options.features]}{top_db}, {norm}")
+
+    def draw(self, sample: Sample, path: Path) -> None:
+        """The spectrogram after the stem (what the first convolution reads), seconds by Hz."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from cnncli.plots import figure_png, write_atomic
+
+        options = self.options
+        with torch.no_grad():
+            picture = self.build_stem()(self.encode(sample).unsqueeze(0))[0, 0].numpy()
+        bands = picture.shape[0]
+        nyquist = options.sample_rate / 2
+        figure, axis = plt.subplots(figsize=(7, 3.6))
+        if options.features == "stft":
+            extent, ylabel = (0, options.duration, 0, nyquist), "frequency (Hz)"
+        else:
+            extent = (0, options.duration, -0.5, bands - 0.5)
+            ylabel = "MFCC coefficient" if options.features == "mfcc" else "mel band centre (Hz)"
+        image = axis.imshow(picture, origin="lower", aspect="auto", extent=extent, cmap="magma",
+                            interpolation="nearest")
+        if options.features == "logmel":
+            import librosa
+
+            centres = librosa.mel_frequencies(options.n_mels + 2, fmin=options.f_min,
+                                              fmax=options.f_max or nyquist, htk=False)[1:-1]
+            ticks = sorted(set(int(round(i)) for i in [k * (bands - 1) / 5 for k in range(6)]))
+            axis.set_yticks(ticks, [f"{centres[i]:.0f}" for i in ticks])
+        axis.set_xlabel("time (s)")
+        axis.set_ylabel(ylabel)
+        axis.set_title(f"{Path(sample.locator).name}: {options.features}", fontsize=9)
+        fitted = options.normalize and any(self.mean)
+        unit = "MFCC value" if options.features == "mfcc" else "dB"
+        figure.colorbar(image, ax=axis, label=f"{unit}, normalised per band" if fitted else unit)
+        write_atomic(path, figure_png(figure))
+
+
+def _random_stripes(count: int, widest: int, size: int, generator: torch.Generator, device) -> torch.Tensor:
+    """(count, size) bool: one stripe per row, width uniform in [0, widest], start uniform."""
+    widest = min(widest, size)
+    width = (torch.rand(count, generator=generator, device=device) * (widest + 1)).floor().long()
+    start = (torch.rand(count, generator=generator, device=device) * (size - width + 1)).floor().long()
+    positions = torch.arange(size, device=device).view(1, -1)
+    return (positions >= start.view(-1, 1)) & (positions < (start + width).view(-1, 1))
+
+
+def check_options(options: AudioOptions) -> None:
+    """Range checks on data.audio that the recipe types alone cannot express."""
+    nyquist = options.sample_rate / 2
+    checks = [
+        ("sample_rate", options.sample_rate > 0, "must be positive"),
+        ("n_fft", options.n_fft >= 2, "must be at least 2"),
+        ("hop_length", options.hop_length >= 1, "must be at least 1"),
+        ("win_length", options.win_length is None or 1 <= options.win_length <= options.n_fft,
+         f"must be between 1 and n_fft ({options.n_fft})"),
+        ("n_mels", options.n_mels >= 1, "must be at least 1"),
+        ("n_mfcc", options.features != "mfcc" or 1 <= options.n_mfcc <= options.n_mels,
+         f"must be between 1 and n_mels ({options.n_mels})"),
+        ("f_min", 0 <= options.f_min < (options.f_max or nyquist), "must be at least 0 and below f_max"),
+        ("f_max", options.f_max is None or options.f_max <= nyquist,
+         f"must be at most sample_rate / 2 ({nyquist:g})"),
+        ("top_db", options.top_db is None or options.top_db > 0, "must be positive (or null to keep all)"),
+        ("duration", options.duration > 0, "must be positive seconds"),
+    ]
+    for key, ok, message in checks:
+        if not ok:
+            raise CnncliError(f"data.audio.{key}: {message}")
