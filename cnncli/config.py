@@ -139,6 +139,7 @@ class AugmentConfig:
     gain_db: float = 0.0  # audio: random gain, +- dB
     noise: float = 0.0  # audio: Gaussian noise on the normalised spectrogram, std
     word_dropout: float = 0.0  # text: share of tokens replaced by <unk>
+    word_crop: float = 0.0  # text: up to this share of a sentence's tokens is cut off (a random span is kept)
 
 
 @dataclass

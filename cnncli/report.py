@@ -71,12 +71,14 @@ def describe_recipe(target: str, overrides: list[str], resolved: bool) -> dict:
         return {"resolved_yaml": _yaml(config_to_dict(config))}
     modality_type = modality_class(config.data.modality)
     note = ""
+    modality = modality_type.from_config(config)
     try:
-        labels = load_splits(config, modality_type.extensions).labels
+        splits = load_splits(config, modality_type.extensions)
+        labels = splits.labels
+        modality.fit(splits.train)  # what is learned from data (a vocabulary) sizes the stem
     except CnncliError as error:
         labels = [str(i) for i in range(10)]
         note = f"data not readable ({error}); counted for 10 classes"
-    modality = modality_type.from_config(config)
     network = build_network(config.model.blocks, modality.build_stem(), modality.input_shape, len(labels))
     table = layer_table(network, modality.input_shape, modality.describe())
     return {"target": target, "kind": "recipe", "classes": len(labels), "note": note, **table}

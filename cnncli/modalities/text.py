@@ -1,0 +1,225 @@
+"""Sentences as pictures: one row per token, one column per embedding dimension (Kim, 2014).
+
+A sentence is tokenised (cnncli.tokenize), mapped to ids by a vocabulary fitted on the training
+split (cnncli.vocabulary) and padded or cropped to `max_length`; those int64 ids are the encoded
+sample. The stem is the embedding table, so the (N, C, tokens, dimensions) picture is made on the
+fly and its weights travel in the bundle's safetensors with the rest of the network. Embeddings
+are learned from scratch (`rand`) or start from a user's vectors file, read once at training
+time: frozen (`static`), fine-tuned (`non-static`), or both as two channels (`multichannel`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnncli.config import AugmentConfig, Config, TextOptions
+from cnncli.data.sample import Sample
+from cnncli.data.sources import list_files, read_lines
+from cnncli.errors import CnncliError
+from cnncli.modalities.base import Modality
+from cnncli.tokenize import tokenize
+from cnncli.vocabulary import PAD_ID, UNK_ID, Vocabulary
+
+TEXT_EXTENSIONS = (".txt",)
+
+
+class TokenEmbedding(nn.Module):
+    """int64 token ids (N, L) -> float (N, C, L, E): C = 2 for multichannel (static, tuned), else 1."""
+
+    input_dtype = torch.long
+
+    def __init__(self, vocabulary_size: int, dimension: int, mode: str, pretrained: torch.Tensor | None = None):
+        super().__init__()
+        self.mode = mode
+        initial = pretrained if pretrained is not None else random_embeddings(vocabulary_size, dimension)
+        self.static = None
+        self.tuned = None
+        if mode in ("static", "multichannel"):
+            self.static = nn.Embedding.from_pretrained(initial.clone(), freeze=True, padding_idx=PAD_ID)
+        if mode in ("rand", "non-static", "multichannel"):
+            self.tuned = nn.Embedding.from_pretrained(initial.clone(), freeze=False, padding_idx=PAD_ID)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        channels = [table(ids) for table in (self.static, self.tuned) if table is not None]
+        return torch.stack(channels, dim=1)
+
+    def extra_repr(self) -> str:
+        table = self.static if self.static is not None else self.tuned
+        return f"{self.mode}, {table.num_embeddings} tokens x {table.embedding_dim} dims"
+
+
+def random_embeddings(count: int, dimension: int) -> torch.Tensor:
+    """Kim's initialisation for words without a vector: U(-0.25, 0.25); the padding row is zero."""
+    from cnncli.word_vectors import UNKNOWN_RANGE
+
+    table = (torch.rand(count, dimension) * 2 - 1) * UNKNOWN_RANGE
+    table[PAD_ID] = 0
+    return table
+
+
+def crop_spans(batch: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """Each row keeps a random contiguous span of its tokens, at least (1 - share) of them,
+    moved to the front and padded; rows are padded at the end (as `Vocabulary.ids` makes them)."""
+    rows, width = batch.shape
+    lengths = (batch != PAD_ID).sum(1)
+    uniform = lambda: torch.rand(rows, generator=generator, device=batch.device)  # noqa: E731
+    keep = (lengths - (uniform() * share * lengths).floor().long()).clamp(min=1)
+    start = (uniform() * (lengths - keep + 1)).floor().long().clamp(min=0)
+    positions = torch.arange(width, device=batch.device).unsqueeze(0)
+    cropped = batch.gather(1, (start.unsqueeze(1) + positions).clamp(max=width - 1))
+    return cropped.masked_fill(positions >= keep.unsqueeze(1), PAD_ID)
+
+
+class TextModality(Modality):
+    name = "text"
+    extensions = TEXT_EXTENSIONS
+    augment_keys = ("word_dropout", "word_crop")
+
+    def __init__(self, options: TextOptions, encoding: str = "utf-8", augment: AugmentConfig | None = None,
+                 vocabulary: Vocabulary | None = None):
+        self.options = options
+        self.encoding = encoding  # for samples that are files (folder-per-class, predict on a .txt)
+        self.augment_config = augment or AugmentConfig()
+        self.vocabulary = vocabulary
+        self.pretrained: torch.Tensor | None = None  # read from options.vectors by fit; never stored
+        self.vectors_found = 0  # how many vocabulary tokens the vectors file covered
+        self.stem: TokenEmbedding | None = None  # the last stem built, so `draw` can show its embeddings
+
+    @classmethod
+    def from_config(cls, config: Config) -> "TextModality":
+        return cls(dataclasses.replace(config.data.text), config.data.encoding, config.augment)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "TextModality":
+        return cls(TextOptions(**state["options"]), state["encoding"], None,
+                   Vocabulary.from_state(state["vocabulary"]))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"options": dataclasses.asdict(self.options), "encoding": self.encoding,
+                "vocabulary": self.require_vocabulary().state_dict()}
+
+    # -- fitting and encoding --------------------------------------------------------------------
+
+    def fit(self, samples: Sequence[Sample]) -> None:
+        """Learn the vocabulary from the training samples; read pretrained vectors if the recipe names them."""
+        options = self.options
+        self.vocabulary = Vocabulary.fit(self._readable_tokens(samples), options.min_freq, options.max_vocab)
+        if options.embeddings != "rand":
+            from cnncli.word_vectors import load_vectors
+
+            if not options.vectors:
+                raise CnncliError(f"data.text.vectors: required when data.text.embeddings is {options.embeddings}")
+            self.pretrained, found = load_vectors(options.vectors, self.vocabulary, options.embedding_dim)
+            if found == 0:
+                raise CnncliError(f"data.text.vectors: {options.vectors} has a vector for none of the "
+                                  f"{len(self.vocabulary) - 2} training tokens; is it the right file?")
+            self.vectors_found = found
+
+    def _readable_tokens(self, samples: Sequence[Sample]) -> Iterator[list[str]]:
+        # An unreadable file is left out here; encoding reports it as a skipped sample.
+        for sample in samples:
+            try:
+                yield self.tokens(sample)
+            except CnncliError:
+                continue
+
+    def tokens(self, sample: Sample) -> list[str]:
+        return tokenize(self.text_of(sample), self.options.tokenizer, self.options.lowercase)
+
+    def text_of(self, sample: Sample) -> str:
+        """The sample's sentence, or the whole text of its file (folder-per-class data)."""
+        if isinstance(sample.content, str):
+            return sample.content
+        path = Path(sample.locator)
+        if not path.is_file():
+            raise CnncliError(f"{sample.locator}: no such file")
+        return " ".join(read_lines(path, self.encoding))
+
+    def encode(self, sample: Sample) -> torch.Tensor:
+        ids = self.require_vocabulary().ids(self.tokens(sample), self.options.max_length)
+        return torch.tensor(ids, dtype=torch.long)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.options.max_length,)
+
+    def require_vocabulary(self) -> Vocabulary:
+        if self.vocabulary is None:
+            raise RuntimeError("TextModality.fit must run before encoding")  # a bug, not a user error
+        return self.vocabulary
+
+    # -- network ---------------------------------------------------------------------------------
+
+    @property
+    def channels(self) -> int:
+        return 2 if self.options.embeddings == "multichannel" else 1
+
+    def build_stem(self) -> nn.Module:
+        # Unfitted (inspecting a recipe whose data cannot be read): a table of max_vocab rows, or none.
+        size = len(self.vocabulary) if self.vocabulary is not None else (self.options.max_vocab or 2)
+        self.stem = TokenEmbedding(size, self.options.embedding_dim, self.options.embeddings, self.pretrained)
+        return self.stem
+
+    def augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Word crop, then word dropout: sentences are seen as their random spans (like the labelled
+        phrases SST was built from), and some real tokens become <unk>, so no single word is relied on."""
+        if self.augment_config.word_crop:
+            batch = crop_spans(batch, self.augment_config.word_crop, generator)
+        share = self.augment_config.word_dropout
+        if share:
+            drop = torch.rand(batch.shape, generator=generator, device=batch.device) < share
+            batch = batch.masked_fill(drop & (batch != PAD_ID), UNK_ID)
+        return batch
+
+    def describe(self) -> str:
+        options = self.options
+        vocabulary = len(self.vocabulary) if self.vocabulary is not None else "?"
+        source = f" from {Path(options.vectors).name}" if options.vectors and options.embeddings != "rand" else ""
+        return (f"text {self.channels}x{options.max_length}x{options.embedding_dim}: {options.max_length} tokens "
+                f"({options.tokenizer} tokenizer, vocabulary {vocabulary}) x {options.embedding_dim}-dim "
+                f"{options.embeddings} embeddings{source}")
+
+    # -- predict and inspect ---------------------------------------------------------------------
+
+    def expand_inputs(self, arguments: Iterable[str]) -> Iterator[Sample]:
+        """Each argument is a sentence, a text file (one sentence per line), a folder of .txt files
+        (one sample per file), or '-' (one sentence per line of stdin)."""
+        for argument in arguments:
+            path = Path(argument)
+            if argument == "-":
+                for number, line in enumerate(sys.stdin, start=1):
+                    if line.strip():
+                        yield Sample(f"<stdin>:{number}", content=line.strip(), position=number - 1)
+            elif path.is_dir():
+                yield from (Sample(str(file)) for file in list_files(path, self.extensions))
+            elif path.is_file():
+                try:
+                    lines = read_lines(path, self.encoding)
+                except CnncliError:
+                    yield Sample(str(path))  # encoding it reports the same error as this input's row
+                    continue
+                yield from (Sample(f"{path}:{n + 1}", content=line, position=n) for n, line in enumerate(lines))
+            else:
+                yield Sample(argument, content=argument)
+
+    def explain(self, network: nn.Module, sample: Sample) -> list[dict]:
+        """Rows for inspect: each token's gradient x input saliency for the predicted class."""
+        from cnncli.text_saliency import token_saliency
+
+        known = self.require_vocabulary().index
+        return [{"position": position, "token": token, "saliency": round(score, 6), "known": token in known}
+                for position, (token, score) in enumerate(token_saliency(network, self, sample))]
+
+    def draw(self, sample: Sample, path: Path, network: nn.Module | None = None) -> None:
+        """The sentence as the network sees it (its embedding matrix), with token saliency when
+        `network` is given."""
+        from cnncli.text_saliency import draw_tokens
+
+        draw_tokens(self, sample, Path(path), network)
