@@ -1,0 +1,197 @@
+"""Hand-written PyTorch reference for recipes/fsdd.yaml: spoken digits as log-mel pictures (no cnncli import).
+
+soundfile decodes, torchaudio resamples (if needed) and computes the mel spectrogram; the rest is
+plain torch: mono mix-down, centre crop / symmetric zero pad to one second, power -> dB with
+top_db under each recording's own peak (librosa.power_to_db), per-band mean/std fitted on the
+training split, SpecAugment-style augmentation on the un-normalised dB picture, a 4-conv BN
+network, Adam with a cosine schedule, the best epoch on validation kept, the test split touched once.
+
+Split (the FSDD convention): recordings with index 0-4 are the test set; validation is a seeded,
+stratified 10% of the rest (Python's random.Random(1) shuffle per digit, as the recipe's split seed 0 gives).
+
+    python bench/reference/fsdd.py [--seed 0] [--threads 2] [--steps N]
+
+Prints one JSON line: accuracy, seconds (fit and total), samples_per_second, parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import random
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+import torch.nn.functional as F
+import torchaudio
+from torch import nn
+
+RECORDINGS = Path(__file__).resolve().parents[3] / "shared" / "data" / "fsdd" / "recordings"
+SAMPLE_RATE, DURATION, N_FFT, HOP, N_MELS, TOP_DB = 8000, 1.0, 256, 64, 40, 80.0
+EPOCHS, BATCH, LR = 20, 32, 0.003
+TIME_SHIFT, TIME_MASK, FREQ_MASK, GAIN_DB = 0.1, 12, 6, 6.0
+
+
+def list_recordings(folder: Path):
+    """(path, digit) for every .wav in sorted order, split into train / val / test."""
+    files = [path for path in sorted(folder.rglob("*")) if path.is_file() and path.suffix.lower() == ".wav"
+             and not path.name.startswith(".")]
+    samples = [(path, int(re.match(r"^(\d)_", path.name).group(1))) for path in files]
+    test = [s for s in samples if re.search(r"_[0-4]\.wav$", s[0].name)]
+    rest = [s for s in samples if not re.search(r"_[0-4]\.wav$", s[0].name)]
+    by_digit: dict[int, list[int]] = {}
+    for index, (_, digit) in enumerate(rest):
+        by_digit.setdefault(digit, []).append(index)
+    generator, held = random.Random(1), set()
+    for digit in sorted(by_digit):
+        indices = by_digit[digit]
+        generator.shuffle(indices)
+        held.update(indices[:min(max(round(len(indices) * 0.1), 1), len(indices) - 1)])
+    train = [s for i, s in enumerate(rest) if i not in held]
+    val = [s for i, s in enumerate(rest) if i in held]
+    return train, val, test
+
+
+def log_mel(samples) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 1, 40, 126) dB pictures and (N,) labels."""
+    length = round(DURATION * SAMPLE_RATE)
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, power=2.0, center=True,
+        pad_mode="constant", norm="slaney", mel_scale="slaney")
+    waveforms = []
+    for path, _ in samples:
+        audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        wave = torch.from_numpy(np.ascontiguousarray(audio)).mean(dim=1)
+        if rate != SAMPLE_RATE:
+            wave = torchaudio.functional.resample(wave, rate, SAMPLE_RATE)
+        if len(wave) > length:
+            start = (len(wave) - length) // 2
+            wave = wave[start:start + length]
+        else:
+            before = (length - len(wave)) // 2
+            wave = F.pad(wave, (before, length - len(wave) - before))
+        waveforms.append(wave)
+    pictures = []
+    with torch.no_grad():
+        for chunk in torch.stack(waveforms).split(256):
+            decibels = 10.0 * torch.log10(mel(chunk).clamp(min=1e-10))
+            peak = decibels.amax(dim=(-2, -1), keepdim=True)
+            pictures.append(torch.maximum(decibels, peak - TOP_DB))
+    return torch.cat(pictures).unsqueeze(1), torch.tensor([digit for _, digit in samples])
+
+
+def build_model() -> nn.Sequential:
+    def block(cin, cout):
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+    return nn.Sequential(
+        *block(1, 16), nn.MaxPool2d(2), *block(16, 32), nn.MaxPool2d(2), *block(32, 64), nn.MaxPool2d(2),
+        *block(64, 128), nn.AdaptiveAvgPool2d(1), nn.Dropout(0.3), nn.Flatten(), nn.Linear(128, 10))
+
+
+def stripes(count: int, widest: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """(count, size) bool: one masked stripe per row, width uniform in [0, widest]."""
+    widest = min(widest, size)
+    width = (torch.rand(count, generator=generator) * (widest + 1)).floor().long()
+    start = (torch.rand(count, generator=generator) * (size - width + 1)).floor().long()
+    positions = torch.arange(size).view(1, -1)
+    return (positions >= start.view(-1, 1)) & (positions < (start + width).view(-1, 1))
+
+
+def augment(batch: torch.Tensor, mean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Circular time shift, gain in dB, a frequency and a time mask filled with the band mean."""
+    batch = batch.clone()
+    count, _, bands, frames = batch.shape
+    widest = TIME_SHIFT * frames
+    shift = (-widest + 2 * widest * torch.rand(count, generator=generator)).round().long()
+    columns = (torch.arange(frames).view(1, -1) - shift.view(-1, 1)) % frames
+    batch = batch.gather(3, columns.view(count, 1, 1, frames).expand(-1, 1, bands, -1))
+    batch += (-GAIN_DB + 2 * GAIN_DB * torch.rand(count, generator=generator)).view(-1, 1, 1, 1)
+    fill = mean.expand(count, 1, bands, frames)
+    batch = torch.where(stripes(count, FREQ_MASK, bands, generator).view(count, 1, bands, 1), fill, batch)
+    batch = torch.where(stripes(count, TIME_MASK, frames, generator).view(count, 1, 1, frames), fill, batch)
+    return batch
+
+
+@torch.no_grad()
+def evaluate(model, x, y, mean, std) -> tuple[float, float]:
+    model.eval()
+    loss, correct = 0.0, 0
+    for chunk, targets in zip(x.split(512), y.split(512)):
+        logits = model((chunk - mean) / std)
+        loss += float(F.cross_entropy(logits, targets, reduction="sum"))
+        correct += int((logits.argmax(1) == targets).sum())
+    return loss / len(y), correct / len(y)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folder", type=Path, default=RECORDINGS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=None, help="train this many steps instead (smoke checks)")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    torch.set_num_threads(args.threads)
+
+    train, val, test = list_recordings(args.folder)
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (log_mel(part) for part in (train, val, test))
+    values = x_train.to(torch.float64)
+    band_mean = values.mean(dim=(0, 1, 3))
+    band_std = ((values ** 2).mean(dim=(0, 1, 3)) - band_mean ** 2).clamp(min=1e-8).sqrt()
+    mean = torch.tensor([round(float(m), 6) for m in band_mean]).view(1, 1, -1, 1)
+    std = torch.tensor([round(float(s), 6) for s in band_std]).view(1, 1, -1, 1)
+
+    torch.manual_seed(args.seed)
+    model = build_model()
+    torch.manual_seed(args.seed)
+    order_generator = torch.Generator().manual_seed(args.seed)
+    augment_generator = torch.Generator().manual_seed(args.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    total_steps = args.steps or EPOCHS * math.ceil(len(y_train) / BATCH)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
+
+    fit_started = time.perf_counter()
+    step, seen, train_seconds, best, best_state = 0, 0, 0.0, None, None
+    while step < total_steps:
+        model.train()
+        epoch_started = time.perf_counter()
+        order = torch.randperm(len(y_train), generator=order_generator)
+        for start in range(0, len(order), BATCH):
+            index = order[start:start + BATCH]
+            if len(index) < 2:
+                continue
+            batch = augment(x_train[index], mean, augment_generator)
+            loss = F.cross_entropy(model((batch - mean) / std), y_train[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            seen += len(index)
+            step += 1
+            if step >= total_steps:
+                break
+        train_seconds += time.perf_counter() - epoch_started
+        val_loss, val_accuracy = evaluate(model, x_val, y_val, mean, std)
+        if best is None or (val_accuracy, -val_loss) > best:
+            best, best_state = (val_accuracy, -val_loss), copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    fit_seconds = time.perf_counter() - fit_started
+
+    _, accuracy = evaluate(model, x_test, y_test, mean, std)
+    print(json.dumps({
+        "accuracy": round(accuracy, 4), "n_test": len(y_test), "steps": step, "best_val_accuracy": round(best[0], 4),
+        "fit_seconds": round(fit_seconds, 2), "total_seconds": round(time.perf_counter() - started, 2),
+        "images_per_second": round(seen / train_seconds, 1), "threads": torch.get_num_threads(),
+        "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__,
+    }))
+
+
+if __name__ == "__main__":
+    main()

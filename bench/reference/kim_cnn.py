@@ -1,0 +1,203 @@
+"""Hand-written PyTorch reference for recipes/mr.yaml and recipes/sst2.yaml: Kim (2014) CNN-rand (no cnncli import).
+
+Kim's clean_str tokenizer (Unicode-aware), a vocabulary of every training token (most frequent
+first; id 0 padding, id 1 unknown), sentences cropped / padded to 56 tokens, embeddings drawn
+from U(-0.25, 0.25) and learned, optional dropout on the embedding picture, convolutions over 3,
+4 and 5 words x the whole embedding (100 each, ReLU, max over time), dropout 0.5, a linear layer
+whose per-class weight rows are renormed to L2 <= 3 after every step, Adam, the best epoch on
+validation kept, the test split touched once. Training batches may see a random span of each
+sentence (word crop) and some words replaced by the unknown id (word dropout). The per-task
+settings below are copied from the recipes; tests/test_bench.py checks they still agree.
+
+Splits: MR (Latin-1 rt-polarity.pos / .neg): line i % 10 == 0 of each file is test, validation a
+seeded stratified 10% of the rest. SST-2: the standard train / dev / test files.
+
+    python bench/reference/kim_cnn.py --task mr|sst2 [--seed 0] [--threads 2] [--steps N]
+
+Prints one JSON line: accuracy, seconds (fit and total), sentences per second, parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import random
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+MAX_LENGTH, WIDTHS, FILTERS, MAX_NORM = 56, (3, 4, 5), 100, 3.0
+TASKS = {
+    "mr": dict(dimension=128, input_dropout=0.3, epochs=10, batch=50, lr=0.001, word_crop=0.5, word_dropout=0.5),
+    "sst2": dict(dimension=64, input_dropout=0.3, epochs=10, batch=50, lr=0.0005, word_crop=0.5, word_dropout=0.3),
+}
+
+
+def clean_words(text: str) -> list[str]:
+    """Kim's clean_str (CNN_sentence/process_data.py), lower-cased."""
+    text = re.sub(r"[^\w(),!?'`]|_", " ", text.lower())
+    text = re.sub(r"(n't|'s|'ve|'re|'d|'ll)\b", r" \1", text)
+    text = re.sub(r"([(),!?])", r" \1 ", text)
+    return text.split()
+
+
+def read_lines(path: Path, encoding: str) -> list[str]:
+    lines = (line.decode(encoding).strip() for line in path.read_bytes().splitlines())
+    return [line for line in lines if line]
+
+
+def stratified_val(samples: list, fraction: float, seed: int):
+    """Hold out `fraction` of each label by a seeded shuffle (labels in sorted order); order kept."""
+    by_label: dict[str, list[int]] = {}
+    for index, (_, label) in enumerate(samples):
+        by_label.setdefault(label, []).append(index)
+    generator, held = random.Random(seed), set()
+    for label in sorted(by_label):
+        indices = by_label[label]
+        generator.shuffle(indices)
+        held.update(indices[:min(max(round(len(indices) * fraction), 1), len(indices) - 1)])
+    return [s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held]
+
+
+def load_task(task: str):
+    """(train, val, test) lists of (sentence, label)."""
+    if task == "mr":
+        train, test = [], []
+        for name, label in (("rt-polarity.pos", "pos"), ("rt-polarity.neg", "neg")):
+            for position, line in enumerate(read_lines(SHARED / "mr" / name, "latin-1")):
+                (test if position % 10 == 0 else train).append((line, label))
+        train, val = stratified_val(train, 0.1, seed=1)
+        return train, val, test
+
+    def labelled(name):
+        return [(text.strip(), label) for label, _, text in
+                (line.partition(" ") for line in read_lines(SHARED / "sst2" / name, "utf-8"))]
+    return labelled("stsa.binary.train"), labelled("stsa.binary.dev"), labelled("stsa.binary.test")
+
+
+class KimCNN(nn.Module):
+    def __init__(self, vocabulary_size: int, classes: int, dimension: int, input_dropout: float = 0.0):
+        super().__init__()
+        table = (torch.rand(vocabulary_size, dimension) * 2 - 1) * 0.25
+        table[0] = 0
+        self.embedding = nn.Embedding.from_pretrained(table, freeze=False, padding_idx=0)
+        self.input_dropout = nn.Dropout(input_dropout) if input_dropout else nn.Identity()
+        self.convs = nn.ModuleList(nn.Conv2d(1, FILTERS, (width, dimension)) for width in WIDTHS)
+        self.dropout = nn.Dropout(0.5)
+        self.output = nn.Linear(FILTERS * len(WIDTHS), classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        picture = self.input_dropout(self.embedding(ids).unsqueeze(1))  # (N, 1, tokens, dimensions)
+        pooled = [F.relu(conv(picture)).amax(dim=(2, 3)) for conv in self.convs]
+        return self.output(self.dropout(torch.cat(pooled, dim=1)))
+
+
+def augment(ids: torch.Tensor, settings: dict, generator: torch.Generator) -> torch.Tensor:
+    """Word crop (each row keeps a random span of at least 1 - share of its tokens, moved to the
+    front), then word dropout (real tokens become the unknown id 1 with probability share)."""
+    if settings["word_crop"]:
+        rows, width = ids.shape
+        lengths = (ids != 0).sum(1)
+        keep = (lengths - (torch.rand(rows, generator=generator) * settings["word_crop"] * lengths).floor().long()
+                ).clamp(min=1)
+        start = (torch.rand(rows, generator=generator) * (lengths - keep + 1)).floor().long().clamp(min=0)
+        positions = torch.arange(width).unsqueeze(0)
+        ids = ids.gather(1, (start.unsqueeze(1) + positions).clamp(max=width - 1))
+        ids = ids.masked_fill(positions >= keep.unsqueeze(1), 0)
+    if settings["word_dropout"]:
+        drop = torch.rand(ids.shape, generator=generator) < settings["word_dropout"]
+        ids = ids.masked_fill(drop & (ids != 0), 1)
+    return ids
+
+
+@torch.no_grad()
+def evaluate(model, x, y) -> tuple[float, float]:
+    model.eval()
+    loss, correct = 0.0, 0
+    for chunk, targets in zip(x.split(512), y.split(512)):
+        logits = model(chunk)
+        loss += float(F.cross_entropy(logits, targets, reduction="sum"))
+        correct += int((logits.argmax(1) == targets).sum())
+    return loss / len(y), correct / len(y)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=("mr", "sst2"), required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=None, help="train this many steps instead (smoke checks)")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    settings = TASKS[args.task]
+
+    train, val, test = load_task(args.task)
+    counts = Counter(token for sentence, _ in train for token in clean_words(sentence))
+    vocabulary = {token: position for position, token in
+                  enumerate(["<pad>", "<unk>", *(t for t, _ in counts.most_common() if t not in ("<pad>", "<unk>"))])}
+    labels = sorted({label for _, label in train})
+
+    def encode(part):
+        ids = [[vocabulary.get(token, 1) for token in clean_words(sentence)[:MAX_LENGTH]] for sentence, _ in part]
+        x = torch.tensor([row + [0] * (MAX_LENGTH - len(row)) for row in ids], dtype=torch.long)
+        return x, torch.tensor([labels.index(label) for _, label in part])
+
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = encode(train), encode(val), encode(test)
+
+    torch.manual_seed(args.seed)
+    model = KimCNN(len(vocabulary), len(labels), settings["dimension"], settings["input_dropout"])
+    torch.manual_seed(args.seed)
+    order_generator = torch.Generator().manual_seed(args.seed)
+    augment_generator = torch.Generator().manual_seed(args.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"])
+    batch_size = settings["batch"]
+    total_steps = args.steps or settings["epochs"] * math.ceil(len(y_train) / batch_size)
+
+    fit_started = time.perf_counter()
+    step, seen, train_seconds, best, best_state = 0, 0, 0.0, None, None
+    while step < total_steps:
+        model.train()
+        epoch_started = time.perf_counter()
+        order = torch.randperm(len(y_train), generator=order_generator)
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            if len(index) < 2:
+                continue
+            loss = F.cross_entropy(model(augment(x_train[index], settings, augment_generator)), y_train[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                model.output.weight.data = torch.renorm(model.output.weight.data, 2, 0, MAX_NORM)
+            seen += len(index)
+            step += 1
+            if step >= total_steps:
+                break
+        train_seconds += time.perf_counter() - epoch_started
+        val_loss, val_accuracy = evaluate(model, x_val, y_val)
+        if best is None or (val_accuracy, -val_loss) > best:
+            best, best_state = (val_accuracy, -val_loss), copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    fit_seconds = time.perf_counter() - fit_started
+
+    _, accuracy = evaluate(model, x_test, y_test)
+    print(json.dumps({
+        "accuracy": round(accuracy, 4), "n_test": len(y_test), "steps": step, "best_val_accuracy": round(best[0], 4),
+        "vocabulary": len(vocabulary), "fit_seconds": round(fit_seconds, 2),
+        "total_seconds": round(time.perf_counter() - started, 2),
+        "images_per_second": round(seen / train_seconds, 1), "threads": torch.get_num_threads(),
+        "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__,
+    }))
+
+
+if __name__ == "__main__":
+    main()

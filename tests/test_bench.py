@@ -1,0 +1,123 @@
+"""The hand-written references in bench/reference/ build the same networks as the recipes.
+
+Same seed -> same initial weights in the same order, and the same outputs for the same input, so
+the accuracy benchmark compares like with like (a drifted recipe or reference fails here first).
+"""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnncli.config import load_config
+from cnncli.model import build_network
+from cnncli.modalities.audio import BandNormalize
+from cnncli.modalities.image import Normalize
+from cnncli.modalities.text import TokenEmbedding
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def reference(name: str):
+    spec = importlib.util.spec_from_file_location(f"reference_{name}", REPO / "bench" / "reference" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_same_network(ours: torch.nn.Module, theirs: torch.nn.Module, ours_input, theirs_input) -> None:
+    ours_parameters = [p.detach() for p in ours.parameters()]
+    theirs_parameters = [p.detach() for p in theirs.parameters()]
+    assert [tuple(p.shape) for p in ours_parameters] == [tuple(p.shape) for p in theirs_parameters]
+    assert all(torch.equal(a, b) for a, b in zip(ours_parameters, theirs_parameters)), "initial weights differ"
+    ours.eval(), theirs.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ours_input), theirs(theirs_input))
+
+
+@pytest.mark.parametrize("config", ["1", "2", "3", "best"])
+def test_image_reference_matches_recipe(config):
+    recipe = "fashion-best.yaml" if config == "best" else f"lecture-{config}.yaml"
+    blocks = load_config(REPO / "recipes" / recipe).model.blocks
+    torch.manual_seed(0)
+    ours = build_network(blocks, Normalize([0.0], [1.0]), (1, 28, 28), 10)
+    torch.manual_seed(0)
+    theirs = reference("lecture").build_model(config)
+    pixels = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    assert_same_network(ours, theirs, pixels, pixels.float() / 255.0)
+
+
+def test_image_reference_hyper_parameters_match_recipes():
+    configs = reference("lecture").CONFIGS
+    for config in ("1", "2", "3", "best"):
+        recipe = load_config(REPO / "recipes" / ("fashion-best.yaml" if config == "best" else f"lecture-{config}.yaml"))
+        train, settings = recipe.train, configs[config]
+        assert (train.epochs, train.batch_size, train.lr, train.schedule, train.lr_min) == (
+            settings["epochs"], settings["batch"], settings["lr"], settings["schedule"], settings["lr_min"])
+        assert train.label_smoothing == settings.get("label_smoothing", 0.0)
+        assert (recipe.augment.shift, recipe.augment.rotate, recipe.augment.hflip) == (
+            settings.get("shift", 0.0), settings.get("rotate", 0.0), settings.get("hflip", False))
+
+
+def test_fsdd_reference_matches_recipe():
+    config = load_config(REPO / "recipes" / "fsdd.yaml")
+    module = reference("fsdd")
+    audio = config.data.audio
+    assert (audio.sample_rate, audio.duration, audio.n_fft, audio.hop_length, audio.n_mels, audio.top_db) == (
+        module.SAMPLE_RATE, module.DURATION, module.N_FFT, module.HOP, module.N_MELS, module.TOP_DB)
+    assert (config.train.epochs, config.train.batch_size, config.train.lr, config.train.schedule) == (
+        module.EPOCHS, module.BATCH, module.LR, "cosine")
+    augment = config.augment
+    assert (augment.time_shift, augment.time_mask, augment.freq_mask, augment.gain_db) == (
+        module.TIME_SHIFT, module.TIME_MASK, module.FREQ_MASK, module.GAIN_DB)
+    torch.manual_seed(0)
+    ours = build_network(config.model.blocks, BandNormalize([0.0] * 40, [1.0] * 40), (1, 40, 126), 10)
+    torch.manual_seed(0)
+    theirs = module.build_model()
+    pictures = torch.randn(3, 1, 40, 126)
+    assert_same_network(ours, theirs, pictures, pictures)
+
+
+@pytest.mark.parametrize("task", ["mr", "sst2"])
+def test_text_reference_matches_recipe(task):
+    config = load_config(REPO / "recipes" / f"{task}.yaml")
+    module = reference("kim_cnn")
+    settings = module.TASKS[task]
+    text, train, augment = config.data.text, config.train, config.augment
+    assert (text.max_length, text.embedding_dim, text.embeddings, text.tokenizer, text.min_freq, text.max_vocab) == (
+        module.MAX_LENGTH, settings["dimension"], "rand", "words", 1, None)
+    assert (train.epochs, train.batch_size, train.lr, train.max_norm, train.schedule, train.label_smoothing) == (
+        settings["epochs"], settings["batch"], settings["lr"], module.MAX_NORM, "constant", 0.0)
+    assert (augment.word_crop, augment.word_dropout) == (settings["word_crop"], settings["word_dropout"])
+    torch.manual_seed(0)
+    stem = TokenEmbedding(50, text.embedding_dim, "rand")
+    ours = build_network(config.model.blocks, stem, (text.max_length,), 2)
+    torch.manual_seed(0)
+    theirs = module.KimCNN(50, 2, settings["dimension"], settings["input_dropout"])
+    ids = torch.randint(0, 50, (3, text.max_length))
+    assert_same_network(ours, theirs, ids, ids)
+    dropouts = [m.p for m in ours.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts == [p for p in (settings["input_dropout"], 0.5) if p]
+
+
+def test_text_reference_augments_like_cnncli():
+    from cnncli.config import AugmentConfig, TextOptions
+    from cnncli.modalities.text import TextModality
+
+    ids = torch.randint(2, 40, (6, 12))
+    ids[:, 7:] = 0
+    for crop, drop in ((0.5, 0.3), (0.0, 0.2), (0.4, 0.0)):
+        ours = TextModality(TextOptions(), augment=AugmentConfig(word_crop=crop, word_dropout=drop)).augment(
+            ids, torch.Generator().manual_seed(3))
+        theirs = reference("kim_cnn").augment(ids, {"word_crop": crop, "word_dropout": drop},
+                                              torch.Generator().manual_seed(3))
+        assert torch.equal(ours, theirs)
+
+
+def test_text_reference_tokenizes_like_cnncli():
+    from cnncli.tokenize import tokenize
+
+    clean_words = reference("kim_cnn").clean_words
+    for sentence in ["It's a GREAT film, isn't it?!", "l'été (à Paris) -- c'était_bien", "we'll see ... `ok'"]:
+        assert clean_words(sentence) == tokenize(sentence, "words", True)
