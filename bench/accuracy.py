@@ -138,7 +138,8 @@ def run_reference(command: list[str]) -> dict:
 
 def run_row(row: Row, seeds: int, threads: int, steps: int | None, vectors: str | None, log) -> dict:
     """Both sides, seed by seed (interleaved, so machine load hits both alike)."""
-    result = {"row": row, "cnncli": [], "reference": [], "commands": {}}
+    result = {"row": row, "cnncli": [], "reference": [], "commands": {},
+              "quick": bool(steps), "ran": f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {git('rev-parse', '--short', 'HEAD')}"}
     if row.needs_vectors and not vectors:
         result["skipped"] = "needs vectors (--vectors FILE)"
         return result
@@ -188,6 +189,7 @@ def accuracy_text(runs: list[dict]) -> str:
 def verdict(result: dict, quick: bool) -> str:
     if "skipped" in result:
         return result["skipped"]
+    quick = result.get("quick", quick)
     row, notes = result["row"], []
     mean, std = summary(result["cnncli"], "accuracy")
     if quick:
@@ -233,7 +235,7 @@ def markdown(results: list[dict], quick: bool, threads: int) -> str:
         if "skipped" in result:
             continue
         cnncli, reference = result["cnncli"], result["reference"]
-        lines.append(f"- **{result['row'].name}**: torch {cnncli[0]['torch']}, {cnncli[0]['threads']} threads, "
+        lines.append(f"- **{result['row'].name}** ({result.get('ran', '')}): torch {cnncli[0]['torch']}, {cnncli[0]['threads']} threads, "
                      f"{cnncli[0]['steps']} steps of {cnncli[0]['batch_size']}; wall s cnncli "
                      f"{', '.join(str(run['wall_seconds']) for run in cnncli)}"
                      + (f"; reference {', '.join(str(run['wall_seconds']) for run in reference)}" if reference else ""))
@@ -300,6 +302,28 @@ def write_section(path: Path, text: str) -> None:
     path.write_text(f"{before}{TABLE_START}\n{text}\n{TABLE_END}{after}")
 
 
+def load_saved(path: Path) -> dict:
+    """A run saved with --save: its provenance line and its results with Row objects again."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise SystemExit(f"{path}: not a saved benchmark run ({error})") from None
+    known = {row.name: row for row in ROWS}
+    results = [{**result, "row": known.get(result["row"]["name"]) or Row(**result["row"])}
+               for result in saved["results"]]
+    return {"provenance": saved["provenance"], "results": results}
+
+
+def merge_results(runs: list[dict]) -> list[dict]:
+    """One result per row, the first run that has it winning, in the order of ROWS."""
+    chosen: dict[str, dict] = {}
+    for run in runs:
+        for result in run["results"]:
+            chosen.setdefault(result["row"].name, result)
+    order = {row.name: position for position, row in enumerate(ROWS)}
+    return sorted(chosen.values(), key=lambda result: order.get(result["row"].name, len(order)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -310,12 +334,17 @@ def main() -> None:
     parser.add_argument("--vectors", help="word vectors file for the static / non-static text rows")
     parser.add_argument("--write", type=Path, help="replace the table section of this file (docs/BENCHMARKS.md)")
     parser.add_argument("--save", type=Path, help="also write every run's numbers as JSON here")
+    parser.add_argument("--merge", type=Path, nargs="*", default=[],
+                        help="JSON files saved by earlier --save runs: their rows join this run's table "
+                             "(a row run again here replaces the saved one)")
     parser.add_argument("--list", action="store_true", help="list the rows and exit")
     args = parser.parse_args()
 
     patterns = [part.strip() for part in args.rows.split(",") if part.strip()]
     rows = [row for row in ROWS if not patterns or any(pattern in row.name for pattern in patterns)]
-    if args.list or not rows:
+    if args.merge and not patterns:
+        rows = []  # only render the saved runs
+    if args.list or not (rows or args.merge):
         for row in ROWS:
             print(f"{row.name:<22} {row.recipe:<28} goal {row.goal or '-'}")
         raise SystemExit(0 if args.list else f"--rows {args.rows}: matches no row")
@@ -329,10 +358,15 @@ def main() -> None:
         except RuntimeError as error:
             print(f"{row.name}: {error}", file=sys.stderr)
             results.append({"row": row, "cnncli": [], "reference": [], "commands": {}, "skipped": "FAILED (see log)"})
-    text = provenance(args.quick, args.threads, started) + "\n\n" + markdown(results, args.quick, args.threads)
-    print(text)
+    runs = [{"provenance": provenance(args.quick, args.threads, started), "results": results}] if rows else []
     if args.save:
-        args.save.write_text(json.dumps([{**result, "row": result["row"].__dict__} for result in results], indent=1))
+        saved = [{**result, "row": result["row"].__dict__} for result in results]
+        args.save.write_text(json.dumps({"provenance": runs[0]["provenance"], "results": saved}, indent=1))
+    runs += [load_saved(path) for path in args.merge]
+    results = merge_results(runs)
+    text = "\n".join(dict.fromkeys(run["provenance"] for run in runs)) + "\n\n" + markdown(results, args.quick,
+                                                                                          args.threads)
+    print(text)
     if args.write:
         write_section(args.write, text)
 

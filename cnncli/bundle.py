@@ -73,6 +73,7 @@ def save_bundle(path: Path, network, config: Config, labels: list[str], modality
         "status": status,
         "labels": labels,
         "input_shape": list(modality.input_shape),
+        "members": len(getattr(network, "members", [network])),  # an ensemble's networks
         "modality": {"name": modality.name, "state": modality.state_dict()},
         "split": split,
         "metrics": metrics,
@@ -132,14 +133,15 @@ def load_bundle(path: str | Path, device=None) -> Bundle:
     from safetensors.torch import load_file
 
     from cnncli.modalities import modality_class
-    from cnncli.model import build_network
+    from cnncli.model import Ensemble, build_network
 
     path = Path(path)
     info = read_info(path)
     config = config_from_dict(info["recipe"], origin=str(path / MODEL_FILE))
     modality = modality_class(info["modality"]["name"]).from_state(info["modality"]["state"])
-    network = build_network(config.model.blocks, modality.build_stem(), tuple(info["input_shape"]),
-                            len(info["labels"]))
+    members = [build_network(config.model.blocks, modality.build_stem(), tuple(info["input_shape"]),
+                             len(info["labels"])) for _ in range(info.get("members", 1))]
+    network = members[0] if len(members) == 1 else Ensemble(members)
     weights_file = path / WEIGHTS_FILE
     try:
         tensors = load_file(str(weights_file))

@@ -102,6 +102,8 @@ def train(
     for part, metrics in outcome.metrics.items():
         typer.echo(f"{part:<9} accuracy {metrics['accuracy']:.4f} (n={metrics['n']})")
     kept = outcome.training
+    if kept.get("members", 1) > 1:
+        typer.echo(f"members   {kept['members']} (probabilities averaged)")
     typer.echo(f"epochs    {kept['epochs_run']} (kept: {kept['kept']}, epoch {kept['kept_epoch']})  "
                f"time {kept['total_seconds']:.1f}s on {kept['device']}")
 

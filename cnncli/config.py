@@ -119,6 +119,8 @@ class TrainConfig:
     decay_steps: float = 2000.0  # exponential: lr_min + (lr - lr_min) * exp(-step / decay_steps)
     label_smoothing: float = 0.0
     max_norm: float | None = None  # clip each output unit's weight norm of the last layer (Kim)
+    ensemble: int = 1  # train this many networks (seeds seed, seed+1000, ...) and average their probabilities
+    ema: float | None = None  # decay of a moving average of the weights (e.g. 0.999), used to validate and keep
     keep: Literal["best", "last"] = "best"  # best on validation, or the last epoch's weights
     early_stopping: int | None = None  # stop after this many epochs without a better val loss
     seed: int = 0
@@ -341,6 +343,7 @@ def _check_values(config: Config, origin: str) -> None:
     """Range checks the types alone cannot express."""
     checks = [
         ("train.epochs", config.train.epochs >= 1, "must be at least 1"),
+        ("train.ensemble", config.train.ensemble >= 1, "must be at least 1"),
         ("train.batch_size", config.train.batch_size >= 1, "must be at least 1"),
         ("train.lr", config.train.lr > 0, "must be positive"),
         ("data.split.test_fraction", 0 <= config.data.split.test_fraction < 1, "must be in [0, 1)"),

@@ -60,6 +60,8 @@ def fit(network: nn.Module, modality: Modality, train_data: TensorData, val_data
     optimizer = build_optimizer(network.parameters(), settings)
     schedule = build_schedule(optimizer, settings, total_steps)
     classifier = network.classifier.linear if hasattr(network, "classifier") else None
+    average = WeightAverage(network, settings.ema) if settings.ema else None
+    scored = average.network if average else network  # what is validated, checkpointed and kept
 
     result = FitResult(kept="best" if settings.keep == "best" and val_data is not None and len(val_data) else "last")
     best_state, best_score, epochs_without_gain, step = None, None, 0, 0
@@ -85,6 +87,8 @@ def fit(network: nn.Module, modality: Modality, train_data: TensorData, val_data
                 if settings.max_norm and classifier is not None:
                     with torch.no_grad():
                         classifier.weight.data = torch.renorm(classifier.weight.data, 2, 0, settings.max_norm)
+                if average:
+                    average.update(network)
                 loss_sum += loss.detach() * len(index)
                 correct += (logits.detach().argmax(1) == batch_targets).sum()
                 seen += len(index)
@@ -102,19 +106,19 @@ def fit(network: nn.Module, modality: Modality, train_data: TensorData, val_data
             "samples_per_second": round(seen / train_seconds, 1),
         }
         if val_data is not None and len(val_data):
-            val_loss, val_accuracy = evaluate_loss(network, val_data, settings.eval_batch_size, device)
+            val_loss, val_accuracy = evaluate_loss(scored, val_data, settings.eval_batch_size, device)
             record.update(val_loss=round(val_loss, 5), val_accuracy=round(val_accuracy, 5))
             score = (val_accuracy, -val_loss)
             if best_score is None or score > best_score:
                 best_score, epochs_without_gain = score, 0
                 if result.kept == "best":
-                    best_state, result.kept_epoch = copy.deepcopy(network.state_dict()), epoch
+                    best_state, result.kept_epoch = copy.deepcopy(scored.state_dict()), epoch
             else:
                 epochs_without_gain += 1
         record["seconds"] = round(time.perf_counter() - epoch_started, 2)
         result.history.append(record)
         if on_epoch_end:
-            on_epoch_end(record, network)
+            on_epoch_end(record, scored)
         if settings.early_stopping and epochs_without_gain >= settings.early_stopping:
             result.stopped_early = True
             break
@@ -124,8 +128,28 @@ def fit(network: nn.Module, modality: Modality, train_data: TensorData, val_data
         network.load_state_dict(best_state)
     else:
         result.kept_epoch = len(result.history)
+        if average:
+            network.load_state_dict(scored.state_dict())
     result.seconds = round(time.perf_counter() - started, 2)
     return result
+
+
+class WeightAverage:
+    """An exponential moving average of a network's weights (and batch-norm statistics), updated
+    after every optimiser step. The average generalises better than the last step's weights,
+    the way an ensemble of the recent steps would, at no cost at prediction time."""
+
+    def __init__(self, network: nn.Module, decay: float):
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        self._averaged = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+    @property
+    def network(self) -> nn.Module:
+        return self._averaged.module
+
+    def update(self, network: nn.Module) -> None:
+        self._averaged.update_parameters(network)
 
 
 def _to_device(data: TensorData, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

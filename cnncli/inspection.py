@@ -15,13 +15,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cnncli.model import Parallel, output_shape
+from cnncli.model import Parallel, members_of, output_shape
 
 SHAPE_CHANGERS = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d)
 
 
 def layer_table(network: nn.Module, input_shape: tuple[int, ...], input_description: str = "") -> dict:
-    """Rows describing every leaf layer of `network`, and totals."""
+    """Rows describing every leaf layer of `network`, and totals; of the first member for an ensemble."""
+    members = members_of(network)
+    network = members[0]
     shapes = _leaf_output_shapes(network, input_shape)
     stem_shape = output_shape(network.stem, input_shape, dtype=getattr(network.stem, "input_dtype", torch.float32))
     rows = [{"name": "input", "type": "input", "detail": input_description,
@@ -40,6 +42,7 @@ def layer_table(network: nn.Module, input_shape: tuple[int, ...], input_descript
         "total_parameters": total,
         "trainable_parameters": trainable,
         "total_connections": sum(row["connections"] for row in rows),
+        "members": len(members),
     }
 
 
@@ -176,7 +179,7 @@ def explain_input(bundle, locator: str, out_dir: Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     input_png = out_dir / "input.png"
-    modality.draw(sample, input_png)
+    modality.draw(sample, input_png, bundle.network)
     written.append(str(input_png))
     maps = feature_maps(bundle.network, encoded)
     probabilities = maps.pop("__probabilities__")

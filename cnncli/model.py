@@ -53,6 +53,42 @@ class Network(nn.Module):
         return self.classifier(self.backbone(self.stem(x)))
 
 
+class Ensemble(nn.Module):
+    """Networks of the same recipe trained apart from different seeds. The prediction is their
+    average class probability, returned as its log so that softmax, argmax and cross-entropy
+    downstream treat the ensemble as one network. Inspection sees the first member's layers."""
+
+    def __init__(self, members: list[Network]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probabilities = torch.stack([member(x).softmax(dim=1) for member in self.members]).mean(dim=0)
+        return probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny).log()
+
+    @property
+    def stem(self) -> nn.Module:
+        return self.members[0].stem
+
+    @property
+    def backbone(self) -> nn.Sequential:
+        return self.members[0].backbone
+
+    @property
+    def classifier(self) -> nn.Sequential:
+        return self.members[0].classifier
+
+
+def member_seed(seed: int, member: int) -> int:
+    """Member i of an ensemble trains from seed + 1000 i: member 0 is the single network of that
+    seed, and the ensembles of seeds 0, 1, 2 share no member."""
+    return seed + 1000 * member
+
+
+def members_of(network: nn.Module) -> list[nn.Module]:
+    return list(network.members) if isinstance(network, Ensemble) else [network]
+
+
 class Parallel(nn.Module):
     """Run branches on the same input and concatenate their outputs along the channel axis."""
 

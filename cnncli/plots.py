@@ -33,14 +33,15 @@ def write_atomic(path: Path, content: bytes) -> None:
 
 
 def curves_png(history: list[dict]) -> bytes:
-    """Loss and accuracy per epoch, training and validation."""
-    epochs = [record["epoch"] for record in history]
+    """Loss and accuracy per epoch, training and validation (an ensemble's members one after another)."""
+    members = {record.get("member", 1) for record in history}
+    epochs = list(range(1, len(history) + 1)) if len(members) > 1 else [record["epoch"] for record in history]
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(9, 3.2))
     for key, axis in (("loss", loss_axis), ("accuracy", accuracy_axis)):
         axis.plot(epochs, [r[f"train_{key}"] for r in history], marker="o", label="train")
         if history and f"val_{key}" in history[0]:
             axis.plot(epochs, [r[f"val_{key}"] for r in history], marker="o", label="val")
-        axis.set_xlabel("epoch")
+        axis.set_xlabel("epoch" if len(members) == 1 else f"epoch ({len(members)} members one after another)")
         axis.set_title(key)
         axis.grid(alpha=0.3)
         axis.legend()

@@ -81,7 +81,8 @@ def describe_recipe(target: str, overrides: list[str], resolved: bool) -> dict:
         note = f"data not readable ({error}); counted for 10 classes"
     network = build_network(config.model.blocks, modality.build_stem(), modality.input_shape, len(labels))
     table = layer_table(network, modality.input_shape, modality.describe())
-    return {"target": target, "kind": "recipe", "classes": len(labels), "note": note, **table}
+    return {"target": target, "kind": "recipe", "classes": len(labels), "note": note, **table,
+            "members": config.train.ensemble}
 
 
 def block_rows(layers: list[dict]) -> list[dict]:
@@ -123,6 +124,9 @@ def print_layer_table(summary: dict, console: Console | None = None) -> None:
     console.print(f"total parameters [bold]{summary['total_parameters']:,}[/bold]  "
                   f"(trainable {summary['trainable_parameters']:,})  "
                   f"connections {summary['total_connections']:,}")
+    if summary.get("members", 1) > 1:
+        console.print(f"an ensemble of {summary['members']} such networks, trained from different seeds; "
+                      f"their class probabilities are averaged")
     if summary.get("note"):
         console.print(f"[yellow]note: {summary['note']}[/yellow]")
     if summary.get("kind") == "bundle" and summary.get("metrics"):

@@ -3,7 +3,8 @@
 For the predicted class, the gradient of its logit with respect to the embedding picture,
 times the picture, summed over channels and dimensions, gives one signed score per token:
 positive means the token pushed towards that class. Cheap (one backward pass) and exact for
-the first-order effect of each token; the padding rows are left out.
+the first-order effect of each token; the padding rows are left out. For an ensemble, the
+members' scores for the ensemble's predicted class are averaged.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from cnncli.data.sample import Sample
+from cnncli.model import members_of
 
 if TYPE_CHECKING:
     from cnncli.modalities.text import TextModality
@@ -28,14 +30,22 @@ def token_saliency(network: nn.Module, modality: "TextModality", sentence: str |
     was_training = network.training
     network.eval()
     try:
-        with torch.enable_grad():
-            picture = network.stem(ids).detach().requires_grad_(True)
-            logits = network.classifier(network.backbone(picture))
-            logits[0, logits[0].argmax()].backward()
-        scores = (picture.grad * picture).sum(dim=(1, 3))[0]
+        with torch.no_grad():
+            predicted = network(ids)[0].argmax()
+        members = members_of(network)
+        scores = sum(_member_saliency(member, ids, predicted) for member in members) / len(members)
     finally:
         network.train(was_training)
     return [(token, float(score)) for token, score in zip(tokens, scores.tolist())]
+
+
+def _member_saliency(network: nn.Module, ids: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """gradient x input of one network's logit for `target`, summed per token row."""
+    with torch.enable_grad():
+        picture = network.stem(ids).detach().requires_grad_(True)
+        logits = network.classifier(network.backbone(picture))
+        logits[0, target].backward()
+    return (picture.grad * picture).sum(dim=(1, 3))[0]
 
 
 def draw_tokens(modality: "TextModality", sample: Sample, path: Path, network: nn.Module | None = None) -> None:

@@ -6,6 +6,7 @@ loses at most one epoch. Test metrics are computed once, on the final model, at 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,7 @@ def train(config: Config, out: str | Path, progress: Progress = Progress()) -> T
 
     from cnncli.device import measure_peak_gflops
     from cnncli.inspection import layer_table
+    from cnncli.model import member_seed
 
     started = time.perf_counter()
     out = Path(out)
@@ -104,32 +106,69 @@ def train(config: Config, out: str | Path, progress: Progress = Progress()) -> T
                 "train_flops_per_sample": train_flops, "peak_gflops": round(peak_gflops, 1),
                 "skipped": {name: len(failures) for name, failures in run.skipped.items()}, **more}
 
-    def checkpoint(record: dict, trained) -> None:
-        gflops = record["samples_per_second"] * train_flops / 1e9
-        record.update(gflops=round(gflops, 2), peak_share=round(gflops / peak_gflops, 4))
-        history.append(record)
-        progress.note(format_epoch(record))
-        save_bundle(out, trained, config, run.splits.labels, run.modality, status="partial",
-                    split=run.splits.record, metrics={}, training=training_info(epochs_run=record["epoch"]),
-                    log=history)
+    members: list = []  # the ensemble's members trained so far
+    results = []
+    count = config.train.ensemble
+    for index in range(count):
+        network = run.network if index == 0 else build_member(config, run, index)
+        settings = dataclasses.replace(config.train, seed=member_seed(config.train.seed, index))
 
-    result = fit(run.network, run.modality, run.train, run.val, config.train, run.device, progress, checkpoint)
+        def checkpoint(record: dict, trained, index=index) -> None:
+            gflops = record["samples_per_second"] * train_flops / 1e9
+            record.update(gflops=round(gflops, 2), peak_share=round(gflops / peak_gflops, 4))
+            if count > 1:
+                record["member"] = index + 1
+            history.append(record)
+            progress.note(format_epoch(record, count))
+            save_bundle(out, assemble(members + [trained]), config, run.splits.labels, run.modality,
+                        status="partial", split=run.splits.record, metrics={}, log=history,
+                        training=training_info(epochs_run=record["epoch"], members_done=index))
+
+        results.append(fit(network, run.modality, run.train, run.val, settings, run.device, progress, checkpoint))
+        members.append(network)
+    run.network = assemble(members)
     metrics = {}
     for name, data in (("val", run.val), ("test", run.test)):
         if len(data):
             probabilities = predict_probabilities(run.network, data.inputs, config.train.eval_batch_size, run.device)
             metrics[name] = classification_report(data.targets.tolist(), probabilities.argmax(1).tolist(),
                                                   run.splits.labels)
+    result = results[0]
     training = training_info(
-        epochs_run=len(result.history), kept=result.kept, kept_epoch=result.kept_epoch,
-        stopped_early=result.stopped_early, fit_seconds=result.seconds,
+        epochs_run=per_member_value(results, "epochs_run"), kept=result.kept,
+        kept_epoch=per_member_value(results, "kept_epoch"),
+        stopped_early=per_member_value(results, "stopped_early"),
+        fit_seconds=round(sum(r.seconds for r in results), 2), members=count,
         total_seconds=round(time.perf_counter() - started, 2),
     )
     run.network.cpu()
     save_bundle(out, run.network, config, run.splits.labels, run.modality, status="complete",
-                split=run.splits.record, metrics=metrics, training=training, log=result.history,
-                extra_files=training_plots(result.history, metrics))
-    return TrainOutcome(out, metrics, result.history, training)
+                split=run.splits.record, metrics=metrics, training=training, log=history,
+                extra_files=training_plots(history, metrics))
+    return TrainOutcome(out, metrics, history, training)
+
+
+def build_member(config: Config, run: Prepared, index: int):
+    """A fresh network for ensemble member `index`, initialised from its own seed."""
+    import torch
+
+    from cnncli.model import build_network, member_seed
+
+    torch.manual_seed(member_seed(config.train.seed, index))
+    return build_network(config.model.blocks, run.modality.build_stem(), run.modality.input_shape,
+                         len(run.splits.labels)).to(run.device)
+
+
+def assemble(members: list):
+    from cnncli.model import Ensemble
+
+    return members[0] if len(members) == 1 else Ensemble(members)
+
+
+def per_member_value(results: list, name: str):
+    """One value for a single network, the list of the members' values for an ensemble."""
+    values = [len(r.history) if name == "epochs_run" else getattr(r, name) for r in results]
+    return values[0] if len(values) == 1 else values
 
 
 def encode_part(modality: Modality, samples, labels: list[str], name: str, progress: Progress):
@@ -147,8 +186,9 @@ def encode_part(modality: Modality, samples, labels: list[str], name: str, progr
     return TensorData(encoded.tensor, targets), list(encoded.failures.values())
 
 
-def format_epoch(record: dict) -> str:
-    text = (f"epoch {record['epoch']:>3}  loss {record['train_loss']:.4f}  acc {record['train_accuracy']:.4f}")
+def format_epoch(record: dict, members: int = 1) -> str:
+    text = f"member {record['member']}/{members}  " if "member" in record else ""
+    text += (f"epoch {record['epoch']:>3}  loss {record['train_loss']:.4f}  acc {record['train_accuracy']:.4f}")
     if "val_loss" in record:
         text += f"  val_loss {record['val_loss']:.4f}  val_acc {record['val_accuracy']:.4f}"
     text += f"  lr {record['lr']:.2e}  {record['samples_per_second']:.0f} samples/s"

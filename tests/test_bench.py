@@ -89,6 +89,7 @@ def test_text_reference_matches_recipe(task):
         module.MAX_LENGTH, settings["dimension"], "rand", "words", 1, None)
     assert (train.epochs, train.batch_size, train.lr, train.max_norm, train.schedule, train.label_smoothing) == (
         settings["epochs"], settings["batch"], settings["lr"], module.MAX_NORM, "constant", 0.0)
+    assert (train.ensemble, train.ema, train.optimizer, train.keep) == (settings["members"], None, "adam", "best")
     assert (augment.word_crop, augment.word_dropout) == (settings["word_crop"], settings["word_dropout"])
     torch.manual_seed(0)
     stem = TokenEmbedding(50, text.embedding_dim, "rand")

@@ -12,6 +12,7 @@ from cnncli.bundle import load_bundle, read_info
 from cnncli.cli import app
 from cnncli.engine import predict_probabilities
 from cnncli.modalities.image import ImageModality
+from cnncli.predict import expand_paths
 from conftest import REPO, SAMPLE_IMAGES
 
 runner = CliRunner()
@@ -152,3 +153,25 @@ def test_train_from_a_folder_with_a_corrupt_file_skips_it_and_says_so(tiny_image
     assert info["recipe"]["data"]["modality"] == "image"
     assert info["input_shape"] == [3, 64, 64]  # the default recipe for a folder: RGB, padded to 64x64
     assert sum(info["training"]["skipped"].values()) == 1
+
+
+def test_an_ensemble_bundle_averages_members_trained_from_their_own_seeds(bundle, tmp_path):
+    """train.ensemble=2: member 0 is the single network of the same seed, member 1 another one,
+    and the bundle predicts their average probability."""
+    out = tmp_path / "pair"
+    result = cli("train", REPO / "recipes" / "quickstart.yaml", "--set", "train.epochs=3",
+                 "--set", "train.ensemble=2", "--out", out, "--format", "json")
+    assert result.exit_code == 0, result.output
+    pair, single = load_bundle(out), load_bundle(bundle)
+    assert read_info(out)["members"] == 2 and len(read_info(out)["training"]["kept_epoch"]) == 2
+    first, second = pair.network.members
+    for (name, ours), theirs in zip(first.state_dict().items(), single.network.state_dict().values()):
+        assert torch.equal(ours, theirs), name
+    assert not torch.equal(first.classifier.linear.weight, second.classifier.linear.weight)
+    samples = list(expand_paths([str(SAMPLE_IMAGES)], pair.modality.extensions))[:8]
+    inputs = torch.stack([pair.modality.encode(sample) for sample in samples])
+    averaged = predict_probabilities(pair.network, inputs, 4, torch.device("cpu"))
+    by_hand = (predict_probabilities(first, inputs, 4, torch.device("cpu"))
+               + predict_probabilities(second, inputs, 4, torch.device("cpu"))) / 2
+    assert torch.allclose(averaged, by_hand, atol=1e-6)
+    assert [json.loads(line).get("member") for line in (out / "log.jsonl").read_text().splitlines()] == [1, 1, 1, 2, 2, 2]

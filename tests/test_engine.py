@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from cnncli.config import Config, TrainConfig, load_config
 from cnncli.engine import TensorData, fit
@@ -65,3 +66,37 @@ def test_exponential_schedule_is_the_lectures_formula():
 def test_cosine_schedule_ends_at_its_floor():
     factor = lr_factor(TrainConfig(lr=0.1, lr_min=0.001, schedule="cosine"), 100)
     assert factor(0) == pytest.approx(1.0) and 0.1 * factor(100) == pytest.approx(0.001)
+
+
+def test_ema_keeps_the_moving_average_of_the_weights(prepared_config):
+    """With train.ema the kept network is the average of the steps' weights, not the last step's:
+    replaying the same run without it and averaging by hand must give the same numbers."""
+    decay = 0.5
+    config = prepared_config("train.keep=last", "train.epochs=2", f"train.ema={decay}")
+    run = prepare(config)
+    fit(run.network, run.modality, run.train, run.val, config.train, torch.device("cpu"))
+    averaged = run.network.state_dict()
+
+    plain = prepared_config("train.keep=last", "train.epochs=2")
+    replay = prepare(plain)
+    by_hand: dict[str, torch.Tensor] = {}
+
+    def record_step():
+        for name, value in replay.network.state_dict().items():
+            if not value.is_floating_point():
+                by_hand[name] = value.clone()
+            elif name not in by_hand:
+                by_hand[name] = value.clone()
+            else:
+                by_hand[name] = decay * by_hand[name] + (1 - decay) * value
+
+    handle = register_optimizer_step_post_hook(lambda optimizer, args, kwargs: record_step())
+    try:
+        fit(replay.network, replay.modality, replay.train, replay.val, plain.train, torch.device("cpu"))
+    finally:
+        handle.remove()
+    for name, value in averaged.items():
+        if value.is_floating_point():
+            assert torch.allclose(value, by_hand[name], atol=1e-6), name
+    last = replay.network.state_dict()
+    assert any(not torch.allclose(averaged[n], last[n]) for n in last if last[n].is_floating_point())

@@ -4,6 +4,7 @@ import io
 import json
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from cnncli.data.sample import Sample
 from cnncli.data.sources import read_source
 from cnncli.data.split import load_splits
 from cnncli.errors import CnncliError
+from cnncli.inspection import explain_input
 from cnncli.model import build_network
 from cnncli.modalities.text import TEXT_EXTENSIONS, TextModality
 from cnncli.predict import predict
@@ -289,6 +291,22 @@ def test_token_saliency_scores_each_token_and_draw_writes_a_png(tmp_path):
     modality.draw(Sample("x", content="a good film"), tmp_path / "input.png", network)
     modality.draw(Sample("x", content="a good film"), tmp_path / "plain.png")
     assert (tmp_path / "input.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "plain.png").exists()
+    assert png_width(tmp_path / "input.png") > png_width(tmp_path / "plain.png")  # the saliency panel
+
+
+def test_inspect_input_draws_the_sentence_with_its_saliency_bars(tmp_path):
+    torch.manual_seed(0)
+    modality = fitted(["a good film", "a bad film"], max_length=8, embedding_dim=6)
+    network = build_network(KIM_BLOCKS, modality.build_stem(), modality.input_shape, 2)
+    bundle = SimpleNamespace(modality=modality, network=network, labels=["neg", "pos"])
+    result = explain_input(bundle, "a good film", tmp_path / "explained")
+    modality.draw(Sample("x", content="a good film"), tmp_path / "plain.png")
+    assert png_width(tmp_path / "explained" / "input.png") > png_width(tmp_path / "plain.png")
+    assert [row["token"] for row in result["explanation"]] == ["a", "good", "film"]
+
+
+def png_width(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[16:20], "big")
 
 
 # -- recipes -----------------------------------------------------------------------------------

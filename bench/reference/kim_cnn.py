@@ -5,7 +5,8 @@ first; id 0 padding, id 1 unknown), sentences cropped / padded to 56 tokens, emb
 from U(-0.25, 0.25) and learned, optional dropout on the embedding picture, convolutions over 3,
 4 and 5 words x the whole embedding (100 each, ReLU, max over time), dropout 0.5, a linear layer
 whose per-class weight rows are renormed to L2 <= 3 after every step, Adam, the best epoch on
-validation kept, the test split touched once. Training batches may see a random span of each
+validation kept, the test split touched once. An ensemble trains its members one after another
+from seeds seed, seed + 1000, ... and averages their softmax outputs. Training batches may see a random span of each
 sentence (word crop) and some words replaced by the unknown id (word dropout). The per-task
 settings below are copied from the recipes; tests/test_bench.py checks they still agree.
 
@@ -36,8 +37,10 @@ from torch import nn
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 MAX_LENGTH, WIDTHS, FILTERS, MAX_NORM = 56, (3, 4, 5), 100, 3.0
 TASKS = {
-    "mr": dict(dimension=128, input_dropout=0.3, epochs=10, batch=50, lr=0.001, word_crop=0.5, word_dropout=0.5),
-    "sst2": dict(dimension=64, input_dropout=0.3, epochs=10, batch=50, lr=0.0005, word_crop=0.5, word_dropout=0.3),
+    "mr": dict(dimension=128, input_dropout=0.3, epochs=10, batch=50, lr=0.001, word_crop=0.5, word_dropout=0.5,
+               members=1),
+    "sst2": dict(dimension=64, input_dropout=0.3, epochs=10, batch=50, lr=0.0005, word_crop=0.5, word_dropout=0.3,
+                 members=1),
 }
 
 
@@ -153,16 +156,39 @@ def main() -> None:
 
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = encode(train), encode(val), encode(test)
 
-    torch.manual_seed(args.seed)
-    model = KimCNN(len(vocabulary), len(labels), settings["dimension"], settings["input_dropout"])
-    torch.manual_seed(args.seed)
-    order_generator = torch.Generator().manual_seed(args.seed)
-    augment_generator = torch.Generator().manual_seed(args.seed)
+    fit_started = time.perf_counter()
+    models, seen, train_seconds, steps, best_vals = [], 0, 0.0, 0, []
+    for member in range(settings["members"]):
+        seed = args.seed + 1000 * member  # cnncli's member seeds
+        model, member_seen, member_seconds, steps, best = train_member(
+            seed, len(vocabulary), len(labels), settings, x_train, y_train, x_val, y_val, args.steps)
+        models.append(model)
+        seen, train_seconds = seen + member_seen, train_seconds + member_seconds
+        best_vals.append(round(best[0], 4))
+    fit_seconds = time.perf_counter() - fit_started
+
+    accuracy = ensemble_accuracy(models, x_test, y_test)
+    print(json.dumps({
+        "accuracy": round(accuracy, 4), "n_test": len(y_test), "steps": steps, "members": len(models),
+        "best_val_accuracy": best_vals if len(best_vals) > 1 else best_vals[0],
+        "vocabulary": len(vocabulary), "fit_seconds": round(fit_seconds, 2),
+        "total_seconds": round(time.perf_counter() - started, 2),
+        "images_per_second": round(seen / train_seconds, 1), "threads": torch.get_num_threads(),
+        "parameters": sum(p.numel() for p in models[0].parameters()), "torch": torch.__version__,
+    }))
+
+
+def train_member(seed, vocabulary_size, classes, settings, x_train, y_train, x_val, y_val, steps=None):
+    """One network from `seed`: (model at its best validation epoch, samples seen, seconds, steps, best)."""
+    torch.manual_seed(seed)
+    model = KimCNN(vocabulary_size, classes, settings["dimension"], settings["input_dropout"])
+    torch.manual_seed(seed)
+    order_generator = torch.Generator().manual_seed(seed)
+    augment_generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"])
     batch_size = settings["batch"]
-    total_steps = args.steps or settings["epochs"] * math.ceil(len(y_train) / batch_size)
+    total_steps = steps or settings["epochs"] * math.ceil(len(y_train) / batch_size)
 
-    fit_started = time.perf_counter()
     step, seen, train_seconds, best, best_state = 0, 0, 0.0, None, None
     while step < total_steps:
         model.train()
@@ -187,16 +213,19 @@ def main() -> None:
         if best is None or (val_accuracy, -val_loss) > best:
             best, best_state = (val_accuracy, -val_loss), copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
-    fit_seconds = time.perf_counter() - fit_started
+    return model, seen, train_seconds, step, best
 
-    _, accuracy = evaluate(model, x_test, y_test)
-    print(json.dumps({
-        "accuracy": round(accuracy, 4), "n_test": len(y_test), "steps": step, "best_val_accuracy": round(best[0], 4),
-        "vocabulary": len(vocabulary), "fit_seconds": round(fit_seconds, 2),
-        "total_seconds": round(time.perf_counter() - started, 2),
-        "images_per_second": round(seen / train_seconds, 1), "threads": torch.get_num_threads(),
-        "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__,
-    }))
+
+@torch.no_grad()
+def ensemble_accuracy(models, x, y) -> float:
+    """Accuracy of the members' averaged softmax (one member: its own accuracy)."""
+    for model in models:
+        model.eval()
+    correct = 0
+    for chunk, targets in zip(x.split(512), y.split(512)):
+        probabilities = torch.stack([model(chunk).softmax(1) for model in models]).mean(0)
+        correct += int((probabilities.argmax(1) == targets).sum())
+    return correct / len(y)
 
 
 if __name__ == "__main__":

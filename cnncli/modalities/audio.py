@@ -250,7 +250,7 @@ class AudioModality(Modality):
                 f"{options.duration:g} s pad/centre-crop, n_fft {options.n_fft} hop {options.hop_length} "
                 f"win {options.win_length or options.n_fft}, {kind[options.features]}{top_db}, {norm}")
 
-    def draw(self, sample: Sample, path: Path) -> None:
+    def draw(self, sample: Sample, path: Path, network: nn.Module | None = None) -> None:
         """The spectrogram after the stem (what the first convolution reads), seconds by Hz."""
         import matplotlib
 

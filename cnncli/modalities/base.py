@@ -116,8 +116,9 @@ class Modality(ABC):
     def describe(self) -> str:
         """One line for the input row of `inspect`: what the network sees and how it was made."""
 
-    def draw(self, sample: Sample, path: Path) -> None:
-        """Write a PNG of `sample` as the network sees it (for `inspect --input`)."""
+    def draw(self, sample: Sample, path: Path, network: nn.Module | None = None) -> None:
+        """Write a PNG of `sample` as the network sees it (for `inspect --input`); a modality may
+        add what `network` makes of it (text: each token's saliency)."""
         raise CnncliError(f"{self.name} inputs cannot be drawn yet")
 
     def expand_inputs(self, arguments: Iterable[str]) -> Iterable[Sample] | None:

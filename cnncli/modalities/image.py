@@ -139,7 +139,7 @@ class ImageModality(Modality):
         stats = f"mean {self.mean} std {self.std}" if self.options.normalize else "no normalisation"
         return f"image {self.channels}x{height}x{width} {self.options.color}, resize {self.options.resize}, {stats}"
 
-    def draw(self, sample: Sample, path: Path) -> None:
+    def draw(self, sample: Sample, path: Path, network: nn.Module | None = None) -> None:
         from cnncli.plots import save_image
 
         save_image(self.encode(sample), path, title=Path(sample.locator).name)
