@@ -74,6 +74,8 @@ ROWS = [
         ["lecture.py", "--config", "best", "--data", "fashion"], 0.94),
     # The audio feature cache is off so that every run (and the reference) computes its features.
     Row("fsdd", "FSDD 2,030/220/250", "recipes/fsdd.yaml", [], ["fsdd.py"], 0.99, cnncli_flags=["--no-cache"]),
+    Row("fsdd-best", "FSDD 2,030/220/250", "recipes/fsdd-best.yaml", [], ["fsdd.py", "--members", "5"], 0.99,
+        cnncli_flags=["--no-cache"]),
     *text_rows("mr", "MR 8,635/959/1,068", 0.77),
     *text_rows("sst2", "SST-2 6,920/872/1,821", 0.815),
 ]

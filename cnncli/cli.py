@@ -6,6 +6,7 @@ Heavy libraries (torch, torchaudio, librosa) are imported inside the commands, s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -60,7 +61,8 @@ SET_HELP = "Override a recipe key, e.g. --set train.epochs=3 --set data.root=DIR
 @app.command()
 @user_errors
 def train(
-    recipe: str = typer.Argument(..., help="A recipe (.yaml), or a data folder to train on with defaults."),
+    recipe: Optional[str] = typer.Argument(None, help="A recipe (.yaml), or a data folder to train on with "
+                                                       "defaults. Not with --resume."),
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle folder [default: runs/<recipe name>]."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N (same as --set train.device=...)."),
@@ -68,6 +70,8 @@ def train(
     output_format: ReportFormat = typer.Option(ReportFormat.table, "--format", help="Summary as table or json."),
     find_lr: bool = typer.Option(False, "--find-lr", help="Only run the learning-rate range test: print the "
                                                           "loss per rate, suggest one, plot to OUT/lr_find.png."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the interrupted run whose partial "
+                                                                 "bundle is here (same recipe and data)."),
 ):
     """Train a network from a recipe and write a model bundle.
 
@@ -76,10 +80,13 @@ def train(
       cnncli train recipes/quickstart.yaml
 
       cnncli train recipes/lecture-3.yaml --set data.root=DIR --set train.epochs=3 --out runs/x
+
+      cnncli train --resume runs/x      # after a crash or ^C: continue from the last epoch
     """
     from cnncli.config import load_config
     from cnncli.progress import ConsoleProgress
     from cnncli.recipes import recipe_source
+    from cnncli.train import read_resume_state
     from cnncli.train import train as run_training
 
     overrides = list(set_)
@@ -87,11 +94,38 @@ def train(
         overrides.append(f"train.device={device}")
     if no_cache:
         overrides.append("data.audio.cache=null")
+    if resume is not None:
+        if recipe is not None or out is not None or find_lr:
+            raise CnncliError("--resume BUNDLE: give no recipe, --out or --find-lr (the bundle has the recipe)")
+        config, state = read_resume_state(resume, overrides)
+        with resume_hint(resume):
+            return report_training(run_training(config, resume, ConsoleProgress(), state), output_format)
+    if recipe is None:
+        raise CnncliError("train: give a recipe or a data folder (or --resume BUNDLE)")
     source, name = recipe_source(recipe)
     config = load_config(source, overrides)
     if find_lr:
         return report_lr_range(config, out or Path("runs") / name, output_format)
-    outcome = run_training(config, out or Path("runs") / name, ConsoleProgress())
+    out = out or Path("runs") / name
+    with resume_hint(out):
+        report_training(run_training(config, out, ConsoleProgress()), output_format)
+
+
+@contextlib.contextmanager
+def resume_hint(out: Path):
+    """On ^C after at least one epoch, say how to continue instead of starting over."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        from cnncli.resume_state import STATE_FILE
+
+        if (Path(out) / STATE_FILE).exists():
+            typer.secho(f"interrupted; continue with: cnncli train --resume {out}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(130) from None
+        raise
+
+
+def report_training(outcome, output_format: ReportFormat) -> None:
     summary = {"bundle": str(outcome.bundle), "metrics": {part: {"accuracy": m["accuracy"], "n": m["n"]}
                                                            for part, m in outcome.metrics.items()},
                "training": outcome.training}

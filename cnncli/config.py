@@ -7,6 +7,7 @@ Every error names the key and where it came from (the recipe file or `--set`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -166,7 +167,7 @@ def load_config(source: str | Path | dict, overrides: list[str] = ()) -> Config:
     works from any working directory; a `--set data.root` is taken relative to where you are.
     """
     if isinstance(source, dict):
-        raw, origin, base = dict(source), "recipe", Path.cwd()
+        raw, origin, base = copy.deepcopy(source), "recipe", Path.cwd()  # overrides must not touch the caller's dict
     else:
         path = Path(source)
         origin, base = str(path), path.resolve().parent

@@ -22,6 +22,7 @@ from cnncli.config import TrainConfig
 from cnncli.modalities.base import Modality
 from cnncli.optim import build_optimizer, build_schedule
 from cnncli.progress import Progress
+from cnncli.resume_state import FitState
 
 
 @dataclass
@@ -46,8 +47,12 @@ class FitResult:
 
 def fit(network: nn.Module, modality: Modality, train_data: TensorData, val_data: TensorData | None,
         settings: TrainConfig, device: torch.device, progress: Progress = Progress(),
-        on_epoch_end: Callable[[dict, nn.Module], None] | None = None) -> FitResult:
-    """Train `network` in place; returns the per-epoch history and which epoch's weights it keeps."""
+        on_epoch_end: Callable[[dict, nn.Module, Callable[[], FitState]], None] | None = None,
+        resume: FitState | None = None) -> FitResult:
+    """Train `network` in place; returns the per-epoch history and which epoch's weights it keeps.
+
+    `on_epoch_end(record, network_to_keep, capture)` runs after every epoch; `capture()` returns
+    the state from which `fit(..., resume=state)` continues as if it had never stopped."""
     torch.manual_seed(settings.seed)
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     order_generator = torch.Generator().manual_seed(settings.seed)
@@ -64,9 +69,38 @@ def fit(network: nn.Module, modality: Modality, train_data: TensorData, val_data
     scored = average.network if average else network  # what is validated, checkpointed and kept
 
     result = FitResult(kept="best" if settings.keep == "best" and val_data is not None and len(val_data) else "last")
-    best_state, best_score, epochs_without_gain, step = None, None, 0, 0
+    best_state, best_score, epochs_without_gain, step, first_epoch = None, None, 0, 0, 1
+    if resume is not None:
+        network.load_state_dict(resume.network)
+        optimizer.load_state_dict(resume.optimizer)
+        schedule.load_state_dict({**schedule.state_dict(), **resume.schedule})
+        torch.set_rng_state(resume.random["torch"])
+        generator.set_state(resume.random["augment"])
+        if device.type == "cuda" and "cuda" in resume.random:
+            torch.cuda.set_rng_state(resume.random["cuda"], device)
+        order_generator.set_state(resume.random["order"])
+        if average:
+            average.load_state_dict(resume.average)
+        best_state = resume.best
+        best_score = tuple(resume.best_score) if resume.best_score is not None else None
+        result.history, result.kept_epoch = list(resume.history), resume.kept_epoch
+        epochs_without_gain, step, first_epoch = resume.epochs_without_gain, resume.step, resume.epoch + 1
+        if settings.early_stopping and epochs_without_gain >= settings.early_stopping:
+            result.stopped_early, first_epoch = True, epochs + 1  # it had stopped; only the ending is left
+
+    def capture() -> FitState:
+        return FitState(
+            epoch=result.history[-1]["epoch"], step=step, history=list(result.history),
+            best_score=list(best_score) if best_score is not None else None, kept_epoch=result.kept_epoch,
+            epochs_without_gain=epochs_without_gain, network=network.state_dict(),
+            optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
+            random={"torch": torch.get_rng_state(), "augment": generator.get_state(),
+                    "order": order_generator.get_state(),
+                    **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})},
+            best=best_state, average=average.state_dict() if average else None)
+
     started = time.perf_counter()
-    for epoch in range(1, epochs + 1):
+    for epoch in range(first_epoch, epochs + 1):
         network.train()
         epoch_started = time.perf_counter()
         order = torch.randperm(len(train_data), generator=order_generator).to(device)
@@ -118,7 +152,7 @@ def fit(network: nn.Module, modality: Modality, train_data: TensorData, val_data
         record["seconds"] = round(time.perf_counter() - epoch_started, 2)
         result.history.append(record)
         if on_epoch_end:
-            on_epoch_end(record, scored)
+            on_epoch_end(record, scored, capture)
         if settings.early_stopping and epochs_without_gain >= settings.early_stopping:
             result.stopped_early = True
             break
@@ -150,6 +184,12 @@ class WeightAverage:
 
     def update(self, network: nn.Module) -> None:
         self._averaged.update_parameters(network)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self._averaged.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self._averaged.load_state_dict(state)
 
 
 def _to_device(data: TensorData, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

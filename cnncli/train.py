@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import torch
 
     from cnncli.engine import TensorData
+    from cnncli.resume_state import TrainState
 
 
 @dataclass
@@ -81,21 +82,28 @@ def prepare(config: Config, progress: Progress = Progress()) -> Prepared:
                     skipped, round(time.perf_counter() - started, 2))
 
 
-def train(config: Config, out: str | Path, progress: Progress = Progress()) -> TrainOutcome:
-    """Train the recipe's network and write the bundle to `out`."""
+def train(config: Config, out: str | Path, progress: Progress = Progress(),
+          resume: "TrainState | None" = None) -> TrainOutcome:
+    """Train the recipe's network and write the bundle to `out`; with `resume` (read from a
+    partial bundle by `read_resume_state`), continue that run where its last epoch ended."""
     import torch
 
-    from cnncli.engine import fit, predict_probabilities
+    from cnncli.engine import FitResult, fit, predict_probabilities
     from cnncli.metrics import classification_report
 
     from cnncli.device import measure_peak_gflops
     from cnncli.inspection import layer_table
     from cnncli.model import member_seed
+    from cnncli.resume_state import TrainState, to_files
 
     started = time.perf_counter()
     out = Path(out)
     run = prepare(config, progress)
-    history: list[dict] = []
+    if resume is not None and run.splits.record.get("test_digest") != resume_split(out).get("test_digest"):
+        raise CnncliError(f"{out}: the data have changed since this run started (another test split); "
+                          "start a new run instead of resuming")
+    state = resume or TrainState(member=0)
+    history: list[dict] = state.history
     # Training costs about 3x the forward pass (forward, and backward for inputs and weights);
     # one connection is one multiply-add, i.e. 2 FLOPs.
     train_flops = 6 * layer_table(run.network, run.modality.input_shape)["total_connections"]
@@ -111,20 +119,31 @@ def train(config: Config, out: str | Path, progress: Progress = Progress()) -> T
     count = config.train.ensemble
     for index in range(count):
         network = run.network if index == 0 else build_member(config, run, index)
+        if index < state.member:  # trained before the run was interrupted
+            network.load_state_dict(state.finished[index])
+            members.append(network)
+            results.append(FitResult(**state.finished_results[index]))
+            continue
         settings = dataclasses.replace(config.train, seed=member_seed(config.train.seed, index))
 
-        def checkpoint(record: dict, trained, index=index) -> None:
+        def checkpoint(record: dict, trained, capture, index=index) -> None:
             gflops = record["samples_per_second"] * train_flops / 1e9
             record.update(gflops=round(gflops, 2), peak_share=round(gflops / peak_gflops, 4))
             if count > 1:
                 record["member"] = index + 1
             history.append(record)
             progress.note(format_epoch(record, count))
+            snapshot = TrainState(member=index, finished=[m.state_dict() for m in members],
+                                  finished_results=[dataclasses.asdict(r) for r in results], history=history,
+                                  fit=capture())
             save_bundle(out, assemble(members + [trained]), config, run.splits.labels, run.modality,
                         status="partial", split=run.splits.record, metrics={}, log=history,
-                        training=training_info(epochs_run=record["epoch"], members_done=index))
+                        training=training_info(epochs_run=record["epoch"], members_done=index),
+                        extra_files=to_files(snapshot))
 
-        results.append(fit(network, run.modality, run.train, run.val, settings, run.device, progress, checkpoint))
+        resume_fit = state.fit if index == state.member else None
+        results.append(fit(network, run.modality, run.train, run.val, settings, run.device, progress, checkpoint,
+                           resume_fit))
         members.append(network)
     run.network = assemble(members)
     metrics = {}
@@ -146,6 +165,57 @@ def train(config: Config, out: str | Path, progress: Progress = Progress()) -> T
                 split=run.splits.record, metrics=metrics, training=training, log=history,
                 extra_files=training_plots(history, metrics))
     return TrainOutcome(out, metrics, history, training)
+
+
+def read_resume_state(path: str | Path, overrides: list[str] = ()) -> "tuple[Config, TrainState]":
+    """The recipe and training state saved in a partial bundle, for `train --resume`. Only where
+    and how fast it runs may change (train.threads, train.device, the audio cache)."""
+    import json
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from cnncli.bundle import read_info
+    from cnncli.config import config_to_dict, load_config
+    from cnncli.resume_state import STATE_FILE, TENSORS_FILE, from_files
+
+    path = Path(path)
+    info = read_info(path)
+    if info["status"] == "complete":
+        raise CnncliError(f"{path}: this run finished; there is nothing to resume")
+    if not (path / STATE_FILE).exists() or not (path / TENSORS_FILE).exists():
+        raise CnncliError(f"{path}: has no resume state ({STATE_FILE}); it was written by an older cnncli")
+    config = load_config(info["recipe"], list(overrides))
+    changed = _changed_keys(config_to_dict(config), info["recipe"]) - RESUME_MAY_CHANGE
+    if changed:
+        raise CnncliError(f"--set {sorted(changed)[0]}: cannot change when resuming (only "
+                          f"{', '.join(sorted(RESUME_MAY_CHANGE))}); start a new run instead")
+    try:
+        tensors = load_file(str(path / TENSORS_FILE))
+        meta = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        return config, from_files(tensors, meta)
+    except (OSError, SafetensorError, json.JSONDecodeError, KeyError) as error:
+        raise CnncliError(f"{path}: unreadable resume state ({error})") from None
+
+
+RESUME_MAY_CHANGE = {"train.threads", "train.device", "data.audio.cache"}
+
+
+def _changed_keys(new: dict, old: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key in set(new) | set(old):
+        a, b, name = new.get(key), old.get(key), f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys |= _changed_keys(a, b, f"{name}.")
+        elif a != b:
+            keys.add(name)
+    return keys
+
+
+def resume_split(path: Path) -> dict:
+    from cnncli.bundle import read_info
+
+    return read_info(path)["split"]
 
 
 def build_member(config: Config, run: Prepared, index: int):

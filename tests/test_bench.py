@@ -5,6 +5,7 @@ the accuracy benchmark compares like with like (a drifted recipe or reference fa
 """
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,14 @@ def reference(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def reference_rows():
+    spec = importlib.util.spec_from_file_location("bench_accuracy", REPO / "bench" / "accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_accuracy", module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module.ROWS
 
 
 def assert_same_network(ours: torch.nn.Module, theirs: torch.nn.Module, ours_input, theirs_input) -> None:
@@ -60,9 +69,12 @@ def test_image_reference_hyper_parameters_match_recipes():
             settings.get("shift", 0.0), settings.get("rotate", 0.0), settings.get("hflip", False))
 
 
-def test_fsdd_reference_matches_recipe():
-    config = load_config(REPO / "recipes" / "fsdd.yaml")
+@pytest.mark.parametrize("recipe, members", [("fsdd", 1), ("fsdd-best", 5)])
+def test_fsdd_reference_matches_recipe(recipe, members):
+    config = load_config(REPO / "recipes" / f"{recipe}.yaml")
     module = reference("fsdd")
+    row = next(row for row in reference_rows() if row.recipe == f"recipes/{recipe}.yaml")
+    assert config.train.ensemble == members and row.reference[1:] == ([] if members == 1 else ["--members", "5"])
     audio = config.data.audio
     assert (audio.sample_rate, audio.duration, audio.n_fft, audio.hop_length, audio.n_mels, audio.top_db) == (
         module.SAMPLE_RATE, module.DURATION, module.N_FFT, module.HOP, module.N_MELS, module.TOP_DB)

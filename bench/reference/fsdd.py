@@ -5,11 +5,13 @@ plain torch: mono mix-down, centre crop / symmetric zero pad to one second, powe
 top_db under each recording's own peak (librosa.power_to_db), per-band mean/std fitted on the
 training split, SpecAugment-style augmentation on the un-normalised dB picture, a 4-conv BN
 network, Adam with a cosine schedule, the best epoch on validation kept, the test split touched once.
+With --members N, N such networks train from seeds seed, seed + 1000, ... and their softmax
+outputs are averaged (cnncli's train.ensemble).
 
 Split (the FSDD convention): recordings with index 0-4 are the test set; validation is a seeded,
 stratified 10% of the rest (Python's random.Random(1) shuffle per digit, as the recipe's split seed 0 gives).
 
-    python bench/reference/fsdd.py [--seed 0] [--threads 2] [--steps N]
+    python bench/reference/fsdd.py [--seed 0] [--threads 2] [--steps N] [--members N]
 
 Prints one JSON line: accuracy, seconds (fit and total), samples_per_second, parameters.
 """
@@ -135,6 +137,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None, help="train this many steps instead (smoke checks)")
+    parser.add_argument("--members", type=int, default=1, help="ensemble size (recipes/fsdd-best.yaml: 5)")
     args = parser.parse_args()
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
@@ -147,17 +150,39 @@ def main() -> None:
     mean = torch.tensor([round(float(m), 6) for m in band_mean]).view(1, 1, -1, 1)
     std = torch.tensor([round(float(s), 6) for s in band_std]).view(1, 1, -1, 1)
 
-    torch.manual_seed(args.seed)
+    fit_started = time.perf_counter()
+    models, seen, train_seconds, steps, best_vals = [], 0, 0.0, 0, []
+    for member in range(args.members):
+        model, member_seen, member_seconds, steps, best = train_member(
+            args.seed + 1000 * member, (x_train, y_train), (x_val, y_val), mean, std, args.steps)  # cnncli's seeds
+        models.append(model)
+        seen, train_seconds = seen + member_seen, train_seconds + member_seconds
+        best_vals.append(round(best[0], 4))
+    fit_seconds = time.perf_counter() - fit_started
+
+    accuracy = ensemble_accuracy(models, x_test, y_test, mean, std)
+    print(json.dumps({
+        "accuracy": round(accuracy, 4), "n_test": len(y_test), "steps": steps, "members": len(models),
+        "best_val_accuracy": best_vals if len(best_vals) > 1 else best_vals[0],
+        "fit_seconds": round(fit_seconds, 2), "total_seconds": round(time.perf_counter() - started, 2),
+        "images_per_second": round(seen / train_seconds, 1), "threads": torch.get_num_threads(),
+        "parameters": sum(p.numel() for p in models[0].parameters()), "torch": torch.__version__,
+    }))
+
+
+def train_member(seed, train, val, mean, std, steps=None):
+    """One network from `seed`: (model at its best validation epoch, samples seen, seconds, steps, best)."""
+    (x_train, y_train), (x_val, y_val) = train, val
+    torch.manual_seed(seed)
     model = build_model()
-    torch.manual_seed(args.seed)
-    order_generator = torch.Generator().manual_seed(args.seed)
-    augment_generator = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(seed)
+    order_generator = torch.Generator().manual_seed(seed)
+    augment_generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    total_steps = args.steps or EPOCHS * math.ceil(len(y_train) / BATCH)
+    total_steps = steps or EPOCHS * math.ceil(len(y_train) / BATCH)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)))
 
-    fit_started = time.perf_counter()
     step, seen, train_seconds, best, best_state = 0, 0, 0.0, None, None
     while step < total_steps:
         model.train()
@@ -182,15 +207,20 @@ def main() -> None:
         if best is None or (val_accuracy, -val_loss) > best:
             best, best_state = (val_accuracy, -val_loss), copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
-    fit_seconds = time.perf_counter() - fit_started
+    return model, seen, train_seconds, step, best
 
-    _, accuracy = evaluate(model, x_test, y_test, mean, std)
-    print(json.dumps({
-        "accuracy": round(accuracy, 4), "n_test": len(y_test), "steps": step, "best_val_accuracy": round(best[0], 4),
-        "fit_seconds": round(fit_seconds, 2), "total_seconds": round(time.perf_counter() - started, 2),
-        "images_per_second": round(seen / train_seconds, 1), "threads": torch.get_num_threads(),
-        "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__,
-    }))
+
+@torch.no_grad()
+def ensemble_accuracy(models, x, y, mean, std) -> float:
+    """Accuracy of the members' averaged softmax (one member: its own accuracy)."""
+    for model in models:
+        model.eval()
+    correct = 0
+    for chunk, targets in zip(x.split(512), y.split(512)):
+        pictures = (chunk - mean) / std
+        probabilities = torch.stack([model(pictures).softmax(1) for model in models]).mean(0)
+        correct += int((probabilities.argmax(1) == targets).sum())
+    return correct / len(y)
 
 
 if __name__ == "__main__":
