@@ -138,14 +138,15 @@ def run_reference(command: list[str]) -> dict:
     return {**result, "wall_seconds": round(wall, 1)}
 
 
-def run_row(row: Row, seeds: int, threads: int, steps: int | None, vectors: str | None, log) -> dict:
+def run_row(row: Row, seeds: int, threads: int, steps: int | None, vectors: str | None, log,
+            first_seed: int = 0) -> dict:
     """Both sides, seed by seed (interleaved, so machine load hits both alike)."""
     result = {"row": row, "cnncli": [], "reference": [], "commands": {},
               "quick": bool(steps), "ran": f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {git('rev-parse', '--short', 'HEAD')}"}
     if row.needs_vectors and not vectors:
         result["skipped"] = "needs vectors (--vectors FILE)"
         return result
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         with tempfile.TemporaryDirectory(prefix="cnncli-bench-") as folder:
             out = Path(folder) / "bundle"
             command = cnncli_command(row, seed, threads, steps, vectors, str(out))
@@ -157,7 +158,8 @@ def run_row(row: Row, seeds: int, threads: int, steps: int | None, vectors: str 
             log(f"{row.name} seed {seed}: reference ...")
             result["reference"].append(run_reference(command))
             result["commands"].setdefault("reference", display(command))
-        if seed == 0 and seeds > 1 and result["cnncli"][0]["wall_seconds"] >= SEED_BUDGET_SECONDS:
+        result.setdefault("seeds", []).append(seed)
+        if seed == first_seed and seeds > 1 and result["cnncli"][0]["wall_seconds"] >= SEED_BUDGET_SECONDS:
             result["note"] = "one seed (a run takes over 10 minutes)"
             break
     return result
@@ -208,6 +210,8 @@ def verdict(result: dict, quick: bool) -> str:
         notes.append("no reference")
     if result.get("note"):
         notes.append(result["note"])
+    elif len(result["cnncli"]) == 1 and not quick:
+        notes.append("one seed only")
     return "; ".join(notes)
 
 
@@ -317,13 +321,27 @@ def load_saved(path: Path) -> dict:
 
 
 def merge_results(runs: list[dict]) -> list[dict]:
-    """One result per row, the first run that has it winning, in the order of ROWS."""
-    chosen: dict[str, dict] = {}
+    """One result per row in the order of ROWS. Runs of the same row with other seeds add their
+    seeds to it; a seed run twice counts once (the first run listed wins)."""
+    merged: dict[str, dict] = {}
     for run in runs:
         for result in run["results"]:
-            chosen.setdefault(result["row"].name, result)
+            name = result["row"].name
+            if name not in merged:
+                merged[name] = {**result, "cnncli": list(result["cnncli"]), "reference": list(result["reference"])}
+                continue
+            into = merged[name]
+            seen = set(into.get("seeds", [0]))
+            for position, seed in enumerate(result.get("seeds", [0])):
+                if seed in seen:
+                    continue
+                into.setdefault("seeds", [0]).append(seed)
+                into["cnncli"].append(result["cnncli"][position])
+                if position < len(result["reference"]):
+                    into["reference"].append(result["reference"][position])
+            into.pop("note", None)
     order = {row.name: position for position, row in enumerate(ROWS)}
-    return sorted(chosen.values(), key=lambda result: order.get(result["row"].name, len(order)))
+    return sorted(merged.values(), key=lambda result: order.get(result["row"].name, len(order)))
 
 
 def main() -> None:
@@ -331,6 +349,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--rows", default="", help="comma-separated parts of row names, e.g. lecture,fsdd")
     parser.add_argument("--seeds", type=int, default=3, help="most seeds per row (fewer when a run takes > 10 min)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="start at this seed (add seeds to a saved run, then --merge both)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} training steps per run, one seed")
     parser.add_argument("--vectors", help="word vectors file for the static / non-static text rows")
@@ -356,7 +376,7 @@ def main() -> None:
     for row in rows:
         try:
             results.append(run_row(row, seeds, args.threads, steps, args.vectors,
-                                   lambda message: print(message, file=sys.stderr, flush=True)))
+                                   lambda message: print(message, file=sys.stderr, flush=True), args.first_seed))
         except RuntimeError as error:
             print(f"{row.name}: {error}", file=sys.stderr)
             results.append({"row": row, "cnncli": [], "reference": [], "commands": {}, "skipped": "FAILED (see log)"})
