@@ -347,7 +347,7 @@ def merge_results(runs: list[dict]) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--rows", default="", help="comma-separated parts of row names, e.g. lecture,fsdd")
+    parser.add_argument("--rows", default="", help="comma-separated row names or parts of them, e.g. lecture,fsdd")
     parser.add_argument("--seeds", type=int, default=3, help="most seeds per row (fewer when a run takes > 10 min)")
     parser.add_argument("--first-seed", type=int, default=0,
                         help="start at this seed (add seeds to a saved run, then --merge both)")
@@ -363,7 +363,9 @@ def main() -> None:
     args = parser.parse_args()
 
     patterns = [part.strip() for part in args.rows.split(",") if part.strip()]
-    rows = [row for row in ROWS if not patterns or any(pattern in row.name for pattern in patterns)]
+    names = {row.name for row in ROWS}
+    rows = [row for row in ROWS if not patterns or any(  # a whole row name selects that row only
+        row.name == pattern if pattern in names else pattern in row.name for pattern in patterns)]
     if args.merge and not patterns:
         rows = []  # only render the saved runs
     if args.list or not (rows or args.merge):
