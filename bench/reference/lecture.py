@@ -34,7 +34,7 @@ CONFIGS = {
     "1": dict(epochs=17, batch=100, lr=0.003, schedule="exponential", lr_min=0.0001, decay_steps=2000),
     "2": dict(epochs=17, batch=100, lr=0.003, schedule="exponential", lr_min=0.0001, decay_steps=2000),
     "3": dict(epochs=17, batch=100, lr=0.02, schedule="exponential", lr_min=0.0001, decay_steps=2000),
-    "best": dict(epochs=10, batch=100, lr=0.003, schedule="cosine", lr_min=0.00001, label_smoothing=0.1,
+    "best": dict(epochs=30, batch=100, lr=0.003, schedule="cosine", lr_min=0.00001, label_smoothing=0.1,
                  shift=0.07, hflip=True),
 }
 
