@@ -312,6 +312,14 @@ def write_section(path: Path, text: str) -> None:
     path.write_text(f"{before}{TABLE_START}\n{text}\n{TABLE_END}{after}")
 
 
+def save_results(path: Path, provenance_line: str, results: list[dict]) -> None:
+    """Write the runs so far as JSON, atomically (temp file + rename)."""
+    saved = [{**result, "row": result["row"].__dict__} for result in results]
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps({"provenance": provenance_line, "results": saved}, indent=1))
+    temporary.replace(path)
+
+
 def load_saved(path: Path) -> dict:
     """A run saved with --save: its provenance line and its results with Row objects again."""
     try:
@@ -386,10 +394,9 @@ def main() -> None:
         except RuntimeError as error:
             print(f"{row.name}: {error}", file=sys.stderr)
             results.append({"row": row, "cnncli": [], "reference": [], "commands": {}, "skipped": "FAILED (see log)"})
+        if args.save:  # after every row, so an interrupted run keeps the rows it finished
+            save_results(args.save, provenance(args.quick, args.threads, started), results)
     runs = [{"provenance": provenance(args.quick, args.threads, started), "results": results}] if rows else []
-    if args.save:
-        saved = [{**result, "row": result["row"].__dict__} for result in results]
-        args.save.write_text(json.dumps({"provenance": runs[0]["provenance"], "results": saved}, indent=1))
     runs += [load_saved(path) for path in args.merge]
     results = merge_results(runs)
     text = "\n".join(dict.fromkeys(run["provenance"] for run in runs)) + "\n\n" + markdown(results, args.quick,
