@@ -5,6 +5,7 @@ the accuracy benchmark compares like with like (a drifted recipe or reference fa
 """
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -134,3 +135,32 @@ def test_text_reference_tokenizes_like_cnncli():
     clean_words = reference("kim_cnn").clean_words
     for sentence in ["It's a GREAT film, isn't it?!", "l'été (à Paris) -- c'était_bien", "we'll see ... `ok'"]:
         assert clean_words(sentence) == tokenize(sentence, "words", True)
+
+
+@pytest.mark.parametrize("pattern", [None, r"^\d_bob_"])
+def test_fsdd_reference_splits_like_cnncli(tmp_path, pattern):
+    """The standard split and a held-out speaker give both sides the same train / val / test files."""
+    from cnncli.data.split import load_splits
+    from cnncli.modalities.audio import AudioModality
+
+    for speaker in ("alice", "bob", "carol"):
+        for digit in range(10):
+            for index in range(12):
+                (tmp_path / f"{digit}_{speaker}_{index}.wav").touch()
+    overrides = [f"data.root={tmp_path}"] + ([f"data.split.test_pattern={pattern}"] if pattern else [])
+    ours = load_splits(load_config(REPO / "recipes" / "fsdd.yaml", overrides), AudioModality.extensions)
+    module = reference("fsdd")
+    theirs = module.list_recordings(tmp_path, pattern or module.STANDARD_TEST)
+    for our_part, their_part in zip((ours.train, ours.val, ours.test), theirs):
+        assert [Path(sample.locator).name for sample in our_part] == [path.name for path, _ in their_part]
+    assert len(ours.test) == (10 * 12 if pattern else 3 * 10 * 5)
+
+
+def test_speaker_rows_hold_out_one_speaker_each():
+    rows = [row for row in reference_rows() if row.name.startswith("fsdd-speaker-")]
+    assert len(rows) == 5 and all(row.max_seeds == 1 for row in rows)
+    for row in rows:
+        speaker = row.name.removeprefix("fsdd-speaker-")
+        pattern = row.sets[0].split("=", 1)[1]
+        assert row.reference[-2:] == ["--test-pattern", pattern]
+        assert re.search(pattern, f"7_{speaker}_3.wav") and not re.search(pattern, "7_someone_3.wav")

@@ -10,8 +10,10 @@ outputs are averaged (cnncli's train.ensemble).
 
 Split (the FSDD convention): recordings with index 0-4 are the test set; validation is a seeded,
 stratified 10% of the rest (Python's random.Random(1) shuffle per digit, as the recipe's split seed 0 gives).
+`--test-pattern` replaces the test rule (a regex searched in the file name, as the recipe's
+data.split.test_pattern): `^\d_theo_` holds out one speaker.
 
-    python bench/reference/fsdd.py [--seed 0] [--threads 2] [--steps N] [--members N]
+    python bench/reference/fsdd.py [--seed 0] [--threads 2] [--steps N] [--members N] [--test-pattern REGEX]
 
 Prints one JSON line: accuracy, seconds (fit and total), samples_per_second, parameters.
 """
@@ -35,18 +37,19 @@ import torchaudio
 from torch import nn
 
 RECORDINGS = Path(__file__).resolve().parents[3] / "shared" / "data" / "fsdd" / "recordings"
+STANDARD_TEST = r"_[0-4]\.wav$"  # recordings with index 0-4
 SAMPLE_RATE, DURATION, N_FFT, HOP, N_MELS, TOP_DB = 8000, 1.0, 256, 64, 40, 80.0
 EPOCHS, BATCH, LR = 20, 32, 0.003
 TIME_SHIFT, TIME_MASK, FREQ_MASK, GAIN_DB = 0.1, 12, 6, 6.0
 
 
-def list_recordings(folder: Path):
+def list_recordings(folder: Path, test_pattern: str = STANDARD_TEST):
     """(path, digit) for every .wav in sorted order, split into train / val / test."""
     files = [path for path in sorted(folder.rglob("*")) if path.is_file() and path.suffix.lower() == ".wav"
              and not path.name.startswith(".")]
     samples = [(path, int(re.match(r"^(\d)_", path.name).group(1))) for path in files]
-    test = [s for s in samples if re.search(r"_[0-4]\.wav$", s[0].name)]
-    rest = [s for s in samples if not re.search(r"_[0-4]\.wav$", s[0].name)]
+    test = [s for s in samples if re.search(test_pattern, s[0].name)]
+    rest = [s for s in samples if not re.search(test_pattern, s[0].name)]
     by_digit: dict[int, list[int]] = {}
     for index, (_, digit) in enumerate(rest):
         by_digit.setdefault(digit, []).append(index)
@@ -138,11 +141,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None, help="train this many steps instead (smoke checks)")
     parser.add_argument("--members", type=int, default=1, help="ensemble size (recipes/fsdd-best.yaml: 5)")
+    parser.add_argument("--test-pattern", default=STANDARD_TEST,
+                        help="regex searched in the file name: matches are the test set (default: index 0-4)")
     args = parser.parse_args()
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
 
-    train, val, test = list_recordings(args.folder)
+    train, val, test = list_recordings(args.folder, args.test_pattern)
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = (log_mel(part) for part in (train, val, test))
     values = x_train.to(torch.float64)
     band_mean = values.mean(dim=(0, 1, 3))
