@@ -306,8 +306,9 @@ def provenance(quick: bool, threads: int, started: float) -> str:
     import torch
 
     commit = git("rev-parse", "--short", "HEAD")
-    if git("status", "--porcelain", "--untracked-files=no"):
-        commit += " (with uncommitted changes)"
+    # Only what decides the figures counts: an edited docs/BENCHMARKS.md does not.
+    if git("status", "--porcelain", "--untracked-files=no", "--", "cnncli", "bench", "recipes", "pyproject.toml"):
+        commit += " (with uncommitted changes to the code or recipes)"
     mode = f"--quick ({QUICK_STEPS} steps per run)" if quick else "full"
     return (f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit}, torch {torch.__version__}, "
             f"Python {platform.python_version()}, {threads} threads, {platform.machine()} "
