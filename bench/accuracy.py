@@ -234,7 +234,8 @@ def verdict(result: dict, quick: bool) -> str:
     if result.get("note"):
         notes.append(result["note"])
     elif len(result["cnncli"]) == 1 and not quick:
-        notes.append("one seed only")
+        long_run = result["cnncli"][0]["wall_seconds"] >= SEED_BUDGET_SECONDS
+        notes.append("one seed (a run takes over 10 minutes)" if long_run else "one seed only")
     return "; ".join(notes)
 
 
