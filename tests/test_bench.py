@@ -164,3 +164,27 @@ def test_speaker_rows_hold_out_one_speaker_each():
         pattern = row.sets[0].split("=", 1)[1]
         assert row.reference[-2:] == ["--test-pattern", pattern]
         assert re.search(pattern, f"7_{speaker}_3.wav") and not re.search(pattern, "7_someone_3.wav")
+
+
+def test_text_reference_backpropagates_like_cnncli():
+    """Padded sentences make max-over-time ties (all-padding windows give the same value); both
+    sides must send the gradient the same way, or their training drifts apart bit by bit."""
+    config = load_config(REPO / "recipes" / "mr.yaml")
+    settings = reference("kim_cnn").TASKS["mr"]
+    torch.manual_seed(0)
+    ours = build_network(config.model.blocks, TokenEmbedding(50, settings["dimension"], "rand"), (56,), 2)
+    torch.manual_seed(0)
+    theirs = reference("kim_cnn").KimCNN(50, 2, settings["dimension"], settings["input_dropout"])
+    with torch.no_grad():  # positive biases: all-padding windows tie at the top of max over time
+        for network in (ours, theirs):
+            for module in network.modules():
+                if isinstance(module, torch.nn.Conv2d):
+                    module.bias.fill_(5.0)
+    ids = torch.randint(2, 50, (4, 56))
+    ids[:, 6:] = 0
+    targets = torch.tensor([0, 1, 1, 0])
+    for network in (ours, theirs):
+        network.eval()  # no dropout: the same arithmetic on both sides
+        torch.nn.functional.cross_entropy(network(ids), targets).backward()
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
+        assert torch.equal(a.grad, b.grad), f"gradient of {name} differs"

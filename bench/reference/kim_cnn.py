@@ -99,7 +99,9 @@ class KimCNN(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         picture = self.input_dropout(self.embedding(ids).unsqueeze(1))  # (N, 1, tokens, dimensions)
-        pooled = [F.relu(conv(picture)).amax(dim=(2, 3)) for conv in self.convs]
+        # Max over time as a pooling layer: on ties (padding-only windows) its gradient goes to one
+        # position, as cnncli's global max pool sends it; amax would split it among them.
+        pooled = [F.adaptive_max_pool2d(F.relu(conv(picture)), 1).flatten(1) for conv in self.convs]
         return self.output(self.dropout(torch.cat(pooled, dim=1)))
 
 
