@@ -29,7 +29,8 @@ class SplitConfig:
     test_fraction: float = 0.2  # share of samples for test when there is no test source or rule
     val_fraction: float = 0.1  # share of the training part held out for validation (0 = none)
     test_pattern: str | None = None  # regex searched in the file name: matches go to test
-    test_every: int | None = None  # position % test_every == 0 goes to test (position in its file)
+    test_every: int | None = None  # position % test_every == test_offset goes to test (position in its file)
+    test_offset: int = 0  # which of the test_every folds is test: 0..test_every-1 (cross-validation)
     test_range: list[int] | None = None  # [start, end): positions in this range go to test
     seed: int = 0  # seeds the random fractions; the split is recorded in the bundle
 
@@ -121,6 +122,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     max_norm: float | None = None  # clip each output unit's weight norm of the last layer (Kim)
     ensemble: int = 1  # train this many networks (seeds seed, seed+1000, ...) and average their probabilities
+    rotate_val: bool = False  # member i validates on its own fold (data.val joins the training data): all data trains
     ema: float | None = None  # decay of a moving average of the weights (e.g. 0.999), used to validate and keep
     keep: Literal["best", "last"] = "best"  # best on validation, or the last epoch's weights
     early_stopping: int | None = None  # stop after this many epochs without a better val loss
@@ -350,6 +352,8 @@ def _check_values(config: Config, origin: str) -> None:
         ("data.split.test_fraction", 0 <= config.data.split.test_fraction < 1, "must be in [0, 1)"),
         ("data.split.val_fraction", 0 <= config.data.split.val_fraction < 1, "must be in [0, 1)"),
         ("data.split.test_every", (config.data.split.test_every or 2) >= 2, "must be at least 2"),
+        ("data.split.test_offset", 0 <= config.data.split.test_offset < (config.data.split.test_every or 1),
+         "must be from 0 to data.split.test_every - 1"),
         ("data.split.test_range", config.data.split.test_range is None or len(config.data.split.test_range) == 2,
          "must be [start, end]"),
         ("data.image.size", config.data.image.size is None or (len(config.data.image.size) == 2

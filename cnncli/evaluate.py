@@ -44,7 +44,7 @@ def evaluate(bundle: Bundle, data: Sequence[str] = (), batch_size: int = 512, de
     if unlabelled:
         raise CnncliError(f"{unlabelled.locator}: has no label, so it cannot be evaluated (use predict)")
     check_known_labels(samples, bundle.labels)
-    encoded, failures = encode_part(bundle.modality, samples, bundle.labels, "evaluating", progress)
+    encoded, failures, _ = encode_part(bundle.modality, samples, bundle.labels, "evaluating", progress)
     if len(encoded) == 0:
         raise CnncliError(f"{source}: no sample could be read ({failures[0] if failures else 'empty'})")
     bundle.network.to(device)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from cnncli.bundle import save_bundle
 from cnncli.config import Config
-from cnncli.data.split import Splits, load_splits
+from cnncli.data.split import Splits, fold_count, load_splits
 from cnncli.errors import CnncliError
 from cnncli.modalities import modality_class
 from cnncli.modalities.base import Modality, check_augment_keys
@@ -49,6 +49,7 @@ class Prepared:
     device: "torch.device"
     skipped: dict[str, list[str]]
     seconds: float
+    folds: "torch.Tensor | None" = None  # with train.rotate_val: the validation fold of each row of `train`
 
 
 def prepare(config: Config, progress: Progress = Progress()) -> Prepared:
@@ -70,7 +71,10 @@ def prepare(config: Config, progress: Progress = Progress()) -> Prepared:
     modality.fit(splits.train)
     parts = {name: encode_part(modality, samples, splits.labels, name, progress)
              for name, samples in (("train", splits.train), ("val", splits.val), ("test", splits.test))}
-    skipped = {name: failures for name, (_, failures) in parts.items() if failures}
+    folds = None
+    if splits.folds is not None:
+        folds = torch.tensor([splits.folds[i] for i in parts["train"][2]], dtype=torch.long)
+    skipped = {name: failures for name, (_, failures, _) in parts.items() if failures}
     for name, failures in skipped.items():
         progress.note(f"warning: skipped {len(failures)} unreadable {name} sample(s), e.g. {failures[0]}")
     if len(parts["train"][0]) == 0:
@@ -79,7 +83,7 @@ def prepare(config: Config, progress: Progress = Progress()) -> Prepared:
     torch.manual_seed(config.train.seed)
     network = build_network(config.model.blocks, modality.build_stem(), modality.input_shape, len(splits.labels))
     return Prepared(config, splits, modality, parts["train"][0], parts["val"][0], parts["test"][0], network, device,
-                    skipped, round(time.perf_counter() - started, 2))
+                    skipped, round(time.perf_counter() - started, 2), folds)
 
 
 def train(config: Config, out: str | Path, progress: Progress = Progress(),
@@ -142,11 +146,15 @@ def train(config: Config, out: str | Path, progress: Progress = Progress(),
                         extra_files=to_files(snapshot))
 
         resume_fit = state.fit if index == state.member else None
-        results.append(fit(network, run.modality, run.train, run.val, settings, run.device, progress, checkpoint,
-                           resume_fit))
+        member_train, member_val = member_data(run, index)
+        results.append(fit(network, run.modality, member_train, member_val, settings, run.device, progress,
+                           checkpoint, resume_fit))
         members.append(network)
     run.network = assemble(members)
     metrics = {}
+    if run.folds is not None:  # each fold scored by the members that did not train on it
+        probabilities, targets = out_of_fold_probabilities(run, members)
+        metrics["val"] = classification_report(targets.tolist(), probabilities.argmax(1).tolist(), run.splits.labels)
     for name, data in (("val", run.val), ("test", run.test)):
         if len(data):
             probabilities = predict_probabilities(run.network, data.inputs, config.train.eval_batch_size, run.device)
@@ -229,6 +237,42 @@ def build_member(config: Config, run: Prepared, index: int):
                          len(run.splits.labels)).to(run.device)
 
 
+def member_data(run: Prepared, index: int) -> "tuple[TensorData, TensorData]":
+    """Ensemble member `index`'s training and validation data: the shared split, or with
+    train.rotate_val every training row outside the member's own fold, which it validates on."""
+    if run.folds is None:
+        return run.train, run.val
+    held = run.folds == index % fold_count(run.config.data.split.val_fraction)
+    return subset(run.train, ~held), subset(run.train, held)
+
+
+def out_of_fold_probabilities(run: Prepared, members: list) -> "tuple[torch.Tensor, torch.Tensor]":
+    """(probabilities, targets) of the training rows in the folds some member held out, each row
+    scored by the members that held it out: a validation figure no member has trained on."""
+    import torch
+
+    from cnncli.engine import predict_probabilities
+
+    count = fold_count(run.config.data.split.val_fraction)
+    scored, parts = [], []
+    for fold in range(count):
+        held = (run.folds == fold).nonzero().flatten()
+        judges = [member for index, member in enumerate(members) if index % count == fold]
+        if judges and len(held):
+            inputs = run.train.inputs[held]
+            parts.append(torch.stack([predict_probabilities(member, inputs, run.config.train.eval_batch_size,
+                                                            run.device) for member in judges]).mean(0))
+            scored.append(held)
+    rows = torch.cat(scored)
+    return torch.cat(parts), run.train.targets[rows]
+
+
+def subset(data: "TensorData", mask: "torch.Tensor") -> "TensorData":
+    from cnncli.engine import TensorData
+
+    return TensorData(data.inputs[mask], data.targets[mask])
+
+
 def assemble(members: list):
     from cnncli.model import Ensemble
 
@@ -242,18 +286,19 @@ def per_member_value(results: list, name: str):
 
 
 def encode_part(modality: Modality, samples, labels: list[str], name: str, progress: Progress):
-    """Encode one split; returns its TensorData and the error messages of samples that failed."""
+    """Encode one split; returns its TensorData, the error messages of samples that failed, and
+    for each row the position of its sample in `samples`."""
     import torch
 
     from cnncli.engine import TensorData
 
     if not samples:
-        return TensorData(torch.empty((0, *modality.input_shape)), torch.empty(0, dtype=torch.long)), []
+        return TensorData(torch.empty((0, *modality.input_shape)), torch.empty(0, dtype=torch.long)), [], []
     with progress.task(f"preparing {name} ({len(samples)})", len(samples)) as advance:
         encoded = modality.encode_many(samples, advance)
     index_of = {label: i for i, label in enumerate(labels)}
     targets = torch.tensor([index_of[samples[i].label] for i in encoded.index], dtype=torch.long)
-    return TensorData(encoded.tensor, targets), list(encoded.failures.values())
+    return TensorData(encoded.tensor, targets), list(encoded.failures.values()), encoded.index
 
 
 def format_epoch(record: dict, members: int = 1) -> str:

@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from cnncli.config import load_config
+from cnncli.data.sample import Sample
+from cnncli.data.split import fold_count, stratified_folds
 from cnncli.model import build_network
 from cnncli.modalities.audio import BandNormalize
 from cnncli.modalities.image import Normalize
@@ -104,6 +106,9 @@ def test_text_reference_matches_recipe(task):
         settings["epochs"], settings["batch"], settings["lr"], module.MAX_NORM, "constant", 0.0)
     assert (train.ensemble, train.ema, train.optimizer, train.keep) == (settings["members"], None, "adam", "best")
     assert (augment.word_crop, augment.word_dropout) == (settings["word_crop"], settings["word_dropout"])
+    assert train.rotate_val == settings.get("rotate", False)
+    if train.rotate_val:  # the reference deals folds of 10% with seed 1
+        assert (module.FOLDS, config.data.split.seed + 1) == (fold_count(config.data.split.val_fraction), 1)
     torch.manual_seed(0)
     stem = TokenEmbedding(50, text.embedding_dim, "rand")
     ours = build_network(config.model.blocks, stem, (text.max_length,), 2)
@@ -188,3 +193,10 @@ def test_text_reference_backpropagates_like_cnncli():
         torch.nn.functional.cross_entropy(network(ids), targets).backward()
     for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
         assert torch.equal(a.grad, b.grad), f"gradient of {name} differs"
+
+
+def test_text_reference_deals_the_same_validation_folds():
+    samples = [Sample(locator=f"line {i}", label=("pos", "neg")[i % 3 == 0], position=i) for i in range(97)]
+    ours = stratified_folds(samples, 10, seed=1)
+    theirs = reference("kim_cnn").stratified_folds([(s.locator, s.label) for s in samples], 10, seed=1)
+    assert ours == theirs and len(set(ours)) == 10

@@ -88,3 +88,10 @@ def test_every_shipped_recipe_is_valid(recipe):
 def test_exponent_notation_is_a_number(tmp_path):
     config = load_config(write(tmp_path, MINIMAL + "train:\n  lr: 3e-4\n"), ["train.lr_min=1e-6"])
     assert config.train.lr == 3e-4 and config.train.lr_min == 1e-6
+
+
+def test_test_offset_must_name_one_of_the_folds(tmp_path):
+    recipe = write(tmp_path, MINIMAL)
+    assert load_config(recipe, ["data.split.test_every=10", "data.split.test_offset=9"]).data.split.test_offset == 9
+    with pytest.raises(CnncliError, match="data.split.test_offset: must be from 0 to data.split.test_every - 1"):
+        load_config(recipe, ["data.split.test_every=10", "data.split.test_offset=10"])

@@ -48,6 +48,7 @@ def weights(bundle) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("overrides, crash_at", [([], 3), (["train.ensemble=2"], 4), (["train.ensemble=2"], 5),
+                                                (["train.ensemble=2", "train.rotate_val=true"], 5),
                                                 (["train.ensemble=2"], 6)])
 def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(recipe, tmp_path, overrides, crash_at):
     config = load_config(recipe, overrides)

@@ -104,6 +104,13 @@ def test_split_by_position():
     assert [s.position for s in ranged] == [20, 21, 22, 23, 24]
 
 
+def test_position_folds_partition_the_data():
+    """test_offset picks one of the test_every folds: together the folds are cross-validation."""
+    folds = [split_test(samples(25), SplitConfig(test_every=10, test_offset=k))[1] for k in range(10)]
+    assert [s.position for s in folds[3]] == [3, 13, 23]
+    assert sorted(s.position for fold in folds for s in fold) == list(range(25))
+
+
 def test_seeded_fraction_is_stratified_and_reproducible():
     kept, held = stratified_fraction(samples(40), 0.25, seed=3)
     assert len(held) == 10 and sorted({s.label for s in held}) == ["a", "b"]

@@ -36,6 +36,7 @@ from torch import nn
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 MAX_LENGTH, WIDTHS, FILTERS, MAX_NORM = 56, (3, 4, 5), 100, 3.0
+FOLDS = 10  # rotating validation folds of 10% each (cnncli: split.val_fraction 0.1)
 TASKS = {
     "mr": dict(dimension=128, input_dropout=0.3, epochs=10, batch=50, lr=0.001, word_crop=0.5, word_dropout=0.5,
                members=1),
@@ -68,6 +69,20 @@ def stratified_val(samples: list, fraction: float, seed: int):
         generator.shuffle(indices)
         held.update(indices[:min(max(round(len(indices) * fraction), 1), len(indices) - 1)])
     return [s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held]
+
+
+def stratified_folds(samples: list, count: int, seed: int) -> list[int]:
+    """A fold for each sample: each label's samples shuffled (seeded, labels in sorted order) and dealt round-robin."""
+    by_label: dict[str, list[int]] = {}
+    for index, (_, label) in enumerate(samples):
+        by_label.setdefault(label, []).append(index)
+    generator, folds = random.Random(seed), [0] * len(samples)
+    for label in sorted(by_label):
+        indices = by_label[label]
+        generator.shuffle(indices)
+        for position, index in enumerate(indices):
+            folds[index] = position % count
+    return folds
 
 
 def load_task(task: str):
@@ -146,6 +161,10 @@ def main() -> None:
     settings = TASKS[args.task]
 
     train, val, test = load_task(args.task)
+    folds = None
+    if settings.get("rotate"):  # a cross-validation ensemble: member i validates on fold i of train + val
+        train, val = train + val, []
+        folds = torch.tensor(stratified_folds(train, FOLDS, seed=1))
     counts = Counter(token for sentence, _ in train for token in clean_words(sentence))
     vocabulary = {token: position for position, token in
                   enumerate(["<pad>", "<unk>", *(t for t, _ in counts.most_common() if t not in ("<pad>", "<unk>"))])}
@@ -162,8 +181,13 @@ def main() -> None:
     models, seen, train_seconds, steps, best_vals = [], 0, 0.0, 0, []
     for member in range(settings["members"]):
         seed = args.seed + 1000 * member  # cnncli's member seeds
+        if folds is None:
+            data = x_train, y_train, x_val, y_val
+        else:
+            held = folds == member % FOLDS
+            data = x_train[~held], y_train[~held], x_train[held], y_train[held]
         model, member_seen, member_seconds, steps, best = train_member(
-            seed, len(vocabulary), len(labels), settings, x_train, y_train, x_val, y_val, args.steps)
+            seed, len(vocabulary), len(labels), settings, *data, args.steps)
         models.append(model)
         seen, train_seconds = seen + member_seen, train_seconds + member_seconds
         best_vals.append(round(best[0], 4))

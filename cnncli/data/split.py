@@ -2,7 +2,8 @@
 
 Rules, in order of precedence for the test part: a separate `data.test` source; a file-name
 regex (`split.test_pattern`); a position rule (`test_every`, `test_range`); a seeded, stratified
-fraction. Validation comes from `data.val` or a seeded, stratified fraction of the training part.
+fraction. Validation comes from `data.val` or a seeded, stratified fraction of the training part;
+with `train.rotate_val`, from rotating folds of the training part instead (`Splits.folds`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Splits:
     test: list[Sample]
     labels: list[str]
     record: dict = field(default_factory=dict)  # how the split was made, stored in the bundle
+    folds: list[int] | None = None  # with train.rotate_val: the validation fold of each training sample
 
 
 def load_splits(config: Config, extensions: Sequence[str]) -> Splits:
@@ -39,7 +41,15 @@ def load_splits(config: Config, extensions: Sequence[str]) -> Splits:
         test_rule = f"source {data.test}"
     else:
         rest, test, test_rule = split_test(pool, rule)
-    if data.val is not None:
+    folds = None
+    if config.train.rotate_val:
+        train, val = rest + (read_sources(data.val, data, extensions) if data.val is not None else []), []
+        count = fold_count(rule.val_fraction)
+        folds = stratified_folds(train, count, rule.seed + 1)
+        val_rule = (f"rotating: ensemble member i validates on fold i % {count} of {count} seeded stratified folds "
+                    f"of the training part{' (with ' + str(data.val) + ')' if data.val is not None else ''} "
+                    f"and trains on the others (seed {rule.seed})")
+    elif data.val is not None:
         train, val = rest, read_sources(data.val, data, extensions)
         val_rule = f"source {data.val}"
     else:
@@ -59,7 +69,7 @@ def load_splits(config: Config, extensions: Sequence[str]) -> Splits:
         "counts": {"train": len(train), "val": len(val), "test": len(test)},
         "test_digest": digest(test),
     }
-    return Splits(train, val, test, labels, record)
+    return Splits(train, val, test, labels, record, folds)
 
 
 def split_test(samples: list[Sample], rule) -> tuple[list[Sample], list[Sample], str]:
@@ -72,8 +82,8 @@ def split_test(samples: list[Sample], rule) -> tuple[list[Sample], list[Sample],
         chosen = [bool(pattern.search(file_name(sample))) for sample in samples]
         description = f"file name matches {rule.test_pattern!r}"
     elif rule.test_every:
-        chosen = [sample.position % rule.test_every == 0 for sample in samples]
-        description = f"position % {rule.test_every} == 0 in each file"
+        chosen = [sample.position % rule.test_every == rule.test_offset for sample in samples]
+        description = f"position % {rule.test_every} == {rule.test_offset} in each file"
     elif rule.test_range:
         start, end = rule.test_range
         chosen = [start <= sample.position < end for sample in samples]
@@ -104,6 +114,27 @@ def stratified_fraction(samples: list[Sample], fraction: float, seed: int) -> tu
         held.update(indices[:count])
     kept = [sample for index, sample in enumerate(samples) if index not in held]
     return kept, [sample for index, sample in enumerate(samples) if index in held]
+
+
+def fold_count(val_fraction: float) -> int:
+    """Folds of about `val_fraction` each (0.1 -> 10), at least two."""
+    return max(2, round(1 / val_fraction))
+
+
+def stratified_folds(samples: list[Sample], count: int, seed: int) -> list[int]:
+    """A fold in 0..count-1 for each sample: each label's samples are shuffled (seeded) and dealt
+    round-robin, so every fold has about the same share of every label."""
+    by_label: dict[str | None, list[int]] = defaultdict(list)
+    for index, sample in enumerate(samples):
+        by_label[sample.label].append(index)
+    generator = random.Random(seed)
+    folds = [0] * len(samples)
+    for label in sorted(by_label, key=lambda x: natural_key(str(x))):
+        indices = by_label[label]
+        generator.shuffle(indices)
+        for position, index in enumerate(indices):
+            folds[index] = position % count
+    return folds
 
 
 def check_known_labels(samples: Sequence[Sample], labels: Sequence[str]) -> None:
