@@ -126,15 +126,17 @@ def resume_hint(out: Path):
 
 
 def report_training(outcome, output_format: ReportFormat) -> None:
-    summary = {"bundle": str(outcome.bundle), "metrics": {part: {"accuracy": m["accuracy"], "n": m["n"]}
-                                                           for part, m in outcome.metrics.items()},
+    summary = {"bundle": str(outcome.bundle),
+               "metrics": {part: {key: m[key] for key in ("accuracy", "n", "out_of_fold") if key in m}
+                           for part, m in outcome.metrics.items()},
                "training": outcome.training}
     if output_format == ReportFormat.json:
         typer.echo(json.dumps(summary))
         return
     typer.echo(f"bundle    {outcome.bundle}")
     for part, metrics in outcome.metrics.items():
-        typer.echo(f"{part:<9} accuracy {metrics['accuracy']:.4f} (n={metrics['n']})")
+        scored = ", out-of-fold" if metrics.get("out_of_fold") else ""
+        typer.echo(f"{part:<9} accuracy {metrics['accuracy']:.4f} (n={metrics['n']}{scored})")
     kept = outcome.training
     if kept.get("members", 1) > 1:
         typer.echo(f"members   {kept['members']} (probabilities averaged)")

@@ -130,7 +130,8 @@ def print_layer_table(summary: dict, console: Console | None = None) -> None:
     if summary.get("note"):
         console.print(f"[yellow]note: {summary['note']}[/yellow]")
     if summary.get("kind") == "bundle" and summary.get("metrics"):
-        parts = [f"{part} accuracy {m['accuracy']:.4f} (n={m['n']})" for part, m in summary["metrics"].items()]
+        parts = [f"{part} accuracy {m['accuracy']:.4f} (n={m['n']}{', out-of-fold' if m.get('out_of_fold') else ''})"
+                 for part, m in summary["metrics"].items()]
         console.print("  ".join(parts))
     if "input" in summary:
         explained = summary["input"]

@@ -154,7 +154,8 @@ def train(config: Config, out: str | Path, progress: Progress = Progress(),
     metrics = {}
     if run.folds is not None:  # each fold scored by the members that did not train on it
         probabilities, targets = out_of_fold_probabilities(run, members)
-        metrics["val"] = classification_report(targets.tolist(), probabilities.argmax(1).tolist(), run.splits.labels)
+        metrics["val"] = {**classification_report(targets.tolist(), probabilities.argmax(1).tolist(),
+                                                  run.splits.labels), "out_of_fold": True}
     for name, data in (("val", run.val), ("test", run.test)):
         if len(data):
             probabilities = predict_probabilities(run.network, data.inputs, config.train.eval_batch_size, run.device)

@@ -54,6 +54,7 @@ def test_the_validation_figure_is_out_of_fold(tiny_image_folder, tmp_path):
     run = prepare(config)
     held = sum(len(member_data(run, index)[1]) for index in range(3))
     assert outcome.metrics["val"]["n"] == held < 20  # three of the four folds were held out
+    assert outcome.metrics["val"]["out_of_fold"] and "out_of_fold" not in outcome.metrics["test"]
     assert [r["member"] for r in outcome.history] == [1, 1, 2, 2, 3, 3]
     # the figure is that of each fold's own member, not the ensemble's (which trained on it)
     members = load_bundle(tmp_path / "bundle").network.members
