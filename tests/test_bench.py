@@ -161,6 +161,30 @@ def test_fsdd_reference_splits_like_cnncli(tmp_path, pattern):
     assert len(ours.test) == (10 * 12 if pattern else 3 * 10 * 5)
 
 
+@pytest.mark.parametrize("task", ["mr", "sst2"])
+def test_text_reference_splits_and_deals_folds_like_cnncli(tmp_path, task):
+    """Both sides train on the same sentences in the same order, with the same validation
+    (or, for a cross-validation ensemble, the same folds) and test sentences."""
+    from cnncli.data.split import load_splits
+    from cnncli.modalities.text import TextModality
+
+    (tmp_path / "mr").mkdir()
+    (tmp_path / "sst2").mkdir()
+    for name in ("pos", "neg"):
+        (tmp_path / "mr" / f"rt-polarity.{name}").write_text("".join(f"{name} line {i}\n" for i in range(45)))
+    for name, size in (("train", 60), ("dev", 20), ("test", 10)):
+        (tmp_path / "sst2" / f"stsa.binary.{name}").write_text("".join(f"{i % 2} {name} {i}\n" for i in range(size)))
+    config = load_config(REPO / "recipes" / f"{task}.yaml", [f"data.root={tmp_path / task}"])
+    ours = load_splits(config, TextModality.extensions)
+    module = reference("kim_cnn")
+    settings = module.TASKS[task]
+    theirs = module.load_task(task, settings.get("rotate", False), tmp_path)
+    for our_part, their_part in zip((ours.train, ours.val, ours.test), theirs):
+        assert [sample.content for sample in our_part] == [sentence for sentence, _ in their_part]
+    if config.train.rotate_val:
+        assert ours.folds == module.stratified_folds(theirs[0], module.FOLDS, seed=1)
+
+
 def test_speaker_rows_hold_out_one_speaker_each():
     rows = [row for row in reference_rows() if row.name.startswith("fsdd-speaker-")]
     assert len(rows) == 5 and all(row.max_seeds == 1 for row in rows)

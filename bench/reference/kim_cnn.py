@@ -10,8 +10,11 @@ from seeds seed, seed + 1000, ... and averages their softmax outputs. Training b
 sentence (word crop) and some words replaced by the unknown id (word dropout). The per-task
 settings below are copied from the recipes; tests/test_bench.py checks they still agree.
 
-Splits: MR (Latin-1 rt-polarity.pos / .neg): line i % 10 == 0 of each file is test, validation a
-seeded stratified 10% of the rest. SST-2: the standard train / dev / test files.
+Splits: MR (Latin-1 rt-polarity.pos / .neg): line i % 10 == 0 of each file is test. SST-2: the
+standard train / dev / test files. A task with `rotate` is a cross-validation ensemble, as
+cnncli's train.rotate_val: train (+ dev) is dealt into ten seeded stratified folds and member i
+keeps its best epoch on fold i and trains on the others; otherwise validation is a seeded
+stratified 10% of MR's training lines, or SST-2's dev file.
 
     python bench/reference/kim_cnn.py --task mr|sst2 [--seed 0] [--threads 2] [--steps N]
 
@@ -38,8 +41,8 @@ SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 MAX_LENGTH, WIDTHS, FILTERS, MAX_NORM = 56, (3, 4, 5), 100, 3.0
 FOLDS = 10  # rotating validation folds of 10% each (cnncli: split.val_fraction 0.1)
 TASKS = {
-    "mr": dict(dimension=128, input_dropout=0.3, epochs=10, batch=50, lr=0.001, word_crop=0.5, word_dropout=0.5,
-               members=1),
+    "mr": dict(dimension=128, input_dropout=0.3, epochs=7, batch=50, lr=0.001, word_crop=0.5, word_dropout=0.5,
+               members=5, rotate=True),
     "sst2": dict(dimension=64, input_dropout=0.3, epochs=10, batch=50, lr=0.0005, word_crop=0.5, word_dropout=0.3,
                  members=5),
 }
@@ -85,20 +88,22 @@ def stratified_folds(samples: list, count: int, seed: int) -> list[int]:
     return folds
 
 
-def load_task(task: str):
-    """(train, val, test) lists of (sentence, label)."""
+def load_task(task: str, rotate: bool = False, root: Path = SHARED):
+    """(train, val, test) lists of (sentence, label); with `rotate`, val is empty and train holds
+    all the non-test sentences in file order (SST-2: train, then dev), to be dealt into folds."""
     if task == "mr":
         train, test = [], []
         for name, label in (("rt-polarity.pos", "pos"), ("rt-polarity.neg", "neg")):
-            for position, line in enumerate(read_lines(SHARED / "mr" / name, "latin-1")):
+            for position, line in enumerate(read_lines(root / "mr" / name, "latin-1")):
                 (test if position % 10 == 0 else train).append((line, label))
-        train, val = stratified_val(train, 0.1, seed=1)
+        train, val = (train, []) if rotate else stratified_val(train, 0.1, seed=1)
         return train, val, test
 
     def labelled(name):
         return [(text.strip(), label) for label, _, text in
-                (line.partition(" ") for line in read_lines(SHARED / "sst2" / name, "utf-8"))]
-    return labelled("stsa.binary.train"), labelled("stsa.binary.dev"), labelled("stsa.binary.test")
+                (line.partition(" ") for line in read_lines(root / "sst2" / name, "utf-8"))]
+    train, val, test = labelled("stsa.binary.train"), labelled("stsa.binary.dev"), labelled("stsa.binary.test")
+    return (train + val, [], test) if rotate else (train, val, test)
 
 
 class KimCNN(nn.Module):
@@ -160,10 +165,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     settings = TASKS[args.task]
 
-    train, val, test = load_task(args.task)
+    train, val, test = load_task(args.task, settings.get("rotate", False))
     folds = None
-    if settings.get("rotate"):  # a cross-validation ensemble: member i validates on fold i of train + val
-        train, val = train + val, []
+    if settings.get("rotate"):  # a cross-validation ensemble: member i validates on fold i
         folds = torch.tensor(stratified_folds(train, FOLDS, seed=1))
     counts = Counter(token for sentence, _ in train for token in clean_words(sentence))
     vocabulary = {token: position for position, token in
