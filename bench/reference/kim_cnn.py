@@ -44,7 +44,7 @@ TASKS = {
     "mr": dict(dimension=128, input_dropout=0.3, epochs=7, batch=50, lr=0.001, word_crop=0.5, word_dropout=0.5,
                members=5, rotate=True),
     "sst2": dict(dimension=64, input_dropout=0.3, epochs=10, batch=50, lr=0.0005, word_crop=0.5, word_dropout=0.3,
-                 members=5),
+                 members=5, rotate=True),
 }
 
 
