@@ -100,20 +100,28 @@ def stratified_fraction(samples: list[Sample], fraction: float, seed: int) -> tu
     """Hold out `fraction` of each label's samples, chosen by a seeded shuffle; order is kept."""
     if fraction <= 0:
         return list(samples), []
-    by_label: dict[str | None, list[int]] = defaultdict(list)
-    for index, sample in enumerate(samples):
-        by_label[sample.label].append(index)
-    generator = random.Random(seed)
     held: set[int] = set()
-    for label in sorted(by_label, key=lambda x: natural_key(str(x))):
-        indices = by_label[label]
-        generator.shuffle(indices)
+    for indices in shuffled_by_label(samples, seed):
         count = round(len(indices) * fraction)
         if len(indices) > 1:
             count = min(max(count, 1), len(indices) - 1)
         held.update(indices[:count])
     kept = [sample for index, sample in enumerate(samples) if index not in held]
     return kept, [sample for index, sample in enumerate(samples) if index in held]
+
+
+def shuffled_by_label(samples: Sequence[Sample], seed: int) -> list[list[int]]:
+    """The indices of each label's samples, shuffled by one seeded generator, labels in natural
+    order: what the seeded, stratified splits deal from."""
+    by_label: dict[str | None, list[int]] = defaultdict(list)
+    for index, sample in enumerate(samples):
+        by_label[sample.label].append(index)
+    generator = random.Random(seed)
+    groups = []
+    for label in sorted(by_label, key=lambda x: natural_key(str(x))):
+        generator.shuffle(by_label[label])
+        groups.append(by_label[label])
+    return groups
 
 
 def fold_count(val_fraction: float) -> int:
@@ -124,14 +132,8 @@ def fold_count(val_fraction: float) -> int:
 def stratified_folds(samples: list[Sample], count: int, seed: int) -> list[int]:
     """A fold in 0..count-1 for each sample: each label's samples are shuffled (seeded) and dealt
     round-robin, so every fold has about the same share of every label."""
-    by_label: dict[str | None, list[int]] = defaultdict(list)
-    for index, sample in enumerate(samples):
-        by_label[sample.label].append(index)
-    generator = random.Random(seed)
     folds = [0] * len(samples)
-    for label in sorted(by_label, key=lambda x: natural_key(str(x))):
-        indices = by_label[label]
-        generator.shuffle(indices)
+    for indices in shuffled_by_label(samples, seed):
         for position, index in enumerate(indices):
             folds[index] = position % count
     return folds
