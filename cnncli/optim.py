@@ -10,12 +10,21 @@ from cnncli.config import TrainConfig
 
 
 def build_optimizer(parameters, train: TrainConfig) -> torch.optim.Optimizer:
+    """The recipe's optimiser over the trainable parameters (build it after moving them to the device)."""
     trainable = [p for p in parameters if p.requires_grad]
     if train.optimizer == "adam":
-        return torch.optim.Adam(trainable, lr=train.lr, weight_decay=train.weight_decay)
+        return torch.optim.Adam(trainable, lr=train.lr, weight_decay=train.weight_decay, **fused(trainable))
     if train.optimizer == "adamw":
-        return torch.optim.AdamW(trainable, lr=train.lr, weight_decay=train.weight_decay)
+        return torch.optim.AdamW(trainable, lr=train.lr, weight_decay=train.weight_decay, **fused(trainable))
     return torch.optim.SGD(trainable, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+
+
+def fused(parameters: list[torch.Tensor]) -> dict:
+    """Adam's fused kernel where it exists: one pass over all parameters instead of several per
+    tensor. On 2 CPU cores it makes a step about 10x faster; with a text model's embedding table
+    (a million parameters) the step had been a quarter of the training time."""
+    usable = parameters and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in parameters)
+    return {"fused": True} if usable and len({p.device for p in parameters}) == 1 else {}
 
 
 def lr_factor(train: TrainConfig, total_steps: int):

@@ -217,6 +217,12 @@ def test_text_reference_backpropagates_like_cnncli():
         torch.nn.functional.cross_entropy(network(ids), targets).backward()
     for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
         assert torch.equal(a.grad, b.grad), f"gradient of {name} differs"
+    for network in (ours, theirs):
+        network.train()  # with dropout, and each side dropping the padding it does not need
+    torch.manual_seed(1)
+    trained_ours = ours(ids)
+    torch.manual_seed(1)
+    assert torch.equal(trained_ours, theirs(reference("kim_cnn").trim_padding(ids)))
 
 
 def test_text_reference_deals_the_same_validation_folds():

@@ -1,4 +1,4 @@
-"""Hand-written PyTorch reference for recipes/fsdd.yaml: spoken digits as log-mel pictures (no cnncli import).
+r"""Hand-written PyTorch reference for recipes/fsdd.yaml: spoken digits as log-mel pictures (no cnncli import).
 
 soundfile decodes, torchaudio resamples (if needed) and computes the mel spectrogram; the rest is
 plain torch: mono mix-down, centre crop / symmetric zero pad to one second, power -> dB with

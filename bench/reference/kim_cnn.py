@@ -119,10 +119,21 @@ class KimCNN(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         picture = self.input_dropout(self.embedding(ids).unsqueeze(1))  # (N, 1, tokens, dimensions)
+        # Each filter spans the whole embedding, so it runs as a 1-d convolution over time with the
+        # dimensions as channels (faster on CPUs than the 2-d form; the same numbers).
+        rows = picture.squeeze(1).transpose(1, 2)  # (N, dimensions, tokens)
+        maps = [F.conv1d(rows, conv.weight.squeeze(1).transpose(1, 2), conv.bias) for conv in self.convs]
         # Max over time as a pooling layer: on ties (padding-only windows) its gradient goes to one
         # position, as cnncli's global max pool sends it; amax would split it among them.
-        pooled = [F.adaptive_max_pool2d(F.relu(conv(picture)), 1).flatten(1) for conv in self.convs]
+        pooled = [F.adaptive_max_pool1d(F.relu(m), 1).flatten(1) for m in maps]
         return self.output(self.dropout(torch.cat(pooled, dim=1)))
+
+
+def trim_padding(ids: torch.Tensor) -> torch.Tensor:
+    """Drop the trailing padding columns a training batch does not need: past its longest sentence,
+    windows that see only padding all give the same value, so max over time needs just one."""
+    longest = int(((ids != 0) * torch.arange(1, ids.shape[1] + 1)).amax())
+    return ids[:, :longest + max(WIDTHS)]
 
 
 def augment(ids: torch.Tensor, settings: dict, generator: torch.Generator) -> torch.Tensor:
@@ -215,7 +226,7 @@ def train_member(seed, vocabulary_size, classes, settings, x_train, y_train, x_v
     torch.manual_seed(seed)
     order_generator = torch.Generator().manual_seed(seed)
     augment_generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"], fused=True)  # ~10x faster steps on CPU
     batch_size = settings["batch"]
     total_steps = steps or settings["epochs"] * math.ceil(len(y_train) / batch_size)
 
@@ -228,7 +239,7 @@ def train_member(seed, vocabulary_size, classes, settings, x_train, y_train, x_v
             index = order[start:start + batch_size]
             if len(index) < 2:
                 continue
-            loss = F.cross_entropy(model(augment(x_train[index], settings, augment_generator)), y_train[index])
+            loss = F.cross_entropy(model(trim_padding(augment(x_train[index], settings, augment_generator))), y_train[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

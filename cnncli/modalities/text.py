@@ -31,9 +31,15 @@ TEXT_EXTENSIONS = (".txt",)
 
 
 class TokenEmbedding(nn.Module):
-    """int64 token ids (N, L) -> float (N, C, L, E): C = 2 for multichannel (static, tuned), else 1."""
+    """int64 token ids (N, L) -> float (N, C, L, E): C = 2 for multichannel (static, tuned), else 1.
+
+    In training, a batch is cut to its longest sentence plus `padding_margin` rows when the
+    backbone gives the same result that way (set by `cnncli.model.build_network`; Kim's CNN needs
+    as many rows as its widest filter). SST's sentences average 19 of 56 tokens, so this skips
+    much of the convolution work. Evaluation and prediction keep the full height."""
 
     input_dtype = torch.long
+    padding_margin: int | None = None
 
     def __init__(self, vocabulary_size: int, dimension: int, mode: str, pretrained: torch.Tensor | None = None):
         super().__init__()
@@ -47,12 +53,20 @@ class TokenEmbedding(nn.Module):
             self.tuned = nn.Embedding.from_pretrained(initial.clone(), freeze=False, padding_idx=PAD_ID)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.training and self.padding_margin is not None:
+            ids = ids[:, :min(ids.shape[1], longest_row(ids) + self.padding_margin)]
         channels = [table(ids) for table in (self.static, self.tuned) if table is not None]
         return torch.stack(channels, dim=1)
 
     def extra_repr(self) -> str:
         table = self.static if self.static is not None else self.tuned
         return f"{self.mode}, {table.num_embeddings} tokens x {table.embedding_dim} dims"
+
+
+def longest_row(ids: torch.Tensor) -> int:
+    """1 + the last position holding a token (not padding) in any row."""
+    positions = torch.arange(1, ids.shape[1] + 1, device=ids.device)
+    return int(((ids != PAD_ID) * positions).amax()) if ids.numel() else 0
 
 
 def random_embeddings(count: int, dimension: int) -> torch.Tensor:
