@@ -76,6 +76,8 @@ class TextOptions:
     embedding_dim: int = 300
     embeddings: Literal["rand", "static", "non-static", "multichannel"] = "rand"
     vectors: str | None = None  # word2vec (.txt/.bin) or GloVe file; needed unless embeddings=rand
+    subword_buckets: int = 0  # > 0: learned vectors also average the character n-grams, hashed to this many rows
+    subword_sizes: list[int] = field(default_factory=lambda: [3, 5])  # [shortest, longest] n-gram
 
 
 @dataclass
@@ -363,6 +365,12 @@ def _check_values(config: Config, origin: str) -> None:
         ("data.text.max_length", config.data.text.max_length >= 1, "must be at least 1"),
         ("data.text.vectors", config.data.text.embeddings == "rand" or config.data.text.vectors,
          f"is required when data.text.embeddings is {config.data.text.embeddings}"),
+        ("data.text.subword_buckets", config.data.text.subword_buckets >= 0, "must be 0 (off) or more"),
+        ("data.text.subword_buckets", config.data.text.embeddings != "static" or not config.data.text.subword_buckets,
+         "needs learned embeddings (rand, non-static or multichannel), not static"),
+        ("data.text.subword_sizes", len(config.data.text.subword_sizes) == 2
+         and 1 <= config.data.text.subword_sizes[0] <= config.data.text.subword_sizes[1],
+         "must be [shortest, longest], from 1 up"),
         ("model.blocks", bool(config.model.blocks), "must list at least one block"),
     ]
     for key, ok, message in checks:

@@ -95,3 +95,15 @@ def test_test_offset_must_name_one_of_the_folds(tmp_path):
     assert load_config(recipe, ["data.split.test_every=10", "data.split.test_offset=9"]).data.split.test_offset == 9
     with pytest.raises(CnncliError, match="data.split.test_offset: must be from 0 to data.split.test_every - 1"):
         load_config(recipe, ["data.split.test_every=10", "data.split.test_offset=10"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.text.subword_sizes=[5, 3]"], r"data.text.subword_sizes: must be \[shortest, longest\]"),
+    (["data.text.subword_buckets=100", "data.text.embeddings=static", "data.text.vectors=v.txt"],
+     "data.text.subword_buckets: needs learned embeddings"),
+])
+def test_subword_settings_are_checked(tmp_path, overrides, message):
+    recipe = write(tmp_path, MINIMAL)
+    assert load_config(recipe, ["data.text.subword_buckets=100"]).data.text.subword_sizes == [3, 5]
+    with pytest.raises(CnncliError, match=message):
+        load_config(recipe, overrides)

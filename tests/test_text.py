@@ -2,7 +2,10 @@
 
 import io
 import json
+import os
+import subprocess
 import struct
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,10 +19,12 @@ from cnncli.data.sample import Sample
 from cnncli.data.sources import read_source
 from cnncli.data.split import load_splits
 from cnncli.errors import CnncliError
+from cnncli.evaluate import evaluate
 from cnncli.inspection import explain_input
 from cnncli.model import build_network
 from cnncli.modalities.text import TEXT_EXTENSIONS, TextModality
 from cnncli.predict import predict
+from cnncli.subwords import MAX_PER_TOKEN, char_ngrams, subword_ids
 from cnncli.text_saliency import token_saliency
 from cnncli.tokenize import tokenize
 from cnncli.train import train
@@ -255,6 +260,76 @@ def test_word_crop_keeps_a_contiguous_span_of_each_sentence_at_the_front():
     for row, length in zip(cropped.tolist(), lengths.tolist()):
         assert row[length:] == [PAD_ID] * (12 - length)
         assert row[:length] == list(range(row[0], row[0] + length))  # a span, in order
+
+
+# -- subwords ----------------------------------------------------------------------------------
+
+
+def test_character_ngrams_mark_the_word_ends():
+    assert char_ngrams("ab", [3, 5]) == ["<ab", "ab>", "<ab>"]
+    ids = subword_ids("shadow", [3, 5], buckets=100, first_id=7)
+    assert len(ids) == 6 + 5 + 4 and all(7 <= i < 107 for i in ids)
+    assert len(subword_ids("incomprehensibilities", [3, 5], 100, 7)) == MAX_PER_TOKEN
+
+
+def test_subword_ids_are_the_same_in_every_process():
+    """Python's own str hash changes per process; a bundle's n-gram rows must not."""
+    code = "from cnncli.subwords import subword_ids; print(subword_ids('overshadowed', [3, 5], 1000, 10))"
+    outputs = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed},
+                              capture_output=True, text=True, check=True).stdout for seed in ("1", "2")}
+    assert len(outputs) == 1
+
+
+def test_an_unseen_word_is_read_from_the_ngrams_it_shares_with_training_words():
+    modality = fitted(["a shadow film", "shadows fall"], max_length=5, embedding_dim=4, subword_buckets=500)
+    encode = lambda text: modality.encode(Sample(text, content=text))  # noqa: E731
+    ids = encode("overshadowed film")
+    assert ids.shape == modality.input_shape == (5, 1 + MAX_PER_TOKEN)
+    assert ids[0, 0] == UNK_ID and (ids[0, 1:] >= len(modality.vocabulary)).sum() == MAX_PER_TOKEN
+    assert set(ids[0, 1:].tolist()) & set(encode("shadow")[0, 1:].tolist())  # "sha", "had", "dow", ...
+    assert (ids[2:] == PAD_ID).all()
+    pictures = modality.build_stem()(torch.stack([encode("overshadowed"), encode("zzzz")]))
+    assert not torch.allclose(pictures[0, 0, 0], pictures[1, 0, 0])  # two unseen words, two vectors
+    assert (pictures[:, :, 1:] == 0).all()  # padding is still a zero row
+
+
+def test_subword_rows_train_and_the_static_channel_keeps_the_file_vectors(tmp_path):
+    vectors = write_word2vec_text(tmp_path / "vectors.txt")
+    modality = fitted(["a good film", "a bad film"], max_length=6, embedding_dim=4, embeddings="multichannel",
+                      vectors=str(vectors), subword_buckets=50)
+    network = build_network(KIM_BLOCKS, modality.build_stem(), modality.input_shape, 2)
+    inputs = torch.stack([modality.encode(Sample(t, content=t)) for t in ("a good film", "a bad film")])
+    assert network.stem(inputs)[0, 0, 1].tolist() == VECTORS["good"]
+    torch.nn.functional.cross_entropy(network(inputs), torch.tensor([1, 0])).backward()
+    changed = network.stem.tuned.weight.grad.abs().sum(1) > 0
+    assert changed[len(modality.vocabulary):].any() and not changed[PAD_ID]
+
+
+def test_word_crop_and_dropout_move_and_hide_each_token_with_its_ngrams():
+    modality = TextModality(TextOptions(), augment=AugmentConfig(word_crop=0.5, word_dropout=0.3))
+    batch = torch.zeros(100, 12, 4, dtype=torch.long)
+    batch[:, :10, 0] = torch.arange(2, 12)
+    batch[:, :10, 1:] = 100 + 10 * batch[:, :10, :1] + torch.arange(3)  # each word's own n-gram ids
+    out = modality.augment(batch, torch.Generator().manual_seed(0))
+    words = out[..., 0]
+    real = (words != PAD_ID) & (words != UNK_ID)
+    assert torch.equal(out[real][:, 1:], 100 + 10 * out[real][:, :1] + torch.arange(3))
+    assert (out[words == UNK_ID][:, 1:] == 0).all() and (out[words == PAD_ID] == 0).all()
+    assert 0.2 < (words == UNK_ID).sum() / (words != PAD_ID).sum() < 0.4
+    assert (words != PAD_ID).sum(1).min() >= 5 and (words != PAD_ID).sum(1).float().std() > 0
+
+
+def test_a_subword_bundle_scores_its_test_split_as_training_did(tmp_path):
+    config = load_config(REPO / "recipes" / "text-quickstart.yaml",
+                         ["train.epochs=2", "data.text.subword_buckets=300", "augment.word_crop=0.3"])
+    outcome = train(config, tmp_path / "bundle")
+    bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.modality.options.subword_buckets == 300
+    assert bundle.network.stem.tuned.num_embeddings == len(bundle.modality.vocabulary) + 300
+    report = evaluate(bundle)
+    assert report["accuracy"] == outcome.metrics["test"]["accuracy"]
+    rows = list(predict(bundle, ["an overshadowed, charmless film"]))
+    assert rows[0].error is None and rows[0].label in ("negative", "positive")
 
 
 # -- predict and inspect -----------------------------------------------------------------------

@@ -6,6 +6,8 @@ sample. The stem is the embedding table, so the (N, C, tokens, dimensions) pictu
 fly and its weights travel in the bundle's safetensors with the rest of the network. Embeddings
 are learned from scratch (`rand`) or start from a user's vectors file, read once at training
 time: frozen (`static`), fine-tuned (`non-static`), or both as two channels (`multichannel`).
+With `subword_buckets`, each token also carries its character n-grams' ids (cnncli.subwords), and
+its learned vector is the mean of its word's and n-grams' rows, so unseen words are not all <unk>.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ TEXT_EXTENSIONS = (".txt",)
 
 class TokenEmbedding(nn.Module):
     """int64 token ids (N, L) -> float (N, C, L, E): C = 2 for multichannel (static, tuned), else 1.
+    With subwords the ids are (N, L, 1 + n-grams), and the learned table averages each token's rows.
 
     In training, a batch is cut to its longest sentence plus `padding_margin` rows when the
     backbone gives the same result that way (set by `cnncli.model.build_network`; Kim's CNN needs
@@ -41,26 +44,41 @@ class TokenEmbedding(nn.Module):
     input_dtype = torch.long
     padding_margin: int | None = None
 
-    def __init__(self, vocabulary_size: int, dimension: int, mode: str, pretrained: torch.Tensor | None = None):
+    def __init__(self, vocabulary_size: int, dimension: int, mode: str, pretrained: torch.Tensor | None = None,
+                 subword_buckets: int = 0):
         super().__init__()
         self.mode = mode
+        self.subword_buckets = subword_buckets
         initial = pretrained if pretrained is not None else random_embeddings(vocabulary_size, dimension)
         self.static = None
         self.tuned = None
         if mode in ("static", "multichannel"):
             self.static = nn.Embedding.from_pretrained(initial.clone(), freeze=True, padding_idx=PAD_ID)
-        if mode in ("rand", "non-static", "multichannel"):
+        if mode in ("rand", "non-static", "multichannel") and subword_buckets:
+            # ids (N, L, 1 + n-grams): a token's vector is the mean of its word's and its n-grams' rows.
+            rows = torch.cat([initial, random_embeddings(subword_buckets, dimension, padding=False)])
+            self.tuned = nn.EmbeddingBag.from_pretrained(rows, freeze=False, mode="mean", padding_idx=PAD_ID)
+        elif mode in ("rand", "non-static", "multichannel"):
             self.tuned = nn.Embedding.from_pretrained(initial.clone(), freeze=False, padding_idx=PAD_ID)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        words = ids[..., 0] if ids.dim() == 3 else ids
         if self.training and self.padding_margin is not None:
-            ids = ids[:, :min(ids.shape[1], longest_row(ids) + self.padding_margin)]
-        channels = [table(ids) for table in (self.static, self.tuned) if table is not None]
+            keep = min(ids.shape[1], longest_row(words) + self.padding_margin)
+            ids, words = ids[:, :keep], words[:, :keep]
+        channels = []
+        if self.static is not None:
+            channels.append(self.static(words))
+        if isinstance(self.tuned, nn.EmbeddingBag):
+            channels.append(self.tuned(ids.reshape(-1, ids.shape[-1])).view(*ids.shape[:2], -1))
+        elif self.tuned is not None:
+            channels.append(self.tuned(words))
         return torch.stack(channels, dim=1)
 
     def extra_repr(self) -> str:
         table = self.static if self.static is not None else self.tuned
-        return f"{self.mode}, {table.num_embeddings} tokens x {table.embedding_dim} dims"
+        subwords = f" + {self.subword_buckets} subword rows" if self.subword_buckets else ""
+        return f"{self.mode}, {table.num_embeddings} rows{subwords} x {table.embedding_dim} dims"
 
 
 def longest_row(ids: torch.Tensor) -> int:
@@ -69,26 +87,43 @@ def longest_row(ids: torch.Tensor) -> int:
     return int(((ids != PAD_ID) * positions).amax()) if ids.numel() else 0
 
 
-def random_embeddings(count: int, dimension: int) -> torch.Tensor:
+def random_embeddings(count: int, dimension: int, padding: bool = True) -> torch.Tensor:
     """Kim's initialisation for words without a vector: U(-0.25, 0.25); the padding row is zero."""
     from cnncli.word_vectors import UNKNOWN_RANGE
 
     table = (torch.rand(count, dimension) * 2 - 1) * UNKNOWN_RANGE
-    table[PAD_ID] = 0
+    if padding:
+        table[PAD_ID] = 0
     return table
 
 
 def crop_spans(batch: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
     """Each row keeps a random contiguous span of its tokens, at least (1 - share) of them,
-    moved to the front and padded; rows are padded at the end (as `Vocabulary.ids` makes them)."""
-    rows, width = batch.shape
-    lengths = (batch != PAD_ID).sum(1)
+    moved to the front and padded; rows are padded at the end (as `Vocabulary.ids` makes them).
+    A token may be a word id or (subwords) a word id followed by its n-grams' ids."""
+    words = batch[..., 0] if batch.dim() == 3 else batch
+    rows, width = words.shape
+    lengths = (words != PAD_ID).sum(1)
     uniform = lambda: torch.rand(rows, generator=generator, device=batch.device)  # noqa: E731
     keep = (lengths - (uniform() * share * lengths).floor().long()).clamp(min=1)
     start = (uniform() * (lengths - keep + 1)).floor().long().clamp(min=0)
     positions = torch.arange(width, device=batch.device).unsqueeze(0)
-    cropped = batch.gather(1, (start.unsqueeze(1) + positions).clamp(max=width - 1))
-    return cropped.masked_fill(positions >= keep.unsqueeze(1), PAD_ID)
+    source = _per_token(batch, (start.unsqueeze(1) + positions).clamp(max=width - 1))
+    return batch.gather(1, source).masked_fill(_per_token(batch, positions >= keep.unsqueeze(1)), PAD_ID)
+
+
+def hide_words(batch: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """Each real token becomes <unk> (with no n-grams) with probability `share`."""
+    words = batch[..., 0] if batch.dim() == 3 else batch
+    drop = (torch.rand(words.shape, generator=generator, device=batch.device) < share) & (words != PAD_ID)
+    unknown = torch.zeros(batch.shape[2:], dtype=batch.dtype, device=batch.device)
+    unknown.view(-1)[0] = UNK_ID
+    return torch.where(_per_token(batch, drop), unknown, batch)
+
+
+def _per_token(batch: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """A (rows, tokens) table, widened to every id of a token when tokens carry n-gram ids."""
+    return table.unsqueeze(-1).expand_as(batch) if batch.dim() == 3 else table
 
 
 class TextModality(Modality):
@@ -105,6 +140,7 @@ class TextModality(Modality):
         self.pretrained: torch.Tensor | None = None  # read from options.vectors by fit; never stored
         self.vectors_found = 0  # how many vocabulary tokens the vectors file covered
         self.stem: TokenEmbedding | None = None  # the last stem built, so `draw` can show its embeddings
+        self._subword_cache: dict[str, list[int]] = {}
 
     @classmethod
     def from_config(cls, config: Config) -> "TextModality":
@@ -124,6 +160,7 @@ class TextModality(Modality):
     def fit(self, samples: Sequence[Sample]) -> None:
         """Learn the vocabulary from the training samples; read pretrained vectors if the recipe names them."""
         options = self.options
+        self._subword_cache.clear()  # n-gram ids start after the vocabulary's rows
         self.vocabulary = Vocabulary.fit(self._readable_tokens(samples), options.min_freq, options.max_vocab)
         if options.embeddings != "rand":
             from cnncli.word_vectors import load_vectors
@@ -157,11 +194,34 @@ class TextModality(Modality):
         return " ".join(read_lines(path, self.encoding))
 
     def encode(self, sample: Sample) -> torch.Tensor:
-        ids = self.require_vocabulary().ids(self.tokens(sample), self.options.max_length)
-        return torch.tensor(ids, dtype=torch.long)
+        """(max_length,) word ids; with subwords (max_length, 1 + MAX_PER_TOKEN): each word id, then
+        its n-grams' ids."""
+        vocabulary, length = self.require_vocabulary(), self.options.max_length
+        tokens = self.tokens(sample)
+        ids = torch.tensor(vocabulary.ids(tokens, length), dtype=torch.long)
+        if not self.options.subword_buckets:
+            return ids
+        rows = torch.zeros(self.input_shape, dtype=torch.long)
+        rows[:, 0] = ids
+        for position, token in enumerate(tokens[:length]):
+            grams = self._subword_ids(token)
+            rows[position, 1:1 + len(grams)] = torch.tensor(grams, dtype=torch.long)
+        return rows
+
+    def _subword_ids(self, token: str) -> list[int]:
+        from cnncli.subwords import subword_ids
+
+        if token not in self._subword_cache:
+            self._subword_cache[token] = subword_ids(token, self.options.subword_sizes, self.options.subword_buckets,
+                                                     first_id=len(self.require_vocabulary()))
+        return self._subword_cache[token]
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        if self.options.subword_buckets:
+            from cnncli.subwords import MAX_PER_TOKEN
+
+            return (self.options.max_length, 1 + MAX_PER_TOKEN)
         return (self.options.max_length,)
 
     def require_vocabulary(self) -> Vocabulary:
@@ -178,7 +238,8 @@ class TextModality(Modality):
     def build_stem(self) -> nn.Module:
         # Unfitted (inspecting a recipe whose data cannot be read): a table of max_vocab rows, or none.
         size = len(self.vocabulary) if self.vocabulary is not None else (self.options.max_vocab or 2)
-        self.stem = TokenEmbedding(size, self.options.embedding_dim, self.options.embeddings, self.pretrained)
+        self.stem = TokenEmbedding(size, self.options.embedding_dim, self.options.embeddings, self.pretrained,
+                                   self.options.subword_buckets)
         return self.stem
 
     def augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -186,19 +247,20 @@ class TextModality(Modality):
         phrases SST was built from), and some real tokens become <unk>, so no single word is relied on."""
         if self.augment_config.word_crop:
             batch = crop_spans(batch, self.augment_config.word_crop, generator)
-        share = self.augment_config.word_dropout
-        if share:
-            drop = torch.rand(batch.shape, generator=generator, device=batch.device) < share
-            batch = batch.masked_fill(drop & (batch != PAD_ID), UNK_ID)
+        if self.augment_config.word_dropout:
+            batch = hide_words(batch, self.augment_config.word_dropout, generator)
         return batch
 
     def describe(self) -> str:
         options = self.options
         vocabulary = len(self.vocabulary) if self.vocabulary is not None else "?"
         source = f" from {Path(options.vectors).name}" if options.vectors and options.embeddings != "rand" else ""
+        low, high = options.subword_sizes
+        subwords = (f", with character {low}-{high}-grams in {options.subword_buckets} rows"
+                    if options.subword_buckets else "")
         return (f"text {self.channels}x{options.max_length}x{options.embedding_dim}: {options.max_length} tokens "
                 f"({options.tokenizer} tokenizer, vocabulary {vocabulary}) x {options.embedding_dim}-dim "
-                f"{options.embeddings} embeddings{source}")
+                f"{options.embeddings} embeddings{source}{subwords}")
 
     # -- predict and inspect ---------------------------------------------------------------------
 
