@@ -113,7 +113,7 @@ def test_text_reference_matches_recipe(task):
     stem = TokenEmbedding(50, text.embedding_dim, "rand")
     ours = build_network(config.model.blocks, stem, (text.max_length,), 2)
     torch.manual_seed(0)
-    theirs = module.KimCNN(50, 2, settings["dimension"], settings["input_dropout"])
+    theirs = module.KimCNN(50, 2, settings["dimension"], settings["input_dropout"], settings["pad"])
     ids = torch.randint(0, 50, (3, text.max_length))
     assert_same_network(ours, theirs, ids, ids)
     dropouts = [m.p for m in ours.modules() if isinstance(m, torch.nn.Dropout)]
@@ -203,7 +203,7 @@ def test_text_reference_backpropagates_like_cnncli():
     torch.manual_seed(0)
     ours = build_network(config.model.blocks, TokenEmbedding(50, settings["dimension"], "rand"), (56,), 2)
     torch.manual_seed(0)
-    theirs = reference("kim_cnn").KimCNN(50, 2, settings["dimension"], settings["input_dropout"])
+    theirs = reference("kim_cnn").KimCNN(50, 2, settings["dimension"], settings["input_dropout"], settings["pad"])
     with torch.no_grad():  # positive biases: all-padding windows tie at the top of max over time
         for network in (ours, theirs):
             for module in network.modules():

@@ -3,11 +3,13 @@
 Kim's clean_str tokenizer (Unicode-aware), a vocabulary of every training token (most frequent
 first; id 0 padding, id 1 unknown), sentences cropped / padded to 56 tokens, embeddings drawn
 from U(-0.25, 0.25) and learned, optional dropout on the embedding picture, convolutions over 3,
-4 and 5 words x the whole embedding (100 each, ReLU, max over time), dropout 0.5, a linear layer
-whose per-class weight rows are renormed to L2 <= 3 after every step, Adam, the best epoch on
+4 and 5 words x the whole embedding (100 each, ReLU, max over time; with `pad`, k - 1 zero rows
+before and after the sentence, as Kim's code pads), dropout 0.5, a linear layer whose per-class
+weight rows are renormed to L2 <= 3 after every step, Adam (fused), the best epoch on
 validation kept, the test split touched once. An ensemble trains its members one after another
 from seeds seed, seed + 1000, ... and averages their softmax outputs. Training batches may see a random span of each
-sentence (word crop) and some words replaced by the unknown id (word dropout). The per-task
+sentence (word crop) and some words replaced by the unknown id (word dropout), and are cut to
+their longest sentence plus the widest filter (the padding beyond cannot change max over time). The per-task
 settings below are copied from the recipes; tests/test_bench.py checks they still agree.
 
 Splits: MR (Latin-1 rt-polarity.pos / .neg): line i % 10 == 0 of each file is test. SST-2: the
@@ -42,9 +44,9 @@ MAX_LENGTH, WIDTHS, FILTERS, MAX_NORM = 56, (3, 4, 5), 100, 3.0
 FOLDS = 10  # rotating validation folds of 10% each (cnncli: split.val_fraction 0.1)
 TASKS = {
     "mr": dict(dimension=128, input_dropout=0.3, epochs=7, batch=50, lr=0.001, word_crop=0.5, word_dropout=0.5,
-               members=5, rotate=True),
+               members=5, rotate=True, pad=False),
     "sst2": dict(dimension=64, input_dropout=0.3, epochs=10, batch=50, lr=0.0005, word_crop=0.5, word_dropout=0.3,
-                 members=5, rotate=True),
+                 members=5, rotate=True, pad=True),
 }
 
 
@@ -107,8 +109,10 @@ def load_task(task: str, rotate: bool = False, root: Path = SHARED):
 
 
 class KimCNN(nn.Module):
-    def __init__(self, vocabulary_size: int, classes: int, dimension: int, input_dropout: float = 0.0):
+    def __init__(self, vocabulary_size: int, classes: int, dimension: int, input_dropout: float = 0.0,
+                 pad: bool = False):
         super().__init__()
+        self.pad = pad  # Kim's k - 1 zero rows before (and after) a sentence, for each filter height k
         table = (torch.rand(vocabulary_size, dimension) * 2 - 1) * 0.25
         table[0] = 0
         self.embedding = nn.Embedding.from_pretrained(table, freeze=False, padding_idx=0)
@@ -122,7 +126,8 @@ class KimCNN(nn.Module):
         # Each filter spans the whole embedding, so it runs as a 1-d convolution over time with the
         # dimensions as channels (faster on CPUs than the 2-d form; the same numbers).
         rows = picture.squeeze(1).transpose(1, 2)  # (N, dimensions, tokens)
-        maps = [F.conv1d(rows, conv.weight.squeeze(1).transpose(1, 2), conv.bias) for conv in self.convs]
+        maps = [F.conv1d(rows, conv.weight.squeeze(1).transpose(1, 2), conv.bias,
+                         padding=conv.kernel_size[0] - 1 if self.pad else 0) for conv in self.convs]
         # Max over time as a pooling layer: on ties (padding-only windows) its gradient goes to one
         # position, as cnncli's global max pool sends it; amax would split it among them.
         pooled = [F.adaptive_max_pool1d(F.relu(m), 1).flatten(1) for m in maps]
@@ -222,7 +227,7 @@ def main() -> None:
 def train_member(seed, vocabulary_size, classes, settings, x_train, y_train, x_val, y_val, steps=None):
     """One network from `seed`: (model at its best validation epoch, samples seen, seconds, steps, best)."""
     torch.manual_seed(seed)
-    model = KimCNN(vocabulary_size, classes, settings["dimension"], settings["input_dropout"])
+    model = KimCNN(vocabulary_size, classes, settings["dimension"], settings["input_dropout"], settings["pad"])
     torch.manual_seed(seed)
     order_generator = torch.Generator().manual_seed(seed)
     augment_generator = torch.Generator().manual_seed(seed)
