@@ -406,5 +406,8 @@ def test_sst2_recipe_trains_on_other_label_first_files_when_only_paths_change(tm
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe, floor", [("mr.yaml", 0.77), ("sst2.yaml", 0.815)])
 def test_real_data_reaches_the_accepted_test_accuracy(tmp_path, recipe, floor):
-    outcome = train(load_config(REPO / "recipes" / recipe), tmp_path / "bundle")
-    assert outcome.metrics["test"]["accuracy"] >= floor
+    """The goal is on the mean of seeds 0-2, as docs/BENCHMARKS.md reports it: single seeds
+    spread by about half a point either way (about 15 minutes per recipe on 2 cores)."""
+    scores = [train(load_config(REPO / "recipes" / recipe, [f"train.seed={seed}"]), tmp_path / f"seed{seed}")
+              .metrics["test"]["accuracy"] for seed in range(3)]
+    assert sum(scores) / len(scores) >= floor, scores
