@@ -41,6 +41,7 @@ def test_train_writes_a_complete_bundle(bundle):
     assert info["modality"]["state"]["mean"] != [0.0]  # normalisation fitted on training images
     log = (bundle / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in log] == [1, 2, 3]
+    assert all(json.loads(line)["gflops"] > 0 for line in log)  # images: every pass is the full height
     assert (bundle / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert not list(bundle.parent.glob(".digits.tmp-*"))
 

@@ -328,6 +328,8 @@ def test_a_subword_bundle_scores_its_test_split_as_training_did(tmp_path):
     assert bundle.network.stem.tuned.num_embeddings == len(bundle.modality.vocabulary) + 300
     report = evaluate(bundle)
     assert report["accuracy"] == outcome.metrics["test"]["accuracy"]
+    # Its batches are cut to the padding they need, so no FLOP rate is claimed from the full height.
+    assert outcome.training["train_flops_per_sample"] is None and "gflops" not in outcome.history[-1]
     rows = list(predict(bundle, ["an overshadowed, charmless film"]))
     assert rows[0].error is None and rows[0].label in ("negative", "positive")
 
