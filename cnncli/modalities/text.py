@@ -62,7 +62,7 @@ class TokenEmbedding(nn.Module):
             self.tuned = nn.Embedding.from_pretrained(initial.clone(), freeze=False, padding_idx=PAD_ID)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        words = ids[..., 0] if ids.dim() == 3 else ids
+        words = word_ids(ids)
         if self.training and self.padding_margin is not None:
             keep = min(ids.shape[1], longest_row(words) + self.padding_margin)
             ids, words = ids[:, :keep], words[:, :keep]
@@ -79,6 +79,11 @@ class TokenEmbedding(nn.Module):
         table = self.static if self.static is not None else self.tuned
         subwords = f" + {self.subword_buckets} subword rows" if self.subword_buckets else ""
         return f"{self.mode}, {table.num_embeddings} rows{subwords} x {table.embedding_dim} dims"
+
+
+def word_ids(batch: torch.Tensor) -> torch.Tensor:
+    """The (rows, tokens) word ids of a batch whose tokens may also carry n-gram ids (subwords)."""
+    return batch[..., 0] if batch.dim() == 3 else batch
 
 
 def longest_row(ids: torch.Tensor) -> int:
@@ -101,7 +106,7 @@ def crop_spans(batch: torch.Tensor, share: float, generator: torch.Generator) ->
     """Each row keeps a random contiguous span of its tokens, at least (1 - share) of them,
     moved to the front and padded; rows are padded at the end (as `Vocabulary.ids` makes them).
     A token may be a word id or (subwords) a word id followed by its n-grams' ids."""
-    words = batch[..., 0] if batch.dim() == 3 else batch
+    words = word_ids(batch)
     rows, width = words.shape
     lengths = (words != PAD_ID).sum(1)
     uniform = lambda: torch.rand(rows, generator=generator, device=batch.device)  # noqa: E731
@@ -114,7 +119,7 @@ def crop_spans(batch: torch.Tensor, share: float, generator: torch.Generator) ->
 
 def hide_words(batch: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
     """Each real token becomes <unk> (with no n-grams) with probability `share`."""
-    words = batch[..., 0] if batch.dim() == 3 else batch
+    words = word_ids(batch)
     drop = (torch.rand(words.shape, generator=generator, device=batch.device) < share) & (words != PAD_ID)
     unknown = torch.zeros(batch.shape[2:], dtype=batch.dtype, device=batch.device)
     unknown.view(-1)[0] = UNK_ID
@@ -198,15 +203,14 @@ class TextModality(Modality):
         its n-grams' ids."""
         vocabulary, length = self.require_vocabulary(), self.options.max_length
         tokens = self.tokens(sample)
-        ids = torch.tensor(vocabulary.ids(tokens, length), dtype=torch.long)
+        ids = vocabulary.ids(tokens, length)
         if not self.options.subword_buckets:
-            return ids
-        rows = torch.zeros(self.input_shape, dtype=torch.long)
-        rows[:, 0] = ids
-        for position, token in enumerate(tokens[:length]):
-            grams = self._subword_ids(token)
-            rows[position, 1:1 + len(grams)] = torch.tensor(grams, dtype=torch.long)
-        return rows
+            return torch.tensor(ids, dtype=torch.long)
+        width = self.input_shape[1]
+        grams = [self._subword_ids(token) for token in tokens[:length]]
+        grams += [[]] * (length - len(grams))
+        rows = [[word, *row, *[PAD_ID] * (width - 1 - len(row))] for word, row in zip(ids, grams)]
+        return torch.tensor(rows, dtype=torch.long)
 
     def _subword_ids(self, token: str) -> list[int]:
         from cnncli.subwords import subword_ids
