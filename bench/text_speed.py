@@ -27,7 +27,8 @@ VARIANTS = ("plain", "+ conv1d", "+ trim", "+ fused adam")
 
 
 def epoch_seconds(config, run, variant: int, repeats: int) -> float:
-    from cnncli.model import FullWidthConv2d, build_network
+    from cnncli.blocks import FullWidthConv2d
+    from cnncli.model import build_network
 
     torch.manual_seed(0)
     network = build_network(config.model.blocks, run.modality.build_stem(), run.modality.input_shape,

@@ -6,24 +6,30 @@
       log.jsonl            one JSON line per training epoch
       *.png                curves and the confusion matrix, when written
 
-Writes go to a temporary sibling folder that is then renamed over the target, so a crash
-leaves either the previous bundle or the new one, never half of one.
+Writes go to a temporary sibling folder that is then swapped with the target (cnncli.atomic),
+so a crash leaves either the previous bundle or the new one, never half of one.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
-import shutil
-import tempfile
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
 from cnncli import __version__
-from cnncli.config import Config, config_from_dict, config_to_dict
+from cnncli.atomic import staged_folder
+from cnncli.config import Config, config_from_dict, config_to_dict, load_config
 from cnncli.errors import CnncliError
+from cnncli.modalities import MODALITIES, modality_class
+from cnncli.model import Ensemble, members_of, network_for
+from cnncli.resume_state import STATE_FILE, TENSORS_FILE, TrainState, from_files
 
 FORMAT = "cnncli-bundle"
 FORMAT_VERSION = 1
@@ -45,14 +51,11 @@ class Bundle:
 
 
 def versions() -> dict[str, str]:
-    import torch
-
+    """The versions that made a bundle (read from package metadata: nothing is imported for it)."""
     found = {"cnncli": __version__, "python": platform.python_version(), "torch": torch.__version__}
     try:
-        import torchaudio
-
-        found["torchaudio"] = torchaudio.__version__
-    except ImportError:
+        found["torchaudio"] = metadata.version("torchaudio")
+    except metadata.PackageNotFoundError:
         pass
     return found
 
@@ -61,7 +64,6 @@ def save_bundle(path: Path, network, config: Config, labels: list[str], modality
                 split: dict, metrics: dict, training: dict, log: list[dict],
                 extra_files: dict[str, bytes] | None = None) -> Path:
     """Write a whole bundle atomically at `path` (replacing an older bundle there)."""
-    from safetensors.torch import save_file
 
     path = Path(path)
     if path.exists() and not (path / MODEL_FILE).exists():
@@ -73,7 +75,7 @@ def save_bundle(path: Path, network, config: Config, labels: list[str], modality
         "status": status,
         "labels": labels,
         "input_shape": list(modality.input_shape),
-        "members": len(getattr(network, "members", [network])),  # an ensemble's networks
+        "members": len(members_of(network)),  # an ensemble's networks
         "modality": {"name": modality.name, "state": modality.state_dict()},
         "split": split,
         "metrics": metrics,
@@ -82,32 +84,14 @@ def save_bundle(path: Path, network, config: Config, labels: list[str], modality
         "versions": versions(),
         "recipe": config_to_dict(config),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with staged_folder(path) as staging:
         tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": FORMAT})
         (staging / MODEL_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         (staging / LOG_FILE).write_text("".join(json.dumps(record) + "\n" for record in log), encoding="utf-8")
         for name, content in (extra_files or {}).items():
             (staging / name).write_bytes(content)
-        os.chmod(staging, 0o755)
-        replace_folder(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return path
-
-
-def replace_folder(new: Path, target: Path) -> None:
-    """Move `new` to `target`; an existing `target` is swapped out first and then deleted."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)
 
 
 def read_info(path: Path) -> dict:
@@ -129,18 +113,12 @@ def read_info(path: Path) -> dict:
 
 def load_bundle(path: str | Path, device=None) -> Bundle:
     """Load a bundle: JSON and safetensors only, so nothing in it can run code."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from cnncli.modalities import modality_class
-    from cnncli.model import Ensemble, build_network
 
     path = Path(path)
     info = read_info(path)
     config = config_from_dict(info["recipe"], origin=str(path / MODEL_FILE))
     modality = modality_class(info["modality"]["name"]).from_state(info["modality"]["state"])
-    members = [build_network(config.model.blocks, modality.build_stem(), tuple(info["input_shape"]),
-                             len(info["labels"])) for _ in range(info.get("members", 1))]
+    members = [network_for(modality, config.model.blocks, len(info["labels"])) for _ in range(info.get("members", 1))]
     network = members[0] if len(members) == 1 else Ensemble(members)
     weights_file = path / WEIGHTS_FILE
     try:
@@ -157,8 +135,45 @@ def load_bundle(path: str | Path, device=None) -> Bundle:
     return Bundle(path, config, list(info["labels"]), modality, network, info)
 
 
-def read_log(path: Path) -> list[dict]:
-    log_file = Path(path) / LOG_FILE
-    if not log_file.exists():
-        return []
-    return [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+# ---------------------------------------------------------------------------------------------
+# The resume state of a partial bundle
+
+def resume_may_change() -> set[str]:
+    """Recipe keys that say only where and how fast a run goes, so a resumed run may change them."""
+    return {"train.threads", "train.device"} | {
+        f"data.{name}.{key}" for name, modality in MODALITIES.items() for key in modality.run_options}
+
+
+def read_resume_state(path: str | Path, overrides: list[str] = ()) -> tuple[Any, TrainState]:
+    """The recipe and training state saved in a partial bundle, for `train --resume`. Only where
+    and how fast it runs may change (train.threads, train.device, the audio cache)."""
+
+    path = Path(path)
+    info = read_info(path)
+    if info["status"] == "complete":
+        raise CnncliError(f"{path}: this run finished; there is nothing to resume")
+    if not (path / STATE_FILE).exists() or not (path / TENSORS_FILE).exists():
+        raise CnncliError(f"{path}: has no resume state ({STATE_FILE}); it was written by an older cnncli")
+    config = load_config(info["recipe"], list(overrides))
+    may_change = resume_may_change()
+    changed = _changed_keys(config_to_dict(config), info["recipe"]) - may_change
+    if changed:
+        raise CnncliError(f"--set {sorted(changed)[0]}: cannot change when resuming (only "
+                          f"{', '.join(sorted(may_change))}); start a new run instead")
+    try:
+        tensors = load_file(str(path / TENSORS_FILE))
+        meta = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        return config, from_files(tensors, meta)
+    except (OSError, SafetensorError, json.JSONDecodeError, KeyError) as error:
+        raise CnncliError(f"{path}: unreadable resume state ({error})") from None
+
+
+def _changed_keys(new: dict, old: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key in set(new) | set(old):
+        a, b, name = new.get(key), old.get(key), f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys |= _changed_keys(a, b, f"{name}.")
+        elif a != b:
+            keys.add(name)
+    return keys

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
-import sys
-from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
@@ -25,17 +22,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-class ReportFormat(str, Enum):
-    table = "table"
-    json = "json"
-
-
-class RowFormat(str, Enum):
-    table = "table"
-    csv = "csv"
-    jsonl = "jsonl"
 
 
 def user_errors(command):
@@ -56,6 +42,8 @@ def user_errors(command):
 
 
 SET_HELP = "Override a recipe key, e.g. --set train.epochs=3 --set data.root=DIR (repeatable)."
+RESULT_FORMAT_HELP = "table or json."
+ROW_FORMAT_HELP = "table, csv, jsonl or json (one array)."
 
 
 @app.command()
@@ -67,7 +55,7 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle folder [default: runs/<recipe name>]."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N (same as --set train.device=...)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the audio feature cache."),
-    output_format: ReportFormat = typer.Option(ReportFormat.table, "--format", help="Summary as table or json."),
+    output_format: str = typer.Option("table", "--format", help="Summary as " + RESULT_FORMAT_HELP),
     find_lr: bool = typer.Option(False, "--find-lr", help="Only run the learning-rate range test: print the "
                                                           "loss per rate, suggest one, plot to OUT/lr_find.png."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the interrupted run whose partial "
@@ -83,12 +71,14 @@ def train(
 
       cnncli train --resume runs/x      # after a crash or ^C: continue from the last epoch
     """
+    from cnncli.bundle import read_resume_state
     from cnncli.config import load_config
+    from cnncli.output import check_format, show
     from cnncli.progress import ConsoleProgress
     from cnncli.recipes import recipe_source
-    from cnncli.train import read_resume_state
     from cnncli.train import train as run_training
 
+    check_format(output_format)
     overrides = list(set_)
     if device:
         overrides.append(f"train.device={device}")
@@ -99,16 +89,18 @@ def train(
             raise CnncliError("--resume BUNDLE: give no recipe, --out or --find-lr (the bundle has the recipe)")
         config, state = read_resume_state(resume, overrides)
         with resume_hint(resume):
-            return report_training(run_training(config, resume, ConsoleProgress(), state), output_format)
+            return show("training", run_training(config, resume, ConsoleProgress(), state).summary(), output_format)
     if recipe is None:
         raise CnncliError("train: give a recipe or a data folder (or --resume BUNDLE)")
     source, name = recipe_source(recipe)
     config = load_config(source, overrides)
-    if find_lr:
-        return report_lr_range(config, out or Path("runs") / name, output_format)
     out = out or Path("runs") / name
+    if find_lr:
+        from cnncli.lr_finder import lr_range_test
+
+        return show("lr_range", lr_range_test(config, out, ConsoleProgress()), output_format)
     with resume_hint(out):
-        report_training(run_training(config, out, ConsoleProgress()), output_format)
+        show("training", run_training(config, out, ConsoleProgress()).summary(), output_format)
 
 
 @contextlib.contextmanager
@@ -125,49 +117,13 @@ def resume_hint(out: Path):
         raise
 
 
-def report_training(outcome, output_format: ReportFormat) -> None:
-    summary = {"bundle": str(outcome.bundle),
-               "metrics": {part: {key: m[key] for key in ("accuracy", "n", "out_of_fold") if key in m}
-                           for part, m in outcome.metrics.items()},
-               "training": outcome.training}
-    if output_format == ReportFormat.json:
-        typer.echo(json.dumps(summary))
-        return
-    typer.echo(f"bundle    {outcome.bundle}")
-    for part, metrics in outcome.metrics.items():
-        scored = ", out-of-fold" if metrics.get("out_of_fold") else ""
-        typer.echo(f"{part:<9} accuracy {metrics['accuracy']:.4f} (n={metrics['n']}{scored})")
-    kept = outcome.training
-    if kept.get("members", 1) > 1:
-        typer.echo(f"members   {kept['members']} (probabilities averaged)")
-    typer.echo(f"epochs    {kept['epochs_run']} (kept: {kept['kept']}, epoch {kept['kept_epoch']})  "
-               f"time {kept['total_seconds']:.1f}s on {kept['device']}")
-
-
-def report_lr_range(config, out: Path, output_format: ReportFormat) -> None:
-    from cnncli.lr_finder import find_lr, lr_plot_png
-    from cnncli.plots import write_atomic
-    from cnncli.progress import ConsoleProgress
-
-    result = find_lr(config, progress=ConsoleProgress())
-    write_atomic(out / "lr_find.png", lr_plot_png(result))
-    if output_format == ReportFormat.json:
-        typer.echo(json.dumps(result))
-        return
-    for rate, loss in zip(result["lr"][::5], result["loss"][::5]):
-        typer.echo(f"lr {rate:.2e}  loss {loss:.4f}")
-    suggestion = result["suggestion"]
-    typer.echo(f"suggested lr {suggestion:.2e} (steepest descent; plot: {out / 'lr_find.png'})"
-               if suggestion else "too few steps before the loss diverged to suggest a rate")
-
-
 @app.command("eval")
 @user_errors
 def evaluate(
     bundle: Path = typer.Argument(..., help="A bundle folder written by `cnncli train`."),
     data: List[str] = typer.Argument(None, help="Other data, read with the bundle's data rules "
                                                 "[default: the recipe's test split]."),
-    output_format: ReportFormat = typer.Option(ReportFormat.table, "--format"),
+    output_format: str = typer.Option("table", "--format", help=RESULT_FORMAT_HELP),
     plot: Optional[Path] = typer.Option(None, help="Also write the confusion matrix as a PNG here."),
     batch_size: int = typer.Option(512, help="Inputs per forward pass."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
@@ -183,24 +139,22 @@ def evaluate(
     from cnncli.bundle import load_bundle
     from cnncli.device import pick_device
     from cnncli.evaluate import evaluate as run_evaluation
+    from cnncli.output import check_format, show, warn
     from cnncli.progress import ConsoleProgress
 
+    check_format(output_format)
     loaded = load_bundle(bundle)
     report = run_evaluation(loaded, data or [], batch_size, pick_device(device), ConsoleProgress())
     if plot:
-        from cnncli.plots import confusion_png, write_atomic
+        from cnncli.atomic import write_file
+        from cnncli.plots import confusion_png
 
-        write_atomic(plot, confusion_png(report))
+        write_file(plot, confusion_png(report))
     for message in report["skipped"][:10]:
-        typer.secho(f"skipped: {message}", fg=typer.colors.YELLOW, err=True)
+        warn(f"skipped: {message}")
     for message in report["notes"]:
-        typer.secho(f"note: {message}", fg=typer.colors.YELLOW, err=True)
-    if output_format == ReportFormat.json:
-        typer.echo(json.dumps(report))
-    else:
-        from cnncli.report import print_report
-
-        print_report(report)
+        warn(f"note: {message}")
+    show("evaluation", report, output_format)
 
 
 @app.command()
@@ -209,7 +163,7 @@ def predict(
     bundle: Path = typer.Argument(..., help="A bundle folder written by `cnncli train`."),
     inputs: List[str] = typer.Argument(..., help="Files, folders, globs; '-' reads from stdin "
                                                  "(paths, or sentences for a text bundle)."),
-    output_format: RowFormat = typer.Option(RowFormat.table, "--format", help="table, csv or jsonl."),
+    output_format: str = typer.Option("table", "--format", help=ROW_FORMAT_HELP),
     top_k: int = typer.Option(1, "--top-k", "-k", help="How many labels to list per input."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Write rows to this file (atomically)."),
     window: Optional[float] = typer.Option(None, help="Audio: cut each recording into windows of this many seconds."),
@@ -230,18 +184,19 @@ def predict(
     """
     from cnncli.bundle import load_bundle
     from cnncli.device import pick_device
-    from cnncli.output import open_output, write_predictions
+    from cnncli.output import check_format, warn, write_rows
+    from cnncli.output.rows import open_output
     from cnncli.predict import predict as run_prediction
 
+    check_format(output_format, rows=True)
     if top_k < 1:
         raise CnncliError("--top-k: must be at least 1")
     loaded = load_bundle(bundle)
     rows = run_prediction(loaded, inputs, top_k, batch_size, pick_device(device), window, hop)
     with open_output(output) as stream:
-        counts = write_predictions(rows, output_format.value, stream, windows=window is not None)
+        counts = write_rows(rows, output_format, stream, windows=window is not None)
     if counts["errors"]:
-        typer.secho(f"{counts['errors']} of {counts['rows']} inputs could not be read (see the error column)",
-                    fg=typer.colors.YELLOW, err=True)
+        warn(f"{counts['errors']} of {counts['rows']} inputs could not be read (see the error column)")
         raise typer.Exit(1)
 
 
@@ -251,7 +206,7 @@ def inspect(
     target: str = typer.Argument(..., help="A bundle folder or a recipe (.yaml)."),
     input_file: Optional[str] = typer.Option(None, "--input", help="Show what the network sees of this input."),
     out: Path = typer.Option(Path("inspect"), "--out", help="Folder for the pictures of --input."),
-    output_format: ReportFormat = typer.Option(ReportFormat.table, "--format"),
+    output_format: str = typer.Option("table", "--format", help=RESULT_FORMAT_HELP),
     resolved: bool = typer.Option(False, "--resolved", help="Print the fully resolved recipe (YAML) instead."),
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP + " (recipes only)"),
 ):
@@ -264,21 +219,19 @@ def inspect(
 
       cnncli inspect runs/x --input digit.png --out inspect/
     """
-    from cnncli.report import describe_target, print_layer_table
+    from cnncli.inspection import describe_target
+    from cnncli.output import check_format, show
 
+    check_format(output_format)
     summary = describe_target(target, set_, resolved)
     if resolved:
-        typer.echo(summary["resolved_yaml"], nl=False)
-        return
+        return show("resolved", summary["resolved"], output_format)
     if input_file:
         from cnncli.bundle import load_bundle
         from cnncli.inspection import explain_input
 
         summary["input"] = explain_input(load_bundle(target), input_file, out)
-    if output_format == ReportFormat.json:
-        typer.echo(json.dumps(summary))
-    else:
-        print_layer_table(summary)
+    show("inspection", summary, output_format)
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
 """Recipes: YAML files plus `--set key=value` overrides, resolved into one typed, validated Config.
 
-The schema is the dataclasses below: their fields are the only keys a recipe may use, their
+The schema is the dataclasses below, completed by the registries (`schema`): each registered
+modality adds its `data.<name>` section and its `augment` keys, and names such as optimizers and
+schedules are checked against their registry. Fields are the only keys a recipe may use, their
 types decide how a `--set` value is read, and their defaults are what a resolved recipe prints.
 Every error names the key and where it came from (the recipe file or `--set`).
 """
@@ -18,6 +20,8 @@ from typing import Any, Literal, Union
 import yaml
 
 from cnncli.errors import CnncliError
+from cnncli.modalities import MODALITIES
+from cnncli.optim import OPTIMIZERS, SCHEDULES
 
 PathList = Union[str, list[str]]
 
@@ -36,55 +40,10 @@ class SplitConfig:
 
 
 @dataclass
-class ImageOptions:
-    """How an image file becomes a tensor."""
-
-    size: list[int] | None = None  # [height, width]; None keeps the first training image's size
-    color: Literal["grayscale", "rgb"] = "grayscale"
-    resize: Literal["stretch", "pad", "crop"] = "stretch"  # how another aspect ratio fits `size`
-    normalize: bool = True  # per-channel mean/std fitted on the training split
-
-
-@dataclass
-class AudioOptions:
-    """How a recording becomes a time x frequency picture."""
-
-    sample_rate: int = 16000  # every recording is resampled to this rate and mixed to mono
-    features: Literal["logmel", "stft", "mfcc"] = "logmel"
-    n_fft: int = 512
-    hop_length: int = 128
-    win_length: int | None = None  # None = n_fft
-    n_mels: int = 64
-    n_mfcc: int = 40
-    f_min: float = 0.0
-    f_max: float | None = None  # None = sample_rate / 2
-    top_db: float | None = 80.0  # dynamic range kept below each spectrogram's peak
-    duration: float = 1.0  # seconds: shorter recordings are padded, longer ones centre-cropped
-    normalize: bool = True  # per-band mean/std fitted on the training split
-    cache: str | None = ".cache/cnncli/audio"  # feature cache folder; null disables it
-
-
-@dataclass
-class TextOptions:
-    """How a sentence becomes a matrix of token embeddings."""
-
-    tokenizer: Literal["words", "whitespace", "chars"] = "words"
-    lowercase: bool = True
-    min_freq: int = 1  # tokens seen fewer times in training map to <unk>
-    max_vocab: int | None = None
-    max_length: int = 64  # tokens: longer sentences are cropped, shorter ones padded
-    embedding_dim: int = 300
-    embeddings: Literal["rand", "static", "non-static", "multichannel"] = "rand"
-    vectors: str | None = None  # word2vec (.txt/.bin) or GloVe file; needed unless embeddings=rand
-    subword_buckets: int = 0  # > 0: learned vectors also average the character n-grams, hashed to this many rows
-    subword_sizes: list[int] = field(default_factory=lambda: [3, 5])  # [shortest, longest] n-gram
-
-
-@dataclass
 class DataConfig:
     """Where samples come from, how they are labelled and split, and how they become tensors."""
 
-    modality: Literal["image", "audio", "text"] = "image"
+    modality: str = field(default="image", metadata={"choices": MODALITIES})
     root: str = "."  # train/val/test paths are relative to this (itself relative to the recipe)
     train: PathList = "."  # a folder, manifest, idx file or text file(s); globs allowed
     val: PathList | None = None
@@ -96,9 +55,7 @@ class DataConfig:
     text_column: str = "text"
     encoding: str = "utf-8"
     split: SplitConfig = field(default_factory=SplitConfig)
-    image: ImageOptions = field(default_factory=ImageOptions)
-    audio: AudioOptions = field(default_factory=AudioOptions)
-    text: TextOptions = field(default_factory=TextOptions)
+    # + one section per registered modality, `data.<name>` (see `schema`)
 
 
 @dataclass
@@ -114,11 +71,11 @@ class TrainConfig:
     steps: int | None = None  # when set, train this many optimiser steps instead of `epochs`
     batch_size: int = 64
     eval_batch_size: int = 512
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    optimizer: str = field(default="adam", metadata={"choices": OPTIMIZERS})
     lr: float = 0.001
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
-    schedule: Literal["constant", "exponential", "cosine", "onecycle"] = "constant"
+    schedule: str = field(default="constant", metadata={"choices": SCHEDULES})
     lr_min: float = 0.0  # floor of the exponential and cosine schedules
     decay_steps: float = 2000.0  # exponential: lr_min + (lr - lr_min) * exp(-step / decay_steps)
     label_smoothing: float = 0.0
@@ -135,18 +92,8 @@ class TrainConfig:
 
 @dataclass
 class AugmentConfig:
-    """Training-time randomness; never applied at evaluation or prediction."""
-
-    shift: float = 0.0  # image: random translation, as a fraction of height/width
-    rotate: float = 0.0  # image: random rotation in degrees, +-
-    hflip: bool = False  # image: random horizontal flip
-    time_shift: float = 0.0  # audio: random circular shift, as a fraction of the duration
-    time_mask: int = 0  # audio: SpecAugment, widest time mask in frames (0 = off)
-    freq_mask: int = 0  # audio: SpecAugment, widest frequency mask in bands (0 = off)
-    gain_db: float = 0.0  # audio: random gain, +- dB
-    noise: float = 0.0  # audio: Gaussian noise on the normalised spectrogram, std
-    word_dropout: float = 0.0  # text: share of tokens replaced by <unk>
-    word_crop: float = 0.0  # text: up to this share of a sentence's tokens is cut off (a random span is kept)
+    """Training-time randomness; never applied at evaluation or prediction. Its keys are those
+    of every registered modality (see `schema`); a recipe may set only its own modality's."""
 
 
 @dataclass
@@ -158,6 +105,42 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     description: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# The schema the registered modalities complete
+
+_SCHEMA: dict[int, type] = {}
+
+
+def schema() -> type[Config]:
+    """Config with a `data.<name>` section per registered modality and the union of their augment
+    keys (rebuilt when a modality is registered). A key two modalities share must agree on its
+    type and default, since a recipe's `augment` section has one value per key."""
+    if MODALITIES.version not in _SCHEMA:
+        classes = [modality for _, modality in MODALITIES.items()]
+        data = dataclasses.make_dataclass("DataConfig", [
+            (modality.name, modality.options_type, field(default_factory=modality.options_type))
+            for modality in classes], bases=(DataConfig,))
+        augment_fields: dict[str, tuple] = {}
+        for modality in classes:
+            hints = typing.get_type_hints(modality.augment_type)
+            for item in dataclasses.fields(modality.augment_type):
+                entry = (item.name, hints[item.name], field(default=item.default))
+                known = augment_fields.setdefault(item.name, entry)
+                if (known[1], known[2].default) != (entry[1], item.default):
+                    raise TypeError(f"augment.{item.name}: modalities disagree on its type or default")
+        augment = dataclasses.make_dataclass("AugmentConfig", list(augment_fields.values()), bases=(AugmentConfig,))
+        _SCHEMA.clear()
+        _SCHEMA[MODALITIES.version] = dataclasses.make_dataclass("Config", [
+            ("data", data, field(default_factory=data)),
+            ("augment", augment, field(default_factory=augment))], bases=(Config,))
+    return _SCHEMA[MODALITIES.version]
+
+
+def default_config() -> Config:
+    """A Config with every default (what an empty recipe resolves to)."""
+    return schema()()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,7 +177,7 @@ def load_config(source: str | Path | dict, overrides: list[str] = ()) -> Config:
         raw.setdefault("data", {})["root"] = str(base / root)
     for override in overrides:
         apply_override(raw, override)
-    config = _build(Config, raw, "", origin)
+    config = _build(schema(), raw, "", origin)
     _check_values(config, origin)
     return config
 
@@ -243,7 +226,7 @@ _ANY_PATH = object()
 
 def _type_at(parts: list[str]) -> Any:
     """The declared type of a dotted key, _ANY_PATH inside free-form lists/dicts, None if unknown."""
-    current: Any = Config
+    current: Any = schema()
     for index, part in enumerate(parts):
         if dataclasses.is_dataclass(current):
             hints = typing.get_type_hints(current)
@@ -276,37 +259,14 @@ def _parse_scalar(text: str, key: str) -> Any:
 
 def _build(tp: Any, value: Any, key: str, origin: str) -> Any:
     """Turn raw YAML data into the schema type `tp`, or raise naming `key` and `origin`."""
-    where = f"{origin}: {key or 'recipe'}"
     if dataclasses.is_dataclass(tp):
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise CnncliError(f"{where}: expected a section (mapping), got {_show(value)}")
-        hints = typing.get_type_hints(tp)
-        unknown = [name for name in value if name not in hints]
-        if unknown:
-            known = ", ".join(hints)
-            raise CnncliError(f"{origin}: {_join(key, unknown[0])}: unknown key (known here: {known})")
-        kwargs = {name: _build(hints[name], item, _join(key, name), origin) for name, item in value.items()}
-        return tp(**kwargs)
-    origin_type = _origin(tp)
+        return _build_section(tp, value, key, origin)
+    where = f"{origin}: {key or 'recipe'}"
     if tp is Any:
         return value
+    origin_type = _origin(tp)
     if origin_type in (Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None:
-            if type(None) in options:
-                return None
-            raise CnncliError(f"{where}: a value is required")
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _build(option, value, key, origin)
-            except CnncliError as error:
-                errors.append(error)
-        raise errors[-1]
+        return _build_union(tp, value, key, origin)
     if origin_type is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
@@ -323,6 +283,46 @@ def _build(tp: Any, value: Any, key: str, origin: str) -> Any:
         return value
     if value is None:
         raise CnncliError(f"{where}: a value is required")
+    return _build_scalar(tp, value, where)
+
+
+def _build_section(tp: Any, value: Any, key: str, origin: str) -> Any:
+    """A dataclass from a mapping: unknown keys are errors, names are checked against registries."""
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise CnncliError(f"{origin}: {key or 'recipe'}: expected a section (mapping), got {_show(value)}")
+    hints = typing.get_type_hints(tp)
+    unknown = [name for name in value if name not in hints]
+    if unknown:
+        raise CnncliError(f"{origin}: {_join(key, unknown[0])}: unknown key (known here: {', '.join(hints)})")
+    registries = {item.name: item.metadata["choices"] for item in dataclasses.fields(tp) if "choices" in item.metadata}
+    kwargs = {}
+    for name, item in value.items():
+        kwargs[name] = _build(hints[name], item, _join(key, name), origin)
+        if name in registries:
+            registries[name].check(kwargs[name], f"{origin}: {_join(key, name)}")
+    return tp(**kwargs)
+
+
+def _build_union(tp: Any, value: Any, key: str, origin: str) -> Any:
+    options = typing.get_args(tp)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise CnncliError(f"{origin}: {key or 'recipe'}: a value is required")
+    errors = []
+    for option in options:
+        if option is type(None):
+            continue
+        try:
+            return _build(option, value, key, origin)
+        except CnncliError as error:
+            errors.append(error)
+    raise errors[-1]
+
+
+def _build_scalar(tp: Any, value: Any, where: str) -> Any:
     if tp is bool:
         if not isinstance(value, bool):
             raise CnncliError(f"{where}: expected true or false, got {_show(value)}")
@@ -358,24 +358,14 @@ def _check_values(config: Config, origin: str) -> None:
          "must be from 0 to data.split.test_every - 1"),
         ("data.split.test_range", config.data.split.test_range is None or len(config.data.split.test_range) == 2,
          "must be [start, end]"),
-        ("data.image.size", config.data.image.size is None or (len(config.data.image.size) == 2
-                                                              and min(config.data.image.size) > 0),
-         "must be [height, width]"),
-        ("data.audio.duration", config.data.audio.duration > 0, "must be positive"),
-        ("data.text.max_length", config.data.text.max_length >= 1, "must be at least 1"),
-        ("data.text.vectors", config.data.text.embeddings == "rand" or config.data.text.vectors,
-         f"is required when data.text.embeddings is {config.data.text.embeddings}"),
-        ("data.text.subword_buckets", config.data.text.subword_buckets >= 0, "must be 0 (off) or more"),
-        ("data.text.subword_buckets", config.data.text.embeddings != "static" or not config.data.text.subword_buckets,
-         "needs learned embeddings (rand, non-static or multichannel), not static"),
-        ("data.text.subword_sizes", len(config.data.text.subword_sizes) == 2
-         and 1 <= config.data.text.subword_sizes[0] <= config.data.text.subword_sizes[1],
-         "must be [shortest, longest], from 1 up"),
         ("model.blocks", bool(config.model.blocks), "must list at least one block"),
     ]
     for key, ok, message in checks:
         if not ok:
             raise CnncliError(f"{origin}: {key}: {message}")
+    for name, modality in MODALITIES.items():
+        for key, message in modality.check_options(getattr(config.data, name)):
+            raise CnncliError(f"{origin}: data.{name}.{key}: {message}")
 
 
 def config_to_dict(config: Config) -> dict:
@@ -385,7 +375,7 @@ def config_to_dict(config: Config) -> dict:
 
 def config_from_dict(data: dict, origin: str = "bundle") -> Config:
     """Rebuild a Config from `config_to_dict` output (e.g. the recipe stored in a bundle)."""
-    return _build(Config, data, "", origin)
+    return _build(schema(), data, "", origin)
 
 
 def _yaml11_float(text: str) -> float | str:

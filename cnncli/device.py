@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
+import torch
+
 from cnncli.errors import CnncliError
 
 
 def pick_device(name: str = "auto"):
     """'auto' -> CUDA when present, else CPU; 'cpu', 'cuda', 'cuda:1' as asked (checked)."""
-    import torch
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -21,8 +23,6 @@ def pick_device(name: str = "auto"):
 
 
 def set_threads(threads: int | None) -> None:
-    import torch
-
     if threads is not None:
         if threads < 1:
             raise CnncliError(f"train.threads: must be at least 1, got {threads}")
@@ -31,9 +31,6 @@ def set_threads(threads: int | None) -> None:
 
 def measure_peak_gflops(device, seconds: float = 0.3) -> float:
     """This machine's float32 matrix-multiply rate in GFLOP/s: the yardstick for training speed."""
-    import time
-
-    import torch
 
     size = 1024
     a = torch.randn(size, size, device=device)

@@ -13,27 +13,26 @@ from pathlib import Path
 from cnncli.bundle import Bundle
 from cnncli.data.sources import read_sources
 from cnncli.data.split import check_known_labels, load_splits
+from cnncli.device import pick_device
+from cnncli.encoding import encode_split
+from cnncli.engine import predict_probabilities
 from cnncli.errors import CnncliError
+from cnncli.metrics import classification_report
 from cnncli.progress import Progress
 
 
 def evaluate(bundle: Bundle, data: Sequence[str] = (), batch_size: int = 512, device=None,
              progress: Progress = Progress()) -> dict:
     """Classification report of `bundle` on `data` (paths) or, when empty, its recipe's test split."""
-    from cnncli.device import pick_device
-    from cnncli.engine import predict_probabilities
-    from cnncli.metrics import classification_report
-    from cnncli.train import encode_part
-
     device = device or pick_device("auto")
     config = bundle.config
     notes = []
     if data:
         data_config = dataclasses.replace(config.data, root=str(Path.cwd()))
-        samples = read_sources(list(data), data_config, bundle.modality.extensions)
+        samples = read_sources(list(data), data_config, bundle.modality)
         source = ", ".join(data)
     else:
-        splits = load_splits(config, bundle.modality.extensions)
+        splits = load_splits(config, bundle.modality)
         samples, source = splits.test, f"test split of the recipe ({splits.record['test_rule']})"
         if not samples:
             raise CnncliError(f"{bundle.path}: its recipe has no test split; give data to evaluate on")
@@ -44,7 +43,9 @@ def evaluate(bundle: Bundle, data: Sequence[str] = (), batch_size: int = 512, de
     if unlabelled:
         raise CnncliError(f"{unlabelled.locator}: has no label, so it cannot be evaluated (use predict)")
     check_known_labels(samples, bundle.labels)
-    encoded, failures, _ = encode_part(bundle.modality, samples, bundle.labels, "evaluating", progress)
+    split = encode_split(bundle.modality, samples, bundle.labels, "evaluating", progress)
+    encoded, failures = split.data, split.failures
+    notes += split.notes
     if len(encoded) == 0:
         raise CnncliError(f"{source}: no sample could be read ({failures[0] if failures else 'empty'})")
     bundle.network.to(device)

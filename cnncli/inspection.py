@@ -1,151 +1,26 @@
-"""`cnncli inspect`: what a network is made of, and what it sees.
+"""`cnncli inspect`: what a network sees of one input, and the summary of a bundle or a recipe.
 
-The layer table lists, for every layer: type, kernel/stride/padding, output shape, parameters,
-connections and receptive field. Connections are counted as LeCun et al. (1998) do: for each
-output value, the inputs it is wired to plus its bias (LeNet-5's C1: 156 parameters, 28 x 28 x
-156 = 122,304 connections); pooling counts its window, batch norm one per value, activations none.
-The receptive field is the input window (height x width) that one output value depends on.
+For an input: the picture the network reads (drawn by its modality), the feature maps after each
+convolution block, the prediction, and the modality's explanation (text: token saliency). For a
+bundle or a recipe: the layer table (cnncli.layers), labels, metrics and split.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from cnncli.model import Parallel, members_of, output_shape
-
-SHAPE_CHANGERS = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d)
-
-
-def layer_table(network: nn.Module, input_shape: tuple[int, ...], input_description: str = "") -> dict:
-    """Rows describing every leaf layer of `network`, and totals; of the first member for an ensemble."""
-    members = members_of(network)
-    network = members[0]
-    shapes = _leaf_output_shapes(network, input_shape)
-    stem_shape = output_shape(network.stem, input_shape, dtype=getattr(network.stem, "input_dtype", torch.float32))
-    rows = [{"name": "input", "type": "input", "detail": input_description,
-             "output_shape": list(input_shape), "parameters": 0, "connections": 0, "receptive_field": "1x1"}]
-    stem_parameters = sum(p.numel() for p in network.stem.parameters())
-    rows.append({"name": "stem", "type": type(network.stem).__name__, "detail": "",
-                 "output_shape": list(stem_shape), "parameters": stem_parameters, "connections": 0,
-                 "receptive_field": "1x1"})
-    field = _Field(stem_shape)
-    _walk(network.backbone, "", field, shapes, rows, stem_shape)
-    _walk(network.classifier, "classifier", field, shapes, rows, None)
-    trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in network.parameters())
-    return {
-        "layers": rows,
-        "total_parameters": total,
-        "trainable_parameters": trainable,
-        "total_connections": sum(row["connections"] for row in rows),
-        "members": len(members),
-    }
-
-
-class _Field:
-    """Receptive field (rf) and jump (input pixels between neighbouring outputs), per axis."""
-
-    def __init__(self, shape):
-        self.input_size = tuple(shape[1:3]) if len(shape) == 3 else (1, 1)
-        self.rf, self.jump, self.whole = [1, 1], [1, 1], False
-
-    def copy(self):
-        other = _Field((0, *self.input_size))
-        other.rf, other.jump, other.whole = list(self.rf), list(self.jump), self.whole
-        return other
-
-    def step(self, kernel, stride):
-        for axis in range(2):
-            self.rf[axis] += (kernel[axis] - 1) * self.jump[axis]
-            self.jump[axis] *= stride[axis]
-
-    def text(self):
-        if self.whole:
-            return "all"
-        return "x".join(str(min(r, s)) for r, s in zip(self.rf, self.input_size))
-
-
-def _walk(module: nn.Module, prefix: str, field: _Field, shapes: dict, rows: list, in_shape) -> None:
-    if isinstance(module, Parallel):
-        results = []
-        for index, branch in enumerate(module.branches):
-            branch_field = field.copy()
-            _walk(branch, f"{prefix}.branch{index}", branch_field, shapes, rows, in_shape)
-            results.append(branch_field)
-        field.rf = [max(f.rf[a] for f in results) for a in range(2)]
-        field.jump = results[0].jump
-        field.whole = any(f.whole for f in results)
-        return
-    children = list(module.named_children())
-    if children:
-        for name, child in children:
-            _walk(child, f"{prefix}.{name}" if prefix else name, field, shapes, rows, in_shape)
-        return
-    out = shapes.get(id(module))
-    rows.append(_row(module, prefix, field, out))
-
-
-def _row(module: nn.Module, name: str, field: _Field, out) -> dict:
-    out = list(out) if out is not None else []
-    out_values = math.prod(out) if out else 0
-    parameters = sum(p.numel() for p in module.parameters())
-    detail, connections = "", 0
-    if isinstance(module, nn.Conv2d):
-        kernel, stride, padding = module.kernel_size, module.stride, module.padding
-        detail = f"{module.in_channels}->{module.out_channels} k{_hw(kernel)} s{_hw(stride)} p{_hw(padding)}"
-        per_output = module.in_channels // module.groups * kernel[0] * kernel[1] + (module.bias is not None)
-        connections = out_values * per_output
-        field.step(kernel, stride)
-    elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-        kernel, stride = _pair(module.kernel_size), _pair(module.stride)
-        detail = f"{'max' if isinstance(module, nn.MaxPool2d) else 'avg'} k{_hw(kernel)} s{_hw(stride)}"
-        connections = out_values * kernel[0] * kernel[1]
-        field.step(kernel, stride)
-    elif isinstance(module, (nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d)):
-        detail = f"global {'max' if isinstance(module, nn.AdaptiveMaxPool2d) else 'avg'}"
-        connections = out_values * field.input_size[0] * field.input_size[1]  # upper bound: the whole map
-        field.whole = True
-    elif isinstance(module, nn.Linear):
-        detail = f"{module.in_features}->{module.out_features}"
-        connections = module.out_features * (module.in_features + (module.bias is not None))
-        field.whole = True
-    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        detail = f"{module.num_features} features"
-        connections = out_values
-    elif isinstance(module, nn.Dropout):
-        detail = f"p={module.p}"
-    elif isinstance(module, nn.ZeroPad2d):
-        left, right, top, bottom = module.padding
-        detail = f"top {top} bottom {bottom} left {left} right {right}"
-    return {"name": name, "type": type(module).__name__, "detail": detail, "output_shape": out,
-            "parameters": parameters, "connections": connections, "receptive_field": field.text()}
-
-
-def _leaf_output_shapes(network: nn.Module, input_shape) -> dict:
-    shapes, hooks = {}, []
-    for module in network.modules():
-        if not list(module.children()):
-            hooks.append(module.register_forward_hook(
-                lambda mod, args, out: shapes.__setitem__(id(mod), tuple(out.shape[1:]))))
-    try:
-        output_shape(network, input_shape, dtype=getattr(network.stem, "input_dtype", torch.float32))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return shapes
-
-
-def _pair(value):
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-
-
-def _hw(pair) -> str:
-    pair = _pair(pair)
-    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+from cnncli.atomic import write_file
+from cnncli.bundle import MODEL_FILE, load_bundle
+from cnncli.config import config_to_dict, load_config
+from cnncli.data.split import load_splits
+from cnncli.errors import CnncliError
+from cnncli.layers import layer_table
+from cnncli.modalities import modality_class
+from cnncli.model import network_for
+from cnncli.recipes import recipe_source
 
 
 def feature_maps(network: nn.Module, encoded: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -168,31 +43,68 @@ def feature_maps(network: nn.Module, encoded: torch.Tensor) -> dict[str, torch.T
 
 def explain_input(bundle, locator: str, out_dir: Path) -> dict:
     """For one input: its picture as the network sees it, the feature maps, and the prediction."""
-    from cnncli.plots import feature_maps_png, write_atomic
-    from cnncli.predict import expand_paths
+    from cnncli.plots import feature_maps_png
 
     modality = bundle.modality
-    samples = list(modality.expand_inputs([locator]) or expand_paths([locator], modality.extensions))
+    samples = list(modality.expand_inputs([locator]))
+    if not samples:
+        raise CnncliError(f"{locator}: no input found there")
     sample = samples[0]
     encoded = modality.encode(sample)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
     input_png = out_dir / "input.png"
     modality.draw(sample, input_png, bundle.network)
-    written.append(str(input_png))
+    written = [str(input_png)]
     maps = feature_maps(bundle.network, encoded)
     probabilities = maps.pop("__probabilities__")
     for name, activation in maps.items():
         if activation.dim() == 3:
             path = out_dir / f"features-{name.replace('.', '-')}.png"
-            write_atomic(path, feature_maps_png(activation, f"{name}: {activation.shape[0]} maps "
-                                                           f"{activation.shape[1]}x{activation.shape[2]}"))
+            write_file(path, feature_maps_png(activation, f"{name}: {activation.shape[0]} maps "
+                                                          f"{activation.shape[1]}x{activation.shape[2]}"))
             written.append(str(path))
     scores, indices = probabilities.topk(min(3, len(bundle.labels)))
     result = {"input": locator, "files": written,
               "top": [{"label": bundle.labels[int(i)], "score": round(float(s), 6)} for s, i in zip(scores, indices)]}
-    explain = getattr(modality, "explain", None)
-    if explain:
-        result["explanation"] = explain(bundle.network, sample)
+    explanation = modality.explain(bundle.network, sample)
+    if explanation:
+        result["explanation"] = explanation
     return result
+
+
+def describe_target(target: str, overrides: list[str], resolved: bool) -> dict:
+    """The layer table of a bundle or a recipe (or the resolved recipe as YAML)."""
+    if (Path(target) / MODEL_FILE).exists():
+        if overrides:
+            raise CnncliError("--set applies to recipes; a bundle's recipe is fixed")
+        bundle = load_bundle(target)
+        if resolved:
+            return {"resolved": bundle.info["recipe"]}
+        table = layer_table(bundle.network, tuple(bundle.info["input_shape"]), bundle.modality.describe())
+        info = bundle.info
+        return {"target": target, "kind": "bundle", "labels": bundle.labels, "metrics": info.get("metrics", {}),
+                "status": info.get("status"), "split": info.get("split"), **table}
+    return describe_recipe(target, overrides, resolved)
+
+
+def describe_recipe(target: str, overrides: list[str], resolved: bool) -> dict:
+    """The layer table of the network a recipe would train (its data read if they can be)."""
+    source, _ = recipe_source(target)
+    config = load_config(source, overrides)
+    if resolved:
+        return {"resolved": config_to_dict(config)}
+    modality_type = modality_class(config.data.modality)
+    note = ""
+    modality = modality_type.from_config(config)
+    try:
+        splits = load_splits(config, modality_type)
+        labels = splits.labels
+        modality.fit(splits.train)  # what is learned from data (a vocabulary) sizes the stem
+    except CnncliError as error:
+        labels = [str(i) for i in range(10)]
+        note = f"data not readable ({error}); counted for 10 classes"
+    network = network_for(modality, config.model.blocks, len(labels))
+    table = layer_table(network, modality.input_shape, modality.describe())
+    return {"target": target, "kind": "recipe", "classes": len(labels), "note": note, **table,
+            "members": config.train.ensemble}

@@ -9,19 +9,21 @@ fastest, which is a good default for a constant or decaying schedule.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import torch
+
+from cnncli.atomic import write_file
 from cnncli.config import Config
+from cnncli.engine import training_step
+from cnncli.optim import build_optimizer
 from cnncli.progress import Progress
+from cnncli.train import prepare
 
 
 def find_lr(config: Config, start: float = 1e-6, end: float = 1.0, steps: int = 100,
             progress: Progress = Progress()) -> dict:
     """{'lr': [...], 'loss': [...], 'suggestion': float}; the network is thrown away afterwards."""
-    import torch
-    import torch.nn.functional as F
-
-    from cnncli.optim import build_optimizer
-    from cnncli.train import prepare
 
     run = prepare(config, progress)
     network, modality, device = run.network.to(run.device), run.modality, run.device
@@ -39,10 +41,8 @@ def find_lr(config: Config, start: float = 1e-6, end: float = 1.0, steps: int = 
             for group in optimizer.param_groups:
                 group["lr"] = rate
             index = torch.randperm(len(inputs), generator=order)[:batch_size].to(device)
-            loss = F.cross_entropy(network(modality.augment(inputs[index], generator)), targets[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss, _ = training_step(network, modality, inputs[index], targets[index], optimizer, config.train,
+                                    generator)
             advance(1)
             smoothed = 0.9 * smoothed + 0.1 * loss.item()
             value = smoothed / (1 - 0.9 ** (step + 1))  # bias-corrected running mean
@@ -69,6 +69,7 @@ def suggest(rates: list[float], losses: list[float]) -> float | None:
 
 
 def lr_plot_png(result: dict) -> bytes:
+    """The smoothed loss against the learning rate (log scale), the suggestion marked."""
     from cnncli.plots import figure_png, plt
 
     figure, axis = plt.subplots(figsize=(5, 3.2))
@@ -81,3 +82,11 @@ def lr_plot_png(result: dict) -> bytes:
         axis.legend()
     axis.grid(alpha=0.3)
     return figure_png(figure)
+
+
+def lr_range_test(config: Config, out: Path, progress: Progress = Progress()) -> dict:
+    """`find_lr`, with its plot written to OUT/lr_find.png (named in the result as "plot")."""
+    result = find_lr(config, progress=progress)
+    plot = Path(out) / "lr_find.png"
+    write_file(plot, lr_plot_png(result))
+    return {**result, "plot": str(plot)}

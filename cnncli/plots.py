@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from pathlib import Path
 
 import matplotlib
+
+from cnncli.atomic import write_file
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -22,14 +23,6 @@ def figure_png(figure) -> bytes:
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(figure)
     return buffer.getvalue()
-
-
-def write_atomic(path: Path, content: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_bytes(content)
-    os.replace(temporary, path)
 
 
 def curves_png(history: list[dict]) -> bytes:
@@ -80,7 +73,7 @@ def save_image(tensor, path: Path, title: str = "") -> None:
         axis.imshow((array.transpose(1, 2, 0) / peak).clip(0, 1), interpolation="nearest")
     axis.set_title(title)
     axis.axis("off")
-    write_atomic(path, figure_png(figure))
+    write_file(path, figure_png(figure))
 
 
 def feature_maps_png(maps, title: str, limit: int = 32) -> bytes:

@@ -7,16 +7,16 @@ over any number of inputs. Long recordings can be cut into windows (audio).
 
 from __future__ import annotations
 
-import glob
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from pathlib import Path
 
 from cnncli.bundle import Bundle
 from cnncli.data.sample import Sample
-from cnncli.data.sources import list_files
+from cnncli.data.sources import expand_paths
+from cnncli.device import pick_device
+from cnncli.engine import predict_probabilities
+from cnncli.errors import CnncliError
 
 
 @dataclass
@@ -38,30 +38,9 @@ class Prediction:
         return row
 
 
-def expand_paths(arguments: Iterable[str], extensions: tuple[str, ...]) -> Iterator[Sample]:
-    """Paths, folders (recursively, sorted) and globs -> samples; '-' reads paths from stdin.
-
-    A path that does not exist still yields a sample, so that it gets a row with its error.
-    """
-    for argument in arguments:
-        if argument == "-":
-            yield from expand_paths((line.strip() for line in sys.stdin if line.strip()), extensions)
-        elif Path(argument).is_dir():
-            yield from (Sample(str(path)) for path in list_files(Path(argument), extensions))
-        elif glob.has_magic(argument):
-            matches = sorted(glob.glob(argument, recursive=True))
-            if not matches:
-                yield Sample(argument)
-            yield from (Sample(match) for match in matches if Path(match).is_file())
-        else:
-            yield Sample(argument)
-
-
 def predict(bundle: Bundle, arguments: Iterable[str], top_k: int = 1, batch_size: int = 256,
             device=None, window: float | None = None, hop: float | None = None) -> Iterator[Prediction]:
     """Predictions for every input, in order; never raises for one bad input."""
-    from cnncli.device import pick_device
-
     device = device or pick_device("auto")
     bundle.network.to(device).eval()
     top_k = max(1, min(top_k, len(bundle.labels)))
@@ -69,17 +48,12 @@ def predict(bundle: Bundle, arguments: Iterable[str], top_k: int = 1, batch_size
         for sample in expand_paths(arguments, bundle.modality.extensions):
             yield from predict_windows(bundle, sample.locator, window, hop or window, top_k, batch_size, device)
         return
-    samples = bundle.modality.expand_inputs(arguments)
-    if samples is None:
-        samples = expand_paths(arguments, bundle.modality.extensions)
-    samples = iter(samples)
+    samples = iter(bundle.modality.expand_inputs(arguments))
     while chunk := list(islice(samples, batch_size)):
         yield from predict_chunk(bundle, chunk, top_k, device)
 
 
 def predict_chunk(bundle: Bundle, chunk: list[Sample], top_k: int, device) -> list[Prediction]:
-    from cnncli.engine import predict_probabilities
-
     encoded = bundle.modality.encode_many(chunk)
     rows: list[Prediction] = [Prediction(_display(sample), error=encoded.failures.get(i))
                               for i, sample in enumerate(chunk)]
@@ -93,16 +67,9 @@ def predict_chunk(bundle: Bundle, chunk: list[Sample], top_k: int, device) -> li
 def predict_windows(bundle: Bundle, locator: str, window: float, hop: float, top_k: int,
                     batch_size: int, device) -> Iterator[Prediction]:
     """Rows for each window of a long recording, then one row for the whole file (mean of windows)."""
-    from cnncli.engine import predict_probabilities
-    from cnncli.errors import CnncliError
-
-    encode_windows = getattr(bundle.modality, "encode_windows", None)
-    if encode_windows is None:
-        yield Prediction(locator, error=f"--window applies to audio bundles, not {bundle.modality.name}")
-        return
     total, count = None, 0
     try:
-        for spans, batch in encode_windows(locator, window, hop, batch_size):
+        for spans, batch in bundle.modality.encode_windows(locator, window, hop, batch_size):
             probabilities = predict_probabilities(bundle.network, batch, batch_size, device)
             for (start, end), row_probabilities in zip(spans, probabilities):
                 row = Prediction(locator, start=round(start, 3), end=round(end, 3))

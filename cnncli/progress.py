@@ -12,6 +12,18 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as RichProgress
+
+from cnncli.output import format_epoch
+
 
 class Progress:
     """Silent progress: the default for library callers."""
@@ -23,6 +35,10 @@ class Progress:
 
     def note(self, message: str) -> None:
         """A line worth keeping in the log (an epoch summary, a warning)."""
+
+    def epoch(self, record: dict, members: int = 1) -> None:
+        """A training epoch ended: its record, as one log line."""
+        self.note(format_epoch(record, members))
 
 
 class ConsoleProgress(Progress):
@@ -41,9 +57,6 @@ class ConsoleProgress(Progress):
             if log and seconds >= 2:  # short steps would only add noise to a log
                 print(f"{description}: done in {seconds:.1f}s", file=self.stream, flush=True)
             return
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
 
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TimeRemainingColumn()]

@@ -6,8 +6,10 @@ from collections import Counter
 from pathlib import Path
 
 from cnncli.errors import CnncliError
+from cnncli.modalities import MODALITIES
 
-# A small, robust CNN for pictures of any size: images, and spectrograms as 1-channel images.
+# A small, robust CNN for pictures of any size: images, and spectrograms as 1-channel images. The
+# network `cnncli train DATA_FOLDER` uses unless the modality names its own (Modality.default_blocks).
 SMALL_CNN = [
     {"conv": {"channels": 32, "kernel": 3, "padding": "same", "batch_norm": True}},
     {"pool": {"type": "max", "size": 2}},
@@ -17,14 +19,6 @@ SMALL_CNN = [
     {"pool": {"type": "avg", "size": "global"}},
     {"dropout": 0.3},
 ]
-# Kim (2014): filters of widths 3, 4 and 5 spanning the embedding, max over time.
-KIM_CNN = [
-    {"parallel": [[{"conv": {"channels": 100, "kernel": [width, "full"]}},
-                   {"pool": {"type": "max", "size": "global"}}] for width in (3, 4, 5)]},
-    {"dropout": 0.5},
-]
-# The network `cnncli train DATA_FOLDER` uses for each modality when no recipe is given.
-DEFAULT_BLOCKS = {"image": SMALL_CNN, "audio": SMALL_CNN, "text": KIM_CNN}
 
 
 def recipe_source(argument: str) -> tuple[str | dict, str]:
@@ -39,19 +33,18 @@ def recipe_source(argument: str) -> tuple[str | dict, str]:
 
 def default_recipe(folder: Path) -> dict:
     """A recipe for a folder of class sub-folders, its modality guessed from the file suffixes."""
-    from cnncli.modalities import REGISTRY, modality_class
-
     suffixes = Counter(p.suffix.lower() for p in folder.rglob("*") if p.is_file())
-    votes = {name: sum(suffixes[s] for s in modality_class(name).extensions) for name in REGISTRY}
-    modality = max(votes, key=votes.get)
-    if not votes[modality]:
-        raise CnncliError(f"{folder}: found no image, audio or text files; give a recipe instead")
-    data = {"modality": modality, "root": str(folder.resolve()), "split": {"test_fraction": 0.2, "val_fraction": 0.1}}
-    if modality == "image":
-        data["image"] = {"size": [64, 64], "color": "rgb", "resize": "pad"}
+    votes = {name: sum(suffixes[s] for s in modality.extensions) for name, modality in MODALITIES.items()}
+    name = max(votes, key=votes.get)
+    if not votes[name]:
+        raise CnncliError(f"{folder}: found no files of any modality ({', '.join(MODALITIES)}); give a recipe instead")
+    modality = MODALITIES.get(name)
+    data = {"modality": name, "root": str(folder.resolve()), "split": {"test_fraction": 0.2, "val_fraction": 0.1}}
+    if modality.default_options:
+        data[name] = dict(modality.default_options)
     return {
-        "description": f"default {modality} recipe for {folder}",
+        "description": f"default {name} recipe for {folder}",
         "data": data,
-        "model": {"blocks": DEFAULT_BLOCKS[modality]},
+        "model": {"blocks": modality.default_blocks or SMALL_CNN},
         "train": {"epochs": 20, "optimizer": "adamw", "lr": 0.002, "schedule": "cosine", "weight_decay": 0.01},
     }

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from safetensors.torch import save
 
 TENSORS_FILE, STATE_FILE = "resume.safetensors", "resume.json"
 
@@ -50,8 +51,6 @@ class TrainState:
 
 def to_files(state: TrainState) -> dict[str, bytes]:
     """The two files of a checkpoint, as bytes for the bundle writer."""
-    from safetensors.torch import save
-
     tensors: dict[str, torch.Tensor] = {}
 
     def put(prefix: str, group: dict[str, torch.Tensor] | None) -> None:

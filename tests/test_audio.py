@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from conftest import REPO, SHARED_DATA
 
-from cnncli.audio_features import FeatureExtractor, fit_length
-from cnncli.audio_io import decode, read_bytes
-from cnncli.config import AudioOptions, AugmentConfig
 from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
-from cnncli.modalities.audio import AudioModality
-from conftest import REPO, SHARED_DATA
+from cnncli.modalities.audio import AudioAugment, AudioModality, AudioOptions
+from cnncli.modalities.audio.decoding import decode, read_bytes
+from cnncli.modalities.audio.features import FeatureExtractor, fit_length
 
 SAMPLE_AUDIO = REPO / "sample_data" / "audio"
 
@@ -147,7 +146,7 @@ def test_corrupt_empty_truncated_and_missing_files_are_reported_by_name_and_the_
         AudioModality(options()).encode(Sample(str(text)))
 
 
-def fitted_modality(augment: AugmentConfig) -> tuple[AudioModality, torch.Tensor]:
+def fitted_modality(augment: AudioAugment) -> tuple[AudioModality, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     modality = AudioModality(options(), augment)
     batch = torch.randn(8, 1, 32, 63, generator=generator) * 10 - 40
@@ -156,7 +155,7 @@ def fitted_modality(augment: AugmentConfig) -> tuple[AudioModality, torch.Tensor
 
 
 def test_specaugment_fills_whole_stripes_with_the_band_mean():
-    modality, batch = fitted_modality(AugmentConfig(time_mask=10, freq_mask=6))
+    modality, batch = fitted_modality(AudioAugment(time_mask=10, freq_mask=6))
     augmented = modality.augment(batch, torch.Generator().manual_seed(1))
     mean = torch.tensor(modality.mean).view(1, 1, -1, 1).expand_as(batch)
     changed = augmented != batch
@@ -171,20 +170,20 @@ def test_specaugment_fills_whole_stripes_with_the_band_mean():
 
 
 def test_augment_is_seeded_and_off_unless_asked():
-    modality, batch = fitted_modality(AugmentConfig(time_mask=10, freq_mask=6, time_shift=0.2, gain_db=6, noise=0.1))
+    modality, batch = fitted_modality(AudioAugment(time_mask=10, freq_mask=6, time_shift=0.2, gain_db=6, noise=0.1))
     first = modality.augment(batch, torch.Generator().manual_seed(3))
     again = modality.augment(batch, torch.Generator().manual_seed(3))
     assert torch.equal(first, again) and not torch.equal(first, batch)
-    plain, _ = fitted_modality(AugmentConfig())
+    plain, _ = fitted_modality(AudioAugment())
     assert plain.augment(batch, torch.Generator().manual_seed(3)) is batch
 
 
 def test_time_shift_rolls_columns_and_gain_adds_decibels():
-    modality, batch = fitted_modality(AugmentConfig(time_shift=0.3))
+    modality, batch = fitted_modality(AudioAugment(time_shift=0.3))
     shifted = modality.augment(batch, torch.Generator().manual_seed(0))
     for before, after in zip(batch[:, 0], shifted[:, 0]):
         assert any(torch.equal(after, before.roll(k, dims=1)) for k in range(-19, 20))
-    modality, batch = fitted_modality(AugmentConfig(gain_db=6))
+    modality, batch = fitted_modality(AudioAugment(gain_db=6))
     gained = modality.augment(batch, torch.Generator().manual_seed(0))
     offsets = (gained - batch).flatten(1)
     assert torch.allclose(offsets, offsets[:, :1].expand_as(offsets), atol=1e-4)
@@ -192,7 +191,7 @@ def test_time_shift_rolls_columns_and_gain_adds_decibels():
 
 
 def test_state_round_trip_gives_the_same_stem_and_description():
-    modality, batch = fitted_modality(AugmentConfig())
+    modality, batch = fitted_modality(AudioAugment())
     state = json.loads(json.dumps(modality.state_dict()))
     rebuilt = AudioModality.from_state(state)
     assert torch.equal(rebuilt.build_stem()(batch), modality.build_stem()(batch))

@@ -15,12 +15,21 @@ import torch
 from cnncli.config import load_config
 from cnncli.data.sample import Sample
 from cnncli.data.split import fold_count, stratified_folds
-from cnncli.model import build_network
 from cnncli.modalities.audio import BandNormalize
 from cnncli.modalities.image import Normalize
 from cnncli.modalities.text import TokenEmbedding
+from cnncli.model import build_network
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def kim_network(blocks, stem, length: int):
+    """cnncli's text network on a bare stem, trimming padding in training as TextModality sets it up."""
+    from cnncli.modalities.text import TextModality, TextOptions
+
+    network = build_network(blocks, stem, (length,), 2, torch.long)
+    TextModality(TextOptions()).adapt_stem(network.stem, network.backbone)
+    return network
 
 
 def reference(name: str):
@@ -111,7 +120,7 @@ def test_text_reference_matches_recipe(task):
         assert (module.FOLDS, config.data.split.seed + 1) == (fold_count(config.data.split.val_fraction), 1)
     torch.manual_seed(0)
     stem = TokenEmbedding(50, text.embedding_dim, "rand")
-    ours = build_network(config.model.blocks, stem, (text.max_length,), 2)
+    ours = kim_network(config.model.blocks, stem, text.max_length)
     torch.manual_seed(0)
     theirs = module.KimCNN(50, 2, settings["dimension"], settings["input_dropout"], settings["pad"])
     ids = torch.randint(0, 50, (3, text.max_length))
@@ -121,13 +130,12 @@ def test_text_reference_matches_recipe(task):
 
 
 def test_text_reference_augments_like_cnncli():
-    from cnncli.config import AugmentConfig, TextOptions
-    from cnncli.modalities.text import TextModality
+    from cnncli.modalities.text import TextAugment, TextModality, TextOptions
 
     ids = torch.randint(2, 40, (6, 12))
     ids[:, 7:] = 0
     for crop, drop in ((0.5, 0.3), (0.0, 0.2), (0.4, 0.0)):
-        ours = TextModality(TextOptions(), augment=AugmentConfig(word_crop=crop, word_dropout=drop)).augment(
+        ours = TextModality(TextOptions(), augment=TextAugment(word_crop=crop, word_dropout=drop)).augment(
             ids, torch.Generator().manual_seed(3))
         theirs = reference("kim_cnn").augment(ids, {"word_crop": crop, "word_dropout": drop},
                                               torch.Generator().manual_seed(3))
@@ -135,7 +143,7 @@ def test_text_reference_augments_like_cnncli():
 
 
 def test_text_reference_tokenizes_like_cnncli():
-    from cnncli.tokenize import tokenize
+    from cnncli.modalities.text.tokenize import tokenize
 
     clean_words = reference("kim_cnn").clean_words
     for sentence in ["It's a GREAT film, isn't it?!", "l'été (à Paris) -- c'était_bien", "we'll see ... `ok'"]:
@@ -153,7 +161,7 @@ def test_fsdd_reference_splits_like_cnncli(tmp_path, pattern):
             for index in range(12):
                 (tmp_path / f"{digit}_{speaker}_{index}.wav").touch()
     overrides = [f"data.root={tmp_path}"] + ([f"data.split.test_pattern={pattern}"] if pattern else [])
-    ours = load_splits(load_config(REPO / "recipes" / "fsdd.yaml", overrides), AudioModality.extensions)
+    ours = load_splits(load_config(REPO / "recipes" / "fsdd.yaml", overrides), AudioModality)
     module = reference("fsdd")
     theirs = module.list_recordings(tmp_path, pattern or module.STANDARD_TEST)
     for our_part, their_part in zip((ours.train, ours.val, ours.test), theirs):
@@ -175,7 +183,7 @@ def test_text_reference_splits_and_deals_folds_like_cnncli(tmp_path, task):
     for name, size in (("train", 60), ("dev", 20), ("test", 10)):
         (tmp_path / "sst2" / f"stsa.binary.{name}").write_text("".join(f"{i % 2} {name} {i}\n" for i in range(size)))
     config = load_config(REPO / "recipes" / f"{task}.yaml", [f"data.root={tmp_path / task}"])
-    ours = load_splits(config, TextModality.extensions)
+    ours = load_splits(config, TextModality)
     module = reference("kim_cnn")
     settings = module.TASKS[task]
     theirs = module.load_task(task, settings.get("rotate", False), tmp_path)
@@ -201,7 +209,7 @@ def test_text_reference_backpropagates_like_cnncli():
     config = load_config(REPO / "recipes" / "mr.yaml")
     settings = reference("kim_cnn").TASKS["mr"]
     torch.manual_seed(0)
-    ours = build_network(config.model.blocks, TokenEmbedding(50, settings["dimension"], "rand"), (56,), 2)
+    ours = kim_network(config.model.blocks, TokenEmbedding(50, settings["dimension"], "rand"), 56)
     torch.manual_seed(0)
     theirs = reference("kim_cnn").KimCNN(50, 2, settings["dimension"], settings["input_dropout"], settings["pad"])
     with torch.no_grad():  # positive biases: all-padding windows tie at the top of max over time

@@ -27,8 +27,14 @@ def test_wrong_type_names_the_key(tmp_path):
 
 
 def test_literal_choices_are_listed(tmp_path):
+    path = write(tmp_path, MINIMAL + "data:\n  image: {color: sepia}\n")
+    with pytest.raises(CnncliError, match="data.image.color: expected one of grayscale, rgb"):
+        load_config(path)
+
+
+def test_registered_names_are_listed(tmp_path):
     path = write(tmp_path, MINIMAL + "train:\n  optimizer: adagrad\n")
-    with pytest.raises(CnncliError, match="train.optimizer: expected one of adam, adamw, sgd"):
+    with pytest.raises(CnncliError, match=r"train.optimizer: unknown optimizer 'adagrad' \(known: adam, adamw, sgd\)"):
         load_config(path)
 
 

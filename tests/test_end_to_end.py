@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO, SAMPLE_IMAGES
 from typer.testing import CliRunner
 
 from cnncli.bundle import load_bundle, read_info
@@ -13,7 +14,6 @@ from cnncli.cli import app
 from cnncli.engine import predict_probabilities
 from cnncli.modalities.image import ImageModality
 from cnncli.predict import expand_paths
-from conftest import REPO, SAMPLE_IMAGES
 
 runner = CliRunner()
 

@@ -5,7 +5,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from cnncli.config import Config, TrainConfig, load_config
-from cnncli.engine import TensorData, fit
+from cnncli.engine import fit
 from cnncli.optim import lr_factor
 from cnncli.train import prepare
 

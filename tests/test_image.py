@@ -3,10 +3,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cnncli.config import AugmentConfig, ImageOptions
 from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
-from cnncli.modalities.image import ImageModality
+from cnncli.modalities.image import ImageAugment, ImageModality, ImageOptions
 
 
 def save(path, array, **kwargs):
@@ -55,6 +54,6 @@ def test_augmentation_moves_pixels_only_when_asked():
     generator = torch.Generator().manual_seed(0)
     still = ImageModality(ImageOptions(size=[16, 16])).augment(batch, generator)
     assert torch.equal(still, batch)
-    moved = ImageModality(ImageOptions(size=[16, 16]), AugmentConfig(shift=0.25, rotate=20)).augment(batch, generator)
+    moved = ImageModality(ImageOptions(size=[16, 16]), ImageAugment(shift=0.25, rotate=20)).augment(batch, generator)
     assert moved.shape == batch.shape and not torch.allclose(moved, batch.float())
     assert not torch.allclose(moved[0], moved[1])  # each image gets its own transform

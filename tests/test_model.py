@@ -7,10 +7,10 @@ import torch
 
 from cnncli.config import load_config
 from cnncli.errors import CnncliError
-from cnncli.inspection import layer_table
-from cnncli.model import build_network
+from cnncli.layers import layer_table
 from cnncli.modalities.image import Normalize
-from cnncli.modalities.text import TokenEmbedding
+from cnncli.modalities.text import TextModality, TextOptions, TokenEmbedding
+from cnncli.model import build_network
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -97,7 +97,9 @@ KIM = [{"parallel": [[{"conv": {"channels": 8, "kernel": [w, "full"]}}, {"pool":
 
 
 def text_network(blocks, length=30):
-    return build_network(blocks, TokenEmbedding(40, 6, "rand"), (length,), 3)
+    network = build_network(blocks, TokenEmbedding(40, 6, "rand"), (length,), 3, torch.long)
+    network.trims_batches = TextModality(TextOptions()).adapt_stem(network.stem, network.backbone)
+    return network
 
 
 def test_text_training_batches_keep_as_many_padding_rows_as_the_widest_filter_needs():

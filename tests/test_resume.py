@@ -6,12 +6,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cnncli.bundle import load_bundle, read_info
+from cnncli.bundle import load_bundle, read_info, read_resume_state
 from cnncli.cli import app
 from cnncli.config import load_config
 from cnncli.errors import CnncliError
 from cnncli.progress import Progress
-from cnncli.train import read_resume_state, train
+from cnncli.train import train
 
 
 class Crash(Exception):

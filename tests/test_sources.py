@@ -2,18 +2,19 @@ import json
 
 import numpy as np
 import pytest
+from conftest import write_idx
 
 from cnncli.config import DataConfig, SplitConfig, load_config
 from cnncli.data.sample import Sample
 from cnncli.data.sources import read_lines, read_source, read_sources
 from cnncli.data.split import load_splits, split_test, stratified_fraction
 from cnncli.errors import CnncliError
-from cnncli.modalities.image import IMAGE_EXTENSIONS
-from conftest import write_idx
+from cnncli.modalities.audio import AudioModality
+from cnncli.modalities.image import ImageModality
 
 
 def test_class_folders_label_by_folder_name(tiny_image_folder):
-    samples = read_source(tiny_image_folder, DataConfig(), IMAGE_EXTENSIONS)
+    samples = read_source(tiny_image_folder, DataConfig(), ImageModality)
     assert len(samples) == 24
     assert {s.label for s in samples} == {"left", "right"}
     assert samples[0].locator.endswith("left/left00.png")
@@ -22,14 +23,14 @@ def test_class_folders_label_by_folder_name(tiny_image_folder):
 def test_files_labelled_by_regex(tmp_path):
     for name in ("7_jackson_0.wav", "3_theo_12.wav", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
-    samples = read_source(tmp_path, DataConfig(label_regex=r"^(\d)_"), (".wav",))
+    samples = read_source(tmp_path, DataConfig(label_regex=r"^(\d)_"), AudioModality)
     assert [(s.label, s.locator.rsplit("/", 1)[1]) for s in samples] == [("3", "3_theo_12.wav"), ("7", "7_jackson_0.wav")]
 
 
 def test_regex_that_does_not_match_names_the_file(tmp_path):
     (tmp_path / "recording.wav").write_bytes(b"x")
     with pytest.raises(CnncliError, match="recording.wav: data.label_regex"):
-        read_source(tmp_path, DataConfig(label_regex=r"^(\d)_"), (".wav",))
+        read_source(tmp_path, DataConfig(label_regex=r"^(\d)_"), AudioModality)
 
 
 @pytest.mark.parametrize("suffix, delimiter", [(".csv", ","), (".tsv", "\t")])
@@ -37,7 +38,7 @@ def test_table_manifest_paths_are_relative_to_it(tmp_path, suffix, delimiter):
     (tmp_path / "pics").mkdir()
     manifest = tmp_path / f"list{suffix}"
     manifest.write_text(f"file{delimiter}kind\npics/a.png{delimiter}cat\npics/b.png{delimiter}dog\n")
-    samples = read_source(manifest, DataConfig(path_column="file", label_column="kind"), IMAGE_EXTENSIONS)
+    samples = read_source(manifest, DataConfig(path_column="file", label_column="kind"), ImageModality)
     assert [(s.locator, s.label) for s in samples] == [(str(tmp_path / "pics/a.png"), "cat"),
                                                        (str(tmp_path / "pics/b.png"), "dog")]
 
@@ -45,7 +46,7 @@ def test_table_manifest_paths_are_relative_to_it(tmp_path, suffix, delimiter):
 def test_jsonl_manifest(tmp_path):
     manifest = tmp_path / "list.jsonl"
     manifest.write_text(json.dumps({"path": "x.png", "label": 3}) + "\n\n" + json.dumps({"path": "y.png", "label": 4}) + "\n")
-    samples = read_source(manifest, DataConfig(), IMAGE_EXTENSIONS)
+    samples = read_source(manifest, DataConfig(), ImageModality)
     assert [s.label for s in samples] == ["3", "4"]
 
 
@@ -53,7 +54,7 @@ def test_manifest_missing_column_names_file_and_key(tmp_path):
     manifest = tmp_path / "list.csv"
     manifest.write_text("path,label\nx.png,1\n")
     with pytest.raises(CnncliError, match=r"list\.csv: no column 'category' .* set data\.label_column"):
-        read_source(manifest, DataConfig(label_column="category"), IMAGE_EXTENSIONS)
+        read_source(manifest, DataConfig(label_column="category"), ImageModality)
 
 
 @pytest.mark.parametrize("compress", [True, False])
@@ -62,7 +63,7 @@ def test_idx_images_with_their_labels(tmp_path, compress):
     images = np.arange(3 * 4 * 5, dtype=np.uint8).reshape(3, 4, 5)
     write_idx(tmp_path / f"train-images-idx3-ubyte{suffix}", images, compress)
     write_idx(tmp_path / f"train-labels-idx1-ubyte{suffix}", np.array([7, 0, 7], dtype=np.uint8), compress)
-    samples = read_source(tmp_path / f"train-images-idx3-ubyte{suffix}", DataConfig(), IMAGE_EXTENSIONS)
+    samples = read_source(tmp_path / f"train-images-idx3-ubyte{suffix}", DataConfig(), ImageModality)
     assert [s.label for s in samples] == ["7", "0", "7"]
     assert samples[1].content.tolist() == images[1].tolist()
     assert samples[2].position == 2
@@ -72,7 +73,7 @@ def test_truncated_idx_is_reported(tmp_path):
     path = write_idx(tmp_path / "t-images-idx3-ubyte", np.zeros((2, 3, 3), dtype=np.uint8), compress=False)
     path.write_bytes(path.read_bytes()[:-4])
     with pytest.raises(CnncliError, match="truncated idx file"):
-        read_source(path, DataConfig(), IMAGE_EXTENSIONS)
+        read_source(path, DataConfig(), ImageModality)
 
 
 def test_text_that_is_not_utf8_names_file_line_and_byte(tmp_path):
@@ -85,7 +86,7 @@ def test_text_that_is_not_utf8_names_file_line_and_byte(tmp_path):
 
 def test_missing_source_names_the_path(tmp_path):
     with pytest.raises(CnncliError, match="nothing-here: no such file or folder"):
-        read_sources("nothing-here", DataConfig(root=str(tmp_path)), IMAGE_EXTENSIONS)
+        read_sources("nothing-here", DataConfig(root=str(tmp_path)), ImageModality)
 
 
 def samples(count, labels=("a", "b")):
@@ -123,7 +124,7 @@ def test_splits_are_recorded(tiny_image_folder, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"data: {{root: {tiny_image_folder}, split: {{test_fraction: 0.25, val_fraction: 0.2}}}}\n"
                       "model: {blocks: [flatten]}\n")
-    splits = load_splits(load_config(recipe), IMAGE_EXTENSIONS)
+    splits = load_splits(load_config(recipe), ImageModality)
     assert splits.record["counts"] == {"train": 14, "val": 4, "test": 6}
     assert splits.labels == ["left", "right"]
     assert not {s.locator for s in splits.test} & {s.locator for s in splits.train + splits.val}

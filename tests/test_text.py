@@ -3,8 +3,8 @@
 import io
 import json
 import os
-import subprocess
 import struct
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,25 +12,25 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 
 from cnncli.bundle import load_bundle, read_info
-from cnncli.config import AugmentConfig, DataConfig, TextOptions, load_config
+from cnncli.config import DataConfig, load_config
 from cnncli.data.sample import Sample
 from cnncli.data.sources import read_source
 from cnncli.data.split import load_splits
 from cnncli.errors import CnncliError
 from cnncli.evaluate import evaluate
 from cnncli.inspection import explain_input
-from cnncli.model import build_network
-from cnncli.modalities.text import TEXT_EXTENSIONS, TextModality
+from cnncli.modalities.text import TextAugment, TextModality, TextOptions
+from cnncli.modalities.text.saliency import token_saliency
+from cnncli.modalities.text.subwords import MAX_PER_TOKEN, char_ngrams, subword_ids
+from cnncli.modalities.text.tokenize import tokenize
+from cnncli.modalities.text.vectors import detect_format, load_vectors
+from cnncli.modalities.text.vocabulary import PAD_ID, UNK_ID, Vocabulary
+from cnncli.model import network_for
 from cnncli.predict import predict
-from cnncli.subwords import MAX_PER_TOKEN, char_ngrams, subword_ids
-from cnncli.text_saliency import token_saliency
-from cnncli.tokenize import tokenize
 from cnncli.train import train
-from cnncli.vocabulary import PAD_ID, UNK_ID, Vocabulary
-from cnncli.word_vectors import detect_format, load_vectors
-from conftest import REPO
 
 KIM_BLOCKS = [
     {"parallel": [[{"conv": {"channels": 4, "kernel": [k, "full"]}}, {"pool": {"type": "max", "size": "global"}}]
@@ -60,14 +60,14 @@ def fitted(sentences, **options) -> TextModality:
 ])
 def test_manifests_with_a_text_column_hold_the_sentences(tmp_path, name, body):
     (tmp_path / name).write_text(body, encoding="utf-8")
-    samples = read_source(tmp_path / name, text_data(), TEXT_EXTENSIONS)
+    samples = read_source(tmp_path / name, text_data(), TextModality)
     assert [(s.label, s.content) for s in samples] == [("pos", "a fine, warm film"), ("neg", "dull")]
 
 
 def test_one_file_per_class_takes_the_label_from_the_name_and_counts_positions(tmp_path):
     (tmp_path / "rt-polarity.pos").write_bytes("a charming caf\xe9 comedy\n\nwarm\n".encode("latin-1"))
     data = text_data(label_regex=r"\.(pos|neg)$", encoding="latin-1")
-    samples = read_source(tmp_path / "rt-polarity.pos", data, TEXT_EXTENSIONS)
+    samples = read_source(tmp_path / "rt-polarity.pos", data, TextModality)
     assert [(s.label, s.content, s.position) for s in samples] == [("pos", "a charming café comedy", 0),
                                                                   ("pos", "warm", 1)]
     assert samples[1].locator.endswith("rt-polarity.pos:2")
@@ -80,14 +80,14 @@ def test_mr_split_every_tenth_line_of_each_file_is_test(tmp_path):
                                    "train": ["rt-polarity.pos", "rt-polarity.neg"], "label_regex": r"\.(pos|neg)$",
                                    "split": {"test_every": 10, "val_fraction": 0.1}},
                           "model": {"blocks": KIM_BLOCKS}})
-    splits = load_splits(config, TEXT_EXTENSIONS)
+    splits = load_splits(config, TextModality)
     assert sorted(s.content for s in splits.test) == ["neg line 0", "neg line 10", "pos line 0", "pos line 10"]
     assert len(splits.train) + len(splits.val) == 36 and len(splits.val) == 4
 
 
 def test_label_first_lines_are_split_at_the_first_space(tmp_path):
     (tmp_path / "stsa.binary.dev").write_text("1 a stirring , funny film\n0 dull\n", encoding="utf-8")
-    samples = read_source(tmp_path / "stsa.binary.dev", text_data(format="labelled_lines"), TEXT_EXTENSIONS)
+    samples = read_source(tmp_path / "stsa.binary.dev", text_data(format="labelled_lines"), TextModality)
     assert [(s.label, s.content) for s in samples] == [("1", "a stirring , funny film"), ("0", "dull")]
 
 
@@ -95,7 +95,7 @@ def test_folder_per_class_reads_each_file_with_the_recipe_encoding(tmp_path):
     for label, text in (("pos", "un caf\xe9 charmant\nsuperbe"), ("neg", "ennuyeux")):
         (tmp_path / label).mkdir()
         (tmp_path / label / "review.txt").write_bytes(text.encode("latin-1"))
-    samples = read_source(tmp_path, text_data(), TEXT_EXTENSIONS)
+    samples = read_source(tmp_path, text_data(), TextModality)
     assert [(s.label, s.content) for s in samples] == [("neg", None), ("pos", None)]
     modality = TextModality(TextOptions(), encoding="latin-1")
     modality.fit(samples)
@@ -108,7 +108,7 @@ def test_bytes_the_encoding_cannot_read_are_one_line_naming_file_line_and_byte(t
     path = tmp_path / "rt-polarity.neg"
     path.write_bytes(b"fine\nstill fine\na clich\xe9d plot\n")
     with pytest.raises(CnncliError) as caught:
-        read_source(path, text_data(label_regex=r"\.(pos|neg)$"), TEXT_EXTENSIONS)
+        read_source(path, text_data(label_regex=r"\.(pos|neg)$"), TextModality)
     message = str(caught.value)
     assert f"{path}:3" in message and "0xe9" in message and "data.encoding=latin-1" in message
     assert "\n" not in message
@@ -199,7 +199,7 @@ def test_embedding_modes_build_and_train_a_step(tmp_path, mode):
     samples = [Sample(f"s{i}", label, text) for i, (label, text) in
                enumerate([("1", "a good film"), ("0", "a bad film"), ("1", "good good plot"), ("0", "bad plot")])]
     modality.fit(samples)
-    network = build_network(KIM_BLOCKS, modality.build_stem(), modality.input_shape, 2)
+    network = network_for(modality, KIM_BLOCKS, 2)
     inputs = modality.encode_many(samples).tensor
     pictures = network.stem(inputs)
     assert inputs.dtype == torch.long and pictures.shape == (4, 2 if mode == "multichannel" else 1, 6, 4)
@@ -239,7 +239,7 @@ def test_static_bundle_predicts_without_the_vectors_file(tmp_path):
 
 
 def test_word_dropout_replaces_a_share_of_real_tokens_with_unk_and_never_padding():
-    modality = TextModality(TextOptions(), augment=AugmentConfig(word_dropout=0.5))
+    modality = TextModality(TextOptions(), augment=TextAugment(word_dropout=0.5))
     batch = torch.cat([torch.randint(2, 50, (64, 20)), torch.zeros(64, 10, dtype=torch.long)], dim=1)
     first = modality.augment(batch, torch.Generator().manual_seed(1))
     again = modality.augment(batch, torch.Generator().manual_seed(1))
@@ -251,7 +251,7 @@ def test_word_dropout_replaces_a_share_of_real_tokens_with_unk_and_never_padding
 
 
 def test_word_crop_keeps_a_contiguous_span_of_each_sentence_at_the_front():
-    modality = TextModality(TextOptions(), augment=AugmentConfig(word_crop=0.5))
+    modality = TextModality(TextOptions(), augment=TextAugment(word_crop=0.5))
     batch = torch.zeros(200, 12, dtype=torch.long)
     batch[:, :10] = torch.arange(2, 12)
     cropped = modality.augment(batch, torch.Generator().manual_seed(0))
@@ -274,7 +274,7 @@ def test_character_ngrams_mark_the_word_ends():
 
 def test_subword_ids_are_the_same_in_every_process():
     """Python's own str hash changes per process; a bundle's n-gram rows must not."""
-    code = "from cnncli.subwords import subword_ids; print(subword_ids('overshadowed', [3, 5], 1000, 10))"
+    code = "from cnncli.modalities.text.subwords import subword_ids; print(subword_ids('overshadowed', [3, 5], 1000, 10))"
     outputs = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed},
                               capture_output=True, text=True, check=True).stdout for seed in ("1", "2")}
     assert len(outputs) == 1
@@ -297,7 +297,7 @@ def test_subword_rows_train_and_the_static_channel_keeps_the_file_vectors(tmp_pa
     vectors = write_word2vec_text(tmp_path / "vectors.txt")
     modality = fitted(["a good film", "a bad film"], max_length=6, embedding_dim=4, embeddings="multichannel",
                       vectors=str(vectors), subword_buckets=50)
-    network = build_network(KIM_BLOCKS, modality.build_stem(), modality.input_shape, 2)
+    network = network_for(modality, KIM_BLOCKS, 2)
     inputs = torch.stack([modality.encode(Sample(t, content=t)) for t in ("a good film", "a bad film")])
     assert network.stem(inputs)[0, 0, 1].tolist() == VECTORS["good"]
     torch.nn.functional.cross_entropy(network(inputs), torch.tensor([1, 0])).backward()
@@ -306,7 +306,7 @@ def test_subword_rows_train_and_the_static_channel_keeps_the_file_vectors(tmp_pa
 
 
 def test_word_crop_and_dropout_move_and_hide_each_token_with_its_ngrams():
-    modality = TextModality(TextOptions(), augment=AugmentConfig(word_crop=0.5, word_dropout=0.3))
+    modality = TextModality(TextOptions(), augment=TextAugment(word_crop=0.5, word_dropout=0.3))
     batch = torch.zeros(100, 12, 4, dtype=torch.long)
     batch[:, :10, 0] = torch.arange(2, 12)
     batch[:, :10, 1:] = 100 + 10 * batch[:, :10, :1] + torch.arange(3)  # each word's own n-gram ids
@@ -359,10 +359,11 @@ def test_undecodable_predict_file_becomes_one_error_row_naming_the_byte(tmp_path
 def test_token_saliency_scores_each_token_and_draw_writes_a_png(tmp_path):
     torch.manual_seed(0)
     modality = fitted(["a good film", "a bad film"], max_length=8, embedding_dim=6)
-    network = build_network(KIM_BLOCKS, modality.build_stem(), modality.input_shape, 2)
-    scores = token_saliency(network, modality, "A good, unseen film")
-    assert [token for token, _ in scores] == ["a", "good", ",", "unseen", "film"]
-    assert all(np.isfinite(score) for _, score in scores) and any(score != 0 for _, score in scores)
+    network = network_for(modality, KIM_BLOCKS, 2)
+    scores = token_saliency(network, modality.encode(Sample("x", content="A good, unseen film")))
+    assert len(scores) == 8 and all(np.isfinite(score) for score in scores) and any(score != 0 for score in scores)
+    assert [row["token"] for row in modality.explain(network, Sample("x", content="A good, unseen film"))] == [
+        "a", "good", ",", "unseen", "film"]
     rows = modality.explain(network, Sample("x", content="a good film"))
     assert [(row["token"], row["known"]) for row in rows] == [("a", True), ("good", True), ("film", True)]
     modality.draw(Sample("x", content="a good film"), tmp_path / "input.png", network)
@@ -374,7 +375,7 @@ def test_token_saliency_scores_each_token_and_draw_writes_a_png(tmp_path):
 def test_inspect_input_draws_the_sentence_with_its_saliency_bars(tmp_path):
     torch.manual_seed(0)
     modality = fitted(["a good film", "a bad film"], max_length=8, embedding_dim=6)
-    network = build_network(KIM_BLOCKS, modality.build_stem(), modality.input_shape, 2)
+    network = network_for(modality, KIM_BLOCKS, 2)
     bundle = SimpleNamespace(modality=modality, network=network, labels=["neg", "pos"])
     result = explain_input(bundle, "a good film", tmp_path / "explained")
     modality.draw(Sample("x", content="a good film"), tmp_path / "plain.png")

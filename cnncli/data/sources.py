@@ -19,8 +19,13 @@ import gzip
 import json
 import re
 import struct
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
 
 from cnncli.config import DataConfig
 from cnncli.data.sample import Sample
@@ -30,11 +35,13 @@ MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
 IDX_PATTERN = re.compile(r"idx\d-ubyte(\.gz)?$")
 
 
-def read_sources(paths: str | Sequence[str], data: DataConfig, extensions: Sequence[str]) -> list[Sample]:
-    """Samples from one or more recipe paths (relative to data.root; globs allowed)."""
+def read_sources(paths: str | Sequence[str], data: DataConfig, modality: Any) -> list[Sample]:
+    """Samples from one or more recipe paths (relative to data.root; globs allowed) for a modality
+    (its class or an instance): its `extensions` are the files folders are searched for, and
+    with `text_samples` a text file or manifest column may hold the samples themselves."""
     samples: list[Sample] = []
     for path in resolve_paths(paths, data.root):
-        samples.extend(read_source(path, data, extensions))
+        samples.extend(read_source(path, data, modality))
     return samples
 
 
@@ -55,15 +62,16 @@ def resolve_paths(paths: str | Sequence[str], root: str) -> list[Path]:
     return resolved
 
 
-def read_source(path: Path, data: DataConfig, extensions: Sequence[str]) -> list[Sample]:
+def read_source(path: Path, data: DataConfig, modality: Any) -> list[Sample]:
     """Samples from one existing path, in the format the recipe names or the path suggests."""
-    kind = detect_format(path, data)
+    extensions = modality.extensions
+    kind = detect_format(path, data, modality.text_samples)
     if kind == "folder":
         return read_class_folders(path, extensions)
     if kind == "files":
         return read_labelled_files(path, extensions, _label_regex(data))
     if kind == "manifest":
-        return read_manifest(path, data)
+        return read_manifest(path, data, modality.text_samples)
     if kind == "idx":
         return read_idx(path)
     if kind == "lines":
@@ -74,7 +82,7 @@ def read_source(path: Path, data: DataConfig, extensions: Sequence[str]) -> list
     raise AssertionError(kind)
 
 
-def detect_format(path: Path, data: DataConfig) -> str:
+def detect_format(path: Path, data: DataConfig, text_samples: bool = False) -> str:
     if data.format != "auto":
         return data.format
     if path.is_dir():
@@ -83,7 +91,7 @@ def detect_format(path: Path, data: DataConfig) -> str:
         return "manifest"
     if IDX_PATTERN.search(path.name):
         return "idx"
-    if data.modality == "text":
+    if text_samples:
         return "lines"
     raise CnncliError(
         f"{path}: cannot tell the data format; use a folder, a .csv/.tsv/.jsonl manifest or an idx file,"
@@ -108,6 +116,25 @@ def label_from_name(name: str, pattern: re.Pattern) -> str:
     if not match:
         raise CnncliError(f"{name}: data.label_regex {pattern.pattern!r} does not match this file name")
     return match.group(1)
+
+
+def expand_paths(arguments: Iterable[str], extensions: tuple[str, ...]) -> Iterator[Sample]:
+    """Paths, folders (recursively, sorted) and globs -> samples; '-' reads paths from stdin.
+
+    A path that does not exist still yields a sample, so that it gets a row with its error.
+    """
+    for argument in arguments:
+        if argument == "-":
+            yield from expand_paths((line.strip() for line in sys.stdin if line.strip()), extensions)
+        elif Path(argument).is_dir():
+            yield from (Sample(str(path)) for path in list_files(Path(argument), extensions))
+        elif glob.has_magic(argument):
+            matches = sorted(glob.glob(argument, recursive=True))
+            if not matches:
+                yield Sample(argument)
+            yield from (Sample(match) for match in matches if Path(match).is_file())
+        else:
+            yield Sample(argument)
 
 
 def list_files(folder: Path, extensions: Sequence[str]) -> Iterator[Path]:
@@ -136,18 +163,18 @@ def read_labelled_files(root: Path, extensions: Sequence[str], pattern: re.Patte
     return [Sample(str(path), label_from_name(path.name, pattern), None, n) for n, path in enumerate(files)]
 
 
-def read_manifest(path: Path, data: DataConfig) -> list[Sample]:
+def read_manifest(path: Path, data: DataConfig, text_samples: bool = False) -> list[Sample]:
     """A CSV/TSV/JSONL table: text rows (text column present) or file rows (path column)."""
     rows = list(_manifest_rows(path, data.encoding))
     if not rows:
         raise CnncliError(f"{path}: the manifest has no rows")
     columns = set(rows[0][1])
-    text_mode = data.modality == "text" and data.text_column in columns
+    text_mode = text_samples and data.text_column in columns
     content_column = data.text_column if text_mode else data.path_column
     for column in (content_column, data.label_column):
         if column not in columns:
             key = "data.label_column" if column == data.label_column else (
-                "data.text_column" if data.modality == "text" else "data.path_column")
+                "data.text_column" if text_samples else "data.path_column")
             raise CnncliError(
                 f"{path}: no column {column!r} (columns: {', '.join(sorted(columns))}); set {key}"
             )
@@ -235,9 +262,6 @@ _IDX_TYPES = {0x08: ("uint8", 1), 0x09: ("int8", 1), 0x0B: (">i2", 2), 0x0C: (">
 
 def read_idx_array(path: Path):
     """An idx file (optionally gzipped) as a torch tensor."""
-    import numpy as np
-    import torch
-
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as handle:

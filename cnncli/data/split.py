@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
+from typing import Any
 
 from cnncli.config import Config
 from cnncli.data.sample import Sample
@@ -32,25 +33,26 @@ class Splits:
     folds: list[int] | None = None  # with train.rotate_val: the validation fold of each training sample
 
 
-def load_splits(config: Config, extensions: Sequence[str]) -> Splits:
-    """Read the recipe's sources and split them; labels are those of the training part."""
+def load_splits(config: Config, modality: Any) -> Splits:
+    """Read the recipe's sources for `modality` (its class or an instance; see read_sources) and
+    split them; labels are those of the training part."""
     data, rule = config.data, config.data.split
-    pool = read_sources(data.train, data, extensions)
+    pool = read_sources(data.train, data, modality)
     if data.test is not None:
-        rest, test = pool, read_sources(data.test, data, extensions)
+        rest, test = pool, read_sources(data.test, data, modality)
         test_rule = f"source {data.test}"
     else:
         rest, test, test_rule = split_test(pool, rule)
     folds = None
     if config.train.rotate_val:
-        train, val = rest + (read_sources(data.val, data, extensions) if data.val is not None else []), []
+        train, val = rest + (read_sources(data.val, data, modality) if data.val is not None else []), []
         count = fold_count(rule.val_fraction)
         folds = stratified_folds(train, count, rule.seed + 1)
         val_rule = (f"rotating: ensemble member i validates on fold i % {count} of {count} seeded stratified folds "
                     f"of the training part{' (with ' + str(data.val) + ')' if data.val is not None else ''} "
                     f"and trains on the others (seed {rule.seed})")
     elif data.val is not None:
-        train, val = rest, read_sources(data.val, data, extensions)
+        train, val = rest, read_sources(data.val, data, modality)
         val_rule = f"source {data.val}"
     else:
         train, val = stratified_fraction(rest, rule.val_fraction, rule.seed + 1)

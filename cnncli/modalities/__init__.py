@@ -1,30 +1,23 @@
-"""Modality registry: a recipe's `data.modality` name -> the class that preprocesses it.
+"""Modalities: a recipe's `data.modality` name -> the Modality class that preprocesses it.
 
-Adding a modality is one new module and one line here. Modules are imported on first use so
-that `cnncli --help` stays light.
+Everything modality-specific lives below this package; the core names no modality. Adding one is
+a module with a Modality subclass (cnncli.modalities.base) and one `MODALITIES.register` line,
+here or in the user's own code. Modules are imported on first use so that `cnncli --help` stays
+light.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING
+from typing import Any
 
-from cnncli.errors import CnncliError
+from cnncli.registry import Registry
 
-if TYPE_CHECKING:
-    from cnncli.modalities.base import Modality
-
-REGISTRY = {
-    "image": "cnncli.modalities.image:ImageModality",
-    "audio": "cnncli.modalities.audio:AudioModality",
-    "text": "cnncli.modalities.text:TextModality",
-}
+MODALITIES = Registry("modality", "data.modality")
+MODALITIES.register("image", "cnncli.modalities.image:ImageModality")
+MODALITIES.register("audio", "cnncli.modalities.audio:AudioModality")
+MODALITIES.register("text", "cnncli.modalities.text:TextModality")
 
 
-def modality_class(name: str) -> type["Modality"]:
-    """The Modality subclass registered under `name`."""
-    try:
-        module_name, class_name = REGISTRY[name].split(":")
-    except KeyError:
-        raise CnncliError(f"data.modality: unknown modality {name!r} (known: {', '.join(REGISTRY)})") from None
-    return getattr(importlib.import_module(module_name), class_name)
+def modality_class(name: str) -> Any:
+    """The Modality subclass registered under `name` (an unknown name lists the known ones)."""
+    return MODALITIES.get(name)

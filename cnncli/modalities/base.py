@@ -1,8 +1,8 @@
-"""The small interface every modality implements; everything after the stem is shared.
+"""The interface every modality implements; everything after the stem is shared.
 
 Life of a modality object:
 
-    modality = Modality(config)            # options from the recipe (data.<modality>, augment)
+    modality = Modality.from_config(config) # options from the recipe (data.<name>, its augment keys)
     modality.fit(train_samples)            # learn from raw training samples (a vocabulary)
     x = modality.encode_many(samples)      # deterministic, cacheable: samples -> fixed-shape tensor
     modality.fit_encoded(x_train)          # learn statistics of encoded data (normalisation)
@@ -11,24 +11,25 @@ Life of a modality object:
     state = modality.state_dict()          # JSON-able; Modality.from_state(state) rebuilds it
 
 So prediction applies exactly the preprocessing that training used: the bundle stores `state`.
+Every capability the core uses is declared here with a default, so a new modality overrides
+what it has and inherits a clear answer for what it lacks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
 
 from cnncli.data.sample import Sample
+from cnncli.data.sources import expand_paths
 from cnncli.errors import CnncliError
-
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
-
-    from cnncli.config import Config
 
 
 @dataclass
@@ -36,15 +37,22 @@ class Encoded:
     """Encoded samples: one tensor for those that worked, and an error per sample that did not.
 
     `index[i]` is the position in the input sequence of row i of `tensor`; `failures` maps an
-    input position to its error message (which names the file).
+    input position to its error message (which names the file); `notes` are warnings about the
+    work as a whole (a cache that could not be written), for the caller to show once.
     """
 
-    tensor: "torch.Tensor"
+    tensor: torch.Tensor
     index: list[int]
     failures: dict[int, str]
+    notes: list[str] = field(default_factory=list)
 
 
 ProgressCallback = Callable[[int], None]  # called with the number of samples just finished
+
+
+@dataclass
+class NoOptions:
+    """The options section of a modality that has none."""
 
 
 class Modality(ABC):
@@ -53,12 +61,24 @@ class Modality(ABC):
     name: ClassVar[str]
     # File suffixes (lower case, with dot) that folder and glob discovery pick up for this modality.
     extensions: ClassVar[tuple[str, ...]]
-    # Keys of the `augment` recipe section this modality uses; setting another one is an error.
-    augment_keys: ClassVar[tuple[str, ...]] = ()
+    # The dataclass of this modality's `data.<name>` recipe section, and of its `augment` keys.
+    options_type: ClassVar[type] = NoOptions
+    augment_type: ClassVar[type] = NoOptions
+    # Keys of `data.<name>` that change only where or how fast the work runs (a cache folder), so
+    # a resumed run may change them.
+    run_options: ClassVar[tuple[str, ...]] = ()
+    # Whether a sample may be a line of text itself (a sentence) rather than a file to read.
+    text_samples: ClassVar[bool] = False
+    # The backbone `cnncli train DATA_FOLDER` uses (None: the small CNN of cnncli.recipes), and
+    # the `data.<name>` options it sets there.
+    default_blocks: ClassVar[list | None] = None
+    default_options: ClassVar[dict] = {}
+
+    # -- building --------------------------------------------------------------------------------
 
     @classmethod
     @abstractmethod
-    def from_config(cls, config: "Config") -> "Modality":
+    def from_config(cls, config: Any) -> "Modality":
         """Build an unfitted modality from a resolved recipe."""
 
     @classmethod
@@ -70,11 +90,37 @@ class Modality(ABC):
     def state_dict(self) -> dict[str, Any]:
         """Everything prediction needs (options and fitted state), as JSON-able data."""
 
+    @classmethod
+    def check_options(cls, options: Any) -> list[tuple[str, str]]:
+        """(key, what is wrong) for each value of the `data.<name>` section out of its range, checked
+        when a recipe is read. Default: the types say it all."""
+        return []
+
+    @classmethod
+    def options_from(cls, config: Any) -> Any:
+        """A copy of this modality's `data.<name>` section of a resolved recipe."""
+        return dataclasses.replace(getattr(config.data, cls.name))
+
+    @classmethod
+    def augment_from(cls, config: Any) -> Any:
+        """This modality's augment settings from a recipe; another modality's key set away from
+        its default is an error, so that a typo or a misplaced setting is never silently ignored."""
+        own = {item.name for item in dataclasses.fields(cls.augment_type)}
+        section = config.augment
+        for item in dataclasses.fields(section):
+            default = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
+            if item.name not in own and getattr(section, item.name) != default:
+                usable = ", ".join(sorted(own)) or "none"
+                raise CnncliError(f"augment.{item.name}: does not apply to {cls.name} data (usable: {usable})")
+        return cls.augment_type(**{name: getattr(section, name) for name in own})
+
+    # -- fitting and encoding --------------------------------------------------------------------
+
     def fit(self, samples: Sequence[Sample]) -> None:
         """Learn from raw training samples before encoding (e.g. a vocabulary). Default: nothing."""
 
     @abstractmethod
-    def encode(self, sample: Sample) -> "torch.Tensor":
+    def encode(self, sample: Sample) -> torch.Tensor:
         """Decode one sample into its fixed-shape tensor; raise CnncliError naming its locator."""
 
     def encode_many(self, samples: Sequence[Sample], progress: ProgressCallback | None = None) -> Encoded:
@@ -82,8 +128,6 @@ class Modality(ABC):
 
         Modalities with a faster batched path (audio features, a cache) override this.
         """
-        import torch
-
         tensors, index, failures = [], [], {}
         for position, sample in enumerate(samples):
             try:
@@ -93,13 +137,13 @@ class Modality(ABC):
                 failures[position] = str(error)
             if progress:
                 progress(1)
-        stacked = torch.stack(tensors) if tensors else torch.empty((0, *self.input_shape))
+        stacked = torch.stack(tensors) if tensors else torch.empty((0, *self.input_shape), dtype=self.input_dtype)
         return Encoded(stacked, index, failures)
 
-    def fit_encoded(self, encoded: "torch.Tensor") -> None:
+    def fit_encoded(self, encoded: torch.Tensor) -> None:
         """Learn statistics of the encoded training tensor (e.g. normalisation). Default: nothing."""
 
-    def augment(self, batch: "torch.Tensor", generator: "torch.Generator") -> "torch.Tensor":
+    def augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Random training-time transforms of an encoded batch (on its device). Default: none."""
         return batch
 
@@ -108,36 +152,44 @@ class Modality(ABC):
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one encoded sample (what `encode` returns)."""
 
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """Type of encoded samples: float by default (images are uint8, token ids int64)."""
+        return torch.float32
+
+    # -- the network -----------------------------------------------------------------------------
+
     @abstractmethod
-    def build_stem(self) -> "nn.Module":
+    def build_stem(self) -> nn.Module:
         """The modality's first module: encoded batch -> float (N, C, H, W) for the backbone."""
+
+    def adapt_stem(self, stem: nn.Module, backbone: nn.Module) -> bool:
+        """Tell the stem what it may learn from the backbone built after it; True when the stem
+        then cuts training batches to the rows the backbone needs (text), so the work per sample
+        varies from batch to batch. Default: nothing to learn, False."""
+        return False
+
+    # -- predict and inspect ---------------------------------------------------------------------
 
     @abstractmethod
     def describe(self) -> str:
         """One line for the input row of `inspect`: what the network sees and how it was made."""
+
+    def expand_inputs(self, arguments: Iterable[str]) -> Iterable[Sample]:
+        """Turn `predict` arguments into samples. Default: files, folders and globs ('-' reads
+        paths from stdin); text reads sentences too."""
+        return expand_paths(arguments, self.extensions)
+
+    def encode_windows(self, path: str, window: float, hop: float,
+                       batch_size: int = 64) -> Iterator[tuple[list[tuple[float, float]], torch.Tensor]]:
+        """([(start_s, end_s), ...], encoded batch) chunks of windows slid over one long input."""
+        raise CnncliError(f"--window: {self.name} inputs cannot be cut into windows (audio can)")
 
     def draw(self, sample: Sample, path: Path, network: nn.Module | None = None) -> None:
         """Write a PNG of `sample` as the network sees it (for `inspect --input`); a modality may
         add what `network` makes of it (text: each token's saliency)."""
         raise CnncliError(f"{self.name} inputs cannot be drawn yet")
 
-    def expand_inputs(self, arguments: Iterable[str]) -> Iterable[Sample] | None:
-        """Turn `predict` arguments into samples when the modality reads them its own way
-        (sentences for text). None means: treat them as files, folders and globs."""
-        return None
-
-
-def check_augment_keys(modality: type[Modality], config: "Config") -> None:
-    """Reject augment settings that do nothing for this modality, so typos are not silent."""
-    import dataclasses
-
-    from cnncli.config import AugmentConfig
-
-    defaults = AugmentConfig()
-    for item in dataclasses.fields(AugmentConfig):
-        value = getattr(config.augment, item.name)
-        if value != getattr(defaults, item.name) and item.name not in modality.augment_keys:
-            usable = ", ".join(modality.augment_keys) or "none"
-            raise CnncliError(
-                f"augment.{item.name}: does not apply to {modality.name} data (usable: {usable})"
-            )
+    def explain(self, network: nn.Module, sample: Sample) -> list[dict]:
+        """Rows for `inspect --input` on what drove the prediction (text: token saliency). Default: none."""
+        return []

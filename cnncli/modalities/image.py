@@ -9,24 +9,44 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
-from cnncli.config import AugmentConfig, Config, ImageOptions
 from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
-from cnncli.modalities.base import Modality
+from cnncli.modalities.base import Encoded, Modality
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
 
 
+@dataclass
+class ImageOptions:
+    """`data.image`: how an image file becomes a tensor."""
+
+    size: list[int] | None = None  # [height, width]; None keeps the first training image's size
+    color: Literal["grayscale", "rgb"] = "grayscale"
+    resize: Literal["stretch", "pad", "crop"] = "stretch"  # how another aspect ratio fits `size`
+    normalize: bool = True  # per-channel mean/std fitted on the training split
+
+
+@dataclass
+class ImageAugment:
+    """The `augment` keys of images."""
+
+    shift: float = 0.0  # random translation, as a fraction of height/width
+    rotate: float = 0.0  # random rotation in degrees, +-
+    hflip: bool = False  # random horizontal flip
+
+
 class Normalize(nn.Module):
     """uint8 or 0..255 float pixels -> (x / 255 - mean) / std, per channel (stored as buffers)."""
-
-    input_dtype = torch.uint8
 
     def __init__(self, mean: list[float], std: list[float]):
         super().__init__()
@@ -40,19 +60,26 @@ class Normalize(nn.Module):
 class ImageModality(Modality):
     name = "image"
     extensions = IMAGE_EXTENSIONS
-    augment_keys = ("shift", "rotate", "hflip")
+    options_type = ImageOptions
+    augment_type = ImageAugment
+    default_options = {"size": [64, 64], "color": "rgb", "resize": "pad"}  # photos of any size and shape
 
-    def __init__(self, options: ImageOptions, augment: AugmentConfig | None = None,
+    def __init__(self, options: ImageOptions, augment: ImageAugment | None = None,
                  mean: list[float] | None = None, std: list[float] | None = None):
         self.options = options
-        self.augment_config = augment or AugmentConfig()
+        self.augment_config = augment or ImageAugment()
         channels = 1 if options.color == "grayscale" else 3
         self.mean = mean or [0.0] * channels
         self.std = std or [1.0] * channels
 
     @classmethod
-    def from_config(cls, config: Config) -> "ImageModality":
-        return cls(dataclasses.replace(config.data.image), config.augment)
+    def from_config(cls, config: Any) -> "ImageModality":
+        return cls(cls.options_from(config), cls.augment_from(config))
+
+    @classmethod
+    def check_options(cls, options: ImageOptions) -> list[tuple[str, str]]:
+        size = options.size
+        return [] if size is None or (len(size) == 2 and min(size) > 0) else [("size", "must be [height, width]")]
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "ImageModality":
@@ -64,6 +91,10 @@ class ImageModality(Modality):
     @property
     def channels(self) -> int:
         return 1 if self.options.color == "grayscale" else 3
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return torch.uint8  # a quarter of the memory of floats; the stem converts
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -90,8 +121,6 @@ class ImageModality(Modality):
                 if progress:
                     progress(len(samples))
                 tensor = stacked.unsqueeze(1).expand(-1, self.channels, -1, -1).contiguous()
-                from cnncli.modalities.base import Encoded
-
                 return Encoded(tensor, list(range(len(samples))), {})
         return super().encode_many(samples, progress)
 
@@ -116,7 +145,6 @@ class ImageModality(Modality):
         settings = self.augment_config
         if not (settings.shift or settings.rotate or settings.hflip):
             return batch
-        import torch.nn.functional as F
 
         n, device = len(batch), batch.device
         uniform = lambda: torch.rand(n, generator=generator, device=device) * 2 - 1  # noqa: E731
@@ -156,8 +184,6 @@ class ImageModality(Modality):
             elif image.shape[0] == 3 and self.channels == 1:
                 image = image.float().mean(0, keepdim=True).round()
             return image.to(torch.uint8)
-        import numpy as np
-        from PIL import Image, ImageOps, UnidentifiedImageError
 
         try:
             with Image.open(sample.locator) as opened:
@@ -173,8 +199,6 @@ class ImageModality(Modality):
         return _to_chw(np.asarray(converted, dtype=np.uint8))
 
     def _resize_pil(self, image):
-        from PIL import Image, ImageOps
-
         height, width = self.options.size
         if self.options.resize == "stretch":
             return image.resize((width, height), Image.BILINEAR)
@@ -183,9 +207,6 @@ class ImageModality(Modality):
         return ImageOps.pad(image, (width, height), Image.BILINEAR, color=0)
 
     def _resize_tensor(self, image: torch.Tensor, sample: Sample) -> torch.Tensor:
-        import numpy as np
-        from PIL import Image
-
         array = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
         return _to_chw(np.asarray(self._resize_pil(Image.fromarray(array))))
 

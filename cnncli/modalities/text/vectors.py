@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from cnncli.errors import CnncliError
-from cnncli.vocabulary import PAD_ID, Vocabulary
+from cnncli.modalities.text.vocabulary import PAD_ID, Vocabulary
 
 UNKNOWN_RANGE = 0.25  # Kim (2014): unknown words ~ U[-a, a], a chosen to match word2vec's variance
 

@@ -1,12 +1,12 @@
 """Sentences as pictures: one row per token, one column per embedding dimension (Kim, 2014).
 
-A sentence is tokenised (cnncli.tokenize), mapped to ids by a vocabulary fitted on the training
-split (cnncli.vocabulary) and padded or cropped to `max_length`; those int64 ids are the encoded
+A sentence is tokenised (`tokenize`), mapped to ids by a vocabulary fitted on the training
+split (`vocabulary`) and padded or cropped to `max_length`; those int64 ids are the encoded
 sample. The stem is the embedding table, so the (N, C, tokens, dimensions) picture is made on the
 fly and its weights travel in the bundle's safetensors with the rest of the network. Embeddings
 are learned from scratch (`rand`) or start from a user's vectors file, read once at training
 time: frozen (`static`), fine-tuned (`non-static`), or both as two channels (`multichannel`).
-With `subword_buckets`, each token also carries its character n-grams' ids (cnncli.subwords), and
+With `subword_buckets`, each token also carries its character n-grams' ids (`subwords`), and
 its learned vector is the mean of its word's and n-grams' rows, so unseen words are not all <unk>.
 """
 
@@ -21,126 +21,41 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnncli.config import AugmentConfig, Config, TextOptions
 from cnncli.data.sample import Sample
 from cnncli.data.sources import list_files, read_lines
 from cnncli.errors import CnncliError
 from cnncli.modalities.base import Modality
-from cnncli.tokenize import tokenize
-from cnncli.vocabulary import PAD_ID, UNK_ID, Vocabulary
+from cnncli.modalities.text.augment import crop_spans, hide_words
+from cnncli.modalities.text.embedding import TokenEmbedding
+from cnncli.modalities.text.options import (
+    KIM_CNN,
+    TextAugment,
+    TextOptions,
+    option_problems,
+)
+from cnncli.modalities.text.saliency import draw_tokens, token_saliency
+from cnncli.modalities.text.subwords import MAX_PER_TOKEN, subword_ids
+from cnncli.modalities.text.tokenize import tokenize
+from cnncli.modalities.text.vectors import load_vectors
+from cnncli.modalities.text.vocabulary import PAD_ID, Vocabulary
+from cnncli.model import padding_margin
 
 TEXT_EXTENSIONS = (".txt",)
-
-
-class TokenEmbedding(nn.Module):
-    """int64 token ids (N, L) -> float (N, C, L, E): C = 2 for multichannel (static, tuned), else 1.
-    With subwords the ids are (N, L, 1 + n-grams), and the learned table averages each token's rows.
-
-    In training, a batch is cut to its longest sentence plus `padding_margin` rows when the
-    backbone gives the same result that way (set by `cnncli.model.build_network`; Kim's CNN needs
-    as many rows as its widest filter). SST's sentences average 19 of 56 tokens, so this skips
-    much of the convolution work. Evaluation and prediction keep the full height."""
-
-    input_dtype = torch.long
-    padding_margin: int | None = None
-
-    def __init__(self, vocabulary_size: int, dimension: int, mode: str, pretrained: torch.Tensor | None = None,
-                 subword_buckets: int = 0):
-        super().__init__()
-        self.mode = mode
-        self.subword_buckets = subword_buckets
-        initial = pretrained if pretrained is not None else random_embeddings(vocabulary_size, dimension)
-        self.static = None
-        self.tuned = None
-        if mode in ("static", "multichannel"):
-            self.static = nn.Embedding.from_pretrained(initial.clone(), freeze=True, padding_idx=PAD_ID)
-        if mode in ("rand", "non-static", "multichannel") and subword_buckets:
-            # ids (N, L, 1 + n-grams): a token's vector is the mean of its word's and its n-grams' rows.
-            rows = torch.cat([initial, random_embeddings(subword_buckets, dimension, padding=False)])
-            self.tuned = nn.EmbeddingBag.from_pretrained(rows, freeze=False, mode="mean", padding_idx=PAD_ID)
-        elif mode in ("rand", "non-static", "multichannel"):
-            self.tuned = nn.Embedding.from_pretrained(initial.clone(), freeze=False, padding_idx=PAD_ID)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        words = word_ids(ids)
-        if self.training and self.padding_margin is not None:
-            keep = min(ids.shape[1], longest_row(words) + self.padding_margin)
-            ids, words = ids[:, :keep], words[:, :keep]
-        channels = []
-        if self.static is not None:
-            channels.append(self.static(words))
-        if isinstance(self.tuned, nn.EmbeddingBag):
-            channels.append(self.tuned(ids.reshape(-1, ids.shape[-1])).view(*ids.shape[:2], -1))
-        elif self.tuned is not None:
-            channels.append(self.tuned(words))
-        return torch.stack(channels, dim=1)
-
-    def extra_repr(self) -> str:
-        table = self.static if self.static is not None else self.tuned
-        subwords = f" + {self.subword_buckets} subword rows" if self.subword_buckets else ""
-        return f"{self.mode}, {table.num_embeddings} rows{subwords} x {table.embedding_dim} dims"
-
-
-def word_ids(batch: torch.Tensor) -> torch.Tensor:
-    """The (rows, tokens) word ids of a batch whose tokens may also carry n-gram ids (subwords)."""
-    return batch[..., 0] if batch.dim() == 3 else batch
-
-
-def longest_row(ids: torch.Tensor) -> int:
-    """1 + the last position holding a token (not padding) in any row."""
-    positions = torch.arange(1, ids.shape[1] + 1, device=ids.device)
-    return int(((ids != PAD_ID) * positions).amax()) if ids.numel() else 0
-
-
-def random_embeddings(count: int, dimension: int, padding: bool = True) -> torch.Tensor:
-    """Kim's initialisation for words without a vector: U(-0.25, 0.25); the padding row is zero."""
-    from cnncli.word_vectors import UNKNOWN_RANGE
-
-    table = (torch.rand(count, dimension) * 2 - 1) * UNKNOWN_RANGE
-    if padding:
-        table[PAD_ID] = 0
-    return table
-
-
-def crop_spans(batch: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
-    """Each row keeps a random contiguous span of its tokens, at least (1 - share) of them,
-    moved to the front and padded; rows are padded at the end (as `Vocabulary.ids` makes them).
-    A token may be a word id or (subwords) a word id followed by its n-grams' ids."""
-    words = word_ids(batch)
-    rows, width = words.shape
-    lengths = (words != PAD_ID).sum(1)
-    uniform = lambda: torch.rand(rows, generator=generator, device=batch.device)  # noqa: E731
-    keep = (lengths - (uniform() * share * lengths).floor().long()).clamp(min=1)
-    start = (uniform() * (lengths - keep + 1)).floor().long().clamp(min=0)
-    positions = torch.arange(width, device=batch.device).unsqueeze(0)
-    source = _per_token(batch, (start.unsqueeze(1) + positions).clamp(max=width - 1))
-    return batch.gather(1, source).masked_fill(_per_token(batch, positions >= keep.unsqueeze(1)), PAD_ID)
-
-
-def hide_words(batch: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
-    """Each real token becomes <unk> (with no n-grams) with probability `share`."""
-    words = word_ids(batch)
-    drop = (torch.rand(words.shape, generator=generator, device=batch.device) < share) & (words != PAD_ID)
-    unknown = torch.zeros(batch.shape[2:], dtype=batch.dtype, device=batch.device)
-    unknown.view(-1)[0] = UNK_ID
-    return torch.where(_per_token(batch, drop), unknown, batch)
-
-
-def _per_token(batch: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """A (rows, tokens) table, widened to every id of a token when tokens carry n-gram ids."""
-    return table.unsqueeze(-1).expand_as(batch) if batch.dim() == 3 else table
 
 
 class TextModality(Modality):
     name = "text"
     extensions = TEXT_EXTENSIONS
-    augment_keys = ("word_dropout", "word_crop")
+    options_type = TextOptions
+    augment_type = TextAugment
+    text_samples = True
+    default_blocks = KIM_CNN
 
-    def __init__(self, options: TextOptions, encoding: str = "utf-8", augment: AugmentConfig | None = None,
+    def __init__(self, options: TextOptions, encoding: str = "utf-8", augment: TextAugment | None = None,
                  vocabulary: Vocabulary | None = None):
         self.options = options
         self.encoding = encoding  # for samples that are files (folder-per-class, predict on a .txt)
-        self.augment_config = augment or AugmentConfig()
+        self.augment_config = augment or TextAugment()
         self.vocabulary = vocabulary
         self.pretrained: torch.Tensor | None = None  # read from options.vectors by fit; never stored
         self.vectors_found = 0  # how many vocabulary tokens the vectors file covered
@@ -148,8 +63,12 @@ class TextModality(Modality):
         self._subword_cache: dict[str, list[int]] = {}
 
     @classmethod
-    def from_config(cls, config: Config) -> "TextModality":
-        return cls(dataclasses.replace(config.data.text), config.data.encoding, config.augment)
+    def from_config(cls, config: Any) -> "TextModality":
+        return cls(cls.options_from(config), config.data.encoding, cls.augment_from(config))
+
+    @classmethod
+    def check_options(cls, options: TextOptions) -> list[tuple[str, str]]:
+        return option_problems(options)
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "TextModality":
@@ -168,7 +87,6 @@ class TextModality(Modality):
         self._subword_cache.clear()  # n-gram ids start after the vocabulary's rows
         self.vocabulary = Vocabulary.fit(self._readable_tokens(samples), options.min_freq, options.max_vocab)
         if options.embeddings != "rand":
-            from cnncli.word_vectors import load_vectors
 
             if not options.vectors:
                 raise CnncliError(f"data.text.vectors: required when data.text.embeddings is {options.embeddings}")
@@ -213,8 +131,6 @@ class TextModality(Modality):
         return torch.tensor(rows, dtype=torch.long)
 
     def _subword_ids(self, token: str) -> list[int]:
-        from cnncli.subwords import subword_ids
-
         if token not in self._subword_cache:
             self._subword_cache[token] = subword_ids(token, self.options.subword_sizes, self.options.subword_buckets,
                                                      first_id=len(self.require_vocabulary()))
@@ -223,7 +139,6 @@ class TextModality(Modality):
     @property
     def input_shape(self) -> tuple[int, ...]:
         if self.options.subword_buckets:
-            from cnncli.subwords import MAX_PER_TOKEN
 
             return (self.options.max_length, 1 + MAX_PER_TOKEN)
         return (self.options.max_length,)
@@ -239,12 +154,21 @@ class TextModality(Modality):
     def channels(self) -> int:
         return 2 if self.options.embeddings == "multichannel" else 1
 
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return torch.long
+
     def build_stem(self) -> nn.Module:
         # Unfitted (inspecting a recipe whose data cannot be read): a table of max_vocab rows, or none.
         size = len(self.vocabulary) if self.vocabulary is not None else (self.options.max_vocab or 2)
         self.stem = TokenEmbedding(size, self.options.embedding_dim, self.options.embeddings, self.pretrained,
                                    self.options.subword_buckets)
         return self.stem
+
+    def adapt_stem(self, stem: nn.Module, backbone: nn.Module) -> bool:
+        """Training batches keep only the padding rows the backbone needs (see TokenEmbedding)."""
+        stem.padding_margin = padding_margin(backbone)
+        return stem.padding_margin is not None
 
     def augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Word crop, then word dropout: sentences are seen as their random spans (like the labelled
@@ -291,15 +215,17 @@ class TextModality(Modality):
 
     def explain(self, network: nn.Module, sample: Sample) -> list[dict]:
         """Rows for inspect: each token's gradient x input saliency for the predicted class."""
-        from cnncli.text_saliency import token_saliency
-
         known = self.require_vocabulary().index
+        tokens = self.tokens(sample)[:self.options.max_length]
+        scores = token_saliency(network, self.encode(sample))
         return [{"position": position, "token": token, "saliency": round(score, 6), "known": token in known}
-                for position, (token, score) in enumerate(token_saliency(network, self, sample))]
+                for position, (token, score) in enumerate(zip(tokens, scores))]
 
     def draw(self, sample: Sample, path: Path, network: nn.Module | None = None) -> None:
         """The sentence as the network sees it (its embedding matrix), with token saliency when
         `network` is given."""
-        from cnncli.text_saliency import draw_tokens
-
-        draw_tokens(self, sample, Path(path), network)
+        known = self.require_vocabulary().index
+        tokens = [token if token in known else f"{token} (unk)"
+                  for token in self.tokens(sample)[:self.options.max_length]]
+        stem = network.stem if network is not None else self.stem
+        draw_tokens(tokens, self.encode(sample), Path(path), stem, network)

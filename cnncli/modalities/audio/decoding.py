@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import soundfile
 import torch
+import torchaudio.functional as audio_functional
 
 from cnncli.errors import CnncliError
 
@@ -62,8 +65,6 @@ def to_mono_rate(samples: np.ndarray, native_rate: int, sample_rate: int) -> tor
 
 def resample(waveforms: torch.Tensor, native_rate: int, sample_rate: int) -> torch.Tensor:
     """(..., frames) at `native_rate` -> (..., frames') at `sample_rate` (windowed sinc, torchaudio)."""
-    import torchaudio.functional as audio_functional
-
     if native_rate == sample_rate:
         return waveforms
     return audio_functional.resample(waveforms, native_rate, sample_rate)
@@ -71,8 +72,6 @@ def resample(waveforms: torch.Tensor, native_rate: int, sample_rate: int) -> tor
 
 def audio_length(path: str | Path) -> tuple[int, int]:
     """(frames, native sample rate) from the header, without decoding."""
-    import soundfile
-
     try:
         info = soundfile.info(str(path))
     except FileNotFoundError:
@@ -84,8 +83,6 @@ def audio_length(path: str | Path) -> tuple[int, int]:
 
 def iter_file_blocks(path: str | Path, block_frames: int) -> Iterator[np.ndarray]:
     """The file in consecutive (frames, channels) blocks, for streaming over long recordings."""
-    import soundfile
-
     try:
         yield from soundfile.blocks(str(path), blocksize=block_frames, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError) as error:
@@ -93,8 +90,6 @@ def iter_file_blocks(path: str | Path, block_frames: int) -> Iterator[np.ndarray
 
 
 def _decode_soundfile(path: str | Path, content: bytes) -> tuple[np.ndarray, int]:
-    import soundfile
-
     try:
         with soundfile.SoundFile(io.BytesIO(content)) as handle:
             declared = handle.frames
@@ -110,8 +105,6 @@ def _decode_soundfile(path: str | Path, content: bytes) -> tuple[np.ndarray, int
 
 def _decode_librosa(path: str | Path) -> tuple[np.ndarray, int]:
     """Fallback for mp3 variants libsndfile's decoder rejects (librosa goes through audioread)."""
-    import warnings
-
     import librosa
 
     try:

@@ -23,9 +23,7 @@ class FeatureCache:
     def __init__(self, folder: str | Path | None, params_json: str):
         self.folder = Path(folder).expanduser() if folder else None
         self.params = params_json.encode()
-        self.hits = 0
-        self.misses = 0
-        self.write_errors: list[str] = []  # the cache only saves time; failing to write is not fatal
+        self.write_errors: list[str] = []  # the cache only saves time: failing to write is a warning
 
     @property
     def enabled(self) -> bool:
@@ -47,9 +45,7 @@ class FeatureCache:
             array = np.load(self.path(key), allow_pickle=False)
         except (FileNotFoundError, ValueError, OSError, EOFError):
             # A missing entry is a miss; an unreadable one too: it is recomputed and overwritten.
-            self.misses += 1
             return None
-        self.hits += 1
         return torch.from_numpy(array)
 
     def put(self, key: str, tensor: torch.Tensor) -> None:

@@ -10,23 +10,17 @@ members' scores for the ensemble's predicted class are averaged.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from cnncli.data.sample import Sample
+from cnncli.atomic import write_file
 from cnncli.model import members_of
 
-if TYPE_CHECKING:
-    from cnncli.modalities.text import TextModality
 
-
-def token_saliency(network: nn.Module, modality: "TextModality", sentence: str | Sample) -> list[tuple[str, float]]:
-    """(token, score) for each token the network reads (up to max_length), in sentence order."""
-    sample = sentence if isinstance(sentence, Sample) else Sample(sentence, content=sentence)
-    tokens = modality.tokens(sample)[:modality.options.max_length]
-    ids = modality.encode(sample).unsqueeze(0).to(next(network.parameters()).device)
+def token_saliency(network: nn.Module, ids: torch.Tensor) -> list[float]:
+    """One score per row of `ids` (one encoded sentence, padding included), in sentence order."""
+    ids = ids.unsqueeze(0).to(next(network.parameters()).device)
     was_training = network.training
     network.eval()
     try:
@@ -36,7 +30,7 @@ def token_saliency(network: nn.Module, modality: "TextModality", sentence: str |
         scores = sum(_member_saliency(member, ids, predicted) for member in members) / len(members)
     finally:
         network.train(was_training)
-    return [(token, float(score)) for token, score in zip(tokens, scores.tolist())]
+    return [float(score) for score in scores.tolist()]
 
 
 def _member_saliency(network: nn.Module, ids: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -48,38 +42,34 @@ def _member_saliency(network: nn.Module, ids: torch.Tensor, target: torch.Tensor
     return (picture.grad * picture).sum(dim=(1, 3))[0]
 
 
-def draw_tokens(modality: "TextModality", sample: Sample, path: Path, network: nn.Module | None = None) -> None:
+def draw_tokens(tokens: list[str], ids: torch.Tensor, path: Path, stem: nn.Module | None,
+                network: nn.Module | None = None) -> None:
     """PNG: the sentence's embedding matrix (rows = tokens), and token saliency bars beside it."""
-    from cnncli.plots import figure_png, plt, write_atomic
+    from cnncli.plots import figure_png, plt
 
-    known = modality.require_vocabulary().index
-    tokens = [token if token in known else f"{token} (unk)"
-              for token in modality.tokens(sample)[:modality.options.max_length]] or ["(empty)"]
-    stem = network.stem if network is not None else modality.stem
+    tokens = tokens or ["(empty)"]
     panels = 1 + (network is not None)
     height = max(2.5, 0.28 * len(tokens) + 1.2)
     figure, axes = plt.subplots(1, panels, figsize=(5 + 3 * (panels - 1), height), squeeze=False,
                                 gridspec_kw={"width_ratios": [3, 2][:panels]})
     matrix_axis = axes[0][0]
-    ids = modality.encode(sample)[:len(tokens)]
     if stem is not None:
         with torch.no_grad():
             device = next(stem.parameters()).device
-            picture = stem(ids.unsqueeze(0).to(device))[0, -1].cpu()  # the fine-tuned channel when there are two
+            picture = stem(ids.unsqueeze(0).to(device))[0, -1, :len(tokens)].cpu()  # the tuned channel of two
         matrix_axis.imshow(picture.numpy(), cmap="coolwarm", aspect="auto", interpolation="nearest")
         matrix_axis.set_xlabel(f"embedding dimension (of {picture.shape[1]})")
     else:
-        matrix_axis.imshow(ids.unsqueeze(1).numpy(), cmap="viridis", aspect="auto")
+        matrix_axis.imshow(ids[:len(tokens)].unsqueeze(1).numpy(), cmap="viridis", aspect="auto")
         matrix_axis.set_xlabel("token id")
     matrix_axis.set_yticks(range(len(tokens)), tokens, fontsize=8)
     matrix_axis.set_title("as the network sees it", fontsize=9)
     if network is not None:
-        scores = [score for _, score in token_saliency(network, modality, sample)]
+        scores = token_saliency(network, ids)[:len(tokens)]
         bar_axis = axes[0][1]
-        colors = ["tab:red" if score > 0 else "tab:blue" for score in scores]
-        bar_axis.barh(range(len(scores)), scores, color=colors)
+        bar_axis.barh(range(len(scores)), scores, color=["tab:red" if score > 0 else "tab:blue" for score in scores])
         bar_axis.set_ylim(len(tokens) - 0.5, -0.5)
         bar_axis.set_yticks(range(len(tokens)), tokens, fontsize=8)
         bar_axis.axvline(0, color="black", linewidth=0.6)
         bar_axis.set_title("saliency for the predicted class", fontsize=9)
-    write_atomic(path, figure_png(figure))
+    write_file(path, figure_png(figure))

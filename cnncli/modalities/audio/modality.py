@@ -18,13 +18,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnncli.audio_features import (FeatureExtractor, band_count, fit_length, frame_count, params_json,
-                                   target_length)
-from cnncli.audio_io import AUDIO_EXTENSIONS, audio_length, decode, iter_file_blocks, read_bytes
-from cnncli.config import AudioOptions, AugmentConfig, Config
+from cnncli.atomic import write_file
 from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
-from cnncli.feature_cache import FeatureCache
+from cnncli.modalities.audio.cache import FeatureCache
+from cnncli.modalities.audio.decoding import AUDIO_EXTENSIONS, decode, read_bytes
+from cnncli.modalities.audio.features import (
+    FeatureExtractor,
+    band_count,
+    fit_length,
+    frame_count,
+    params_json,
+    target_length,
+)
+from cnncli.modalities.audio.options import AudioAugment, AudioOptions, option_problems
+from cnncli.modalities.audio.windows import sliding_windows
 from cnncli.modalities.base import Encoded, Modality, ProgressCallback
 
 FEATURE_BATCH = 256  # recordings per feature call: large enough to amortise, small enough for memory
@@ -45,21 +53,28 @@ class BandNormalize(nn.Module):
 class AudioModality(Modality):
     name = "audio"
     extensions = AUDIO_EXTENSIONS
-    augment_keys = ("time_shift", "time_mask", "freq_mask", "gain_db", "noise")
+    options_type = AudioOptions
+    augment_type = AudioAugment
+    run_options = ("cache",)
 
-    def __init__(self, options: AudioOptions, augment: AugmentConfig | None = None,
+    def __init__(self, options: AudioOptions, augment: AudioAugment | None = None,
                  mean: list[float] | None = None, std: list[float] | None = None):
-        check_options(options)
+        for key, message in option_problems(options):
+            raise CnncliError(f"data.audio.{key}: {message}")
         self.options = options
-        self.augment_config = augment or AugmentConfig()
+        self.augment_config = augment or AudioAugment()
         bands = band_count(options)
         self.mean = mean or [0.0] * bands
         self.std = std or [1.0] * bands
         self._extractor: FeatureExtractor | None = None
 
     @classmethod
-    def from_config(cls, config: Config) -> "AudioModality":
-        return cls(dataclasses.replace(config.data.audio), config.augment)
+    def from_config(cls, config: Any) -> "AudioModality":
+        return cls(cls.options_from(config), cls.augment_from(config))
+
+    @classmethod
+    def check_options(cls, options: AudioOptions) -> list[tuple[str, str]]:
+        return option_problems(options)
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "AudioModality":
@@ -115,58 +130,15 @@ class AudioModality(Modality):
                 progress(min(start + FEATURE_BATCH, len(samples)) - start)
         index = sorted(results)
         tensor = torch.stack([results[i] for i in index]) if index else torch.empty((0, *self.input_shape))
-        return Encoded(tensor, index, failures)
+        notes = [f"the feature cache could not be written ({len(cache.write_errors)} entries), e.g. "
+                 f"{cache.write_errors[0]}"] if cache.write_errors else []
+        return Encoded(tensor, index, failures, notes)
 
     def encode_windows(self, path: str, window: float, hop: float,
                        batch_size: int = 64) -> Iterator[tuple[list[tuple[float, float]], torch.Tensor]]:
-        """Slide a `window`-second window by `hop` seconds over a long recording.
-
-        Yields ([(start_s, end_s), ...], encoded batch) chunks of up to `batch_size` windows. The
-        file is streamed in blocks, so memory does not grow with its length. Each window is
-        resampled and padded/cropped to `duration` exactly like a file of that length in
-        `encode`. Windows that would run past the end are left out; a recording shorter than
-        one window gives one window over all of it.
-        """
-        if window <= 0 or hop <= 0:
-            raise CnncliError(f"--window {window} --hop {hop}: both must be positive seconds")
-        import numpy as np
-
-        from cnncli.audio_io import resample
-
-        _, native_rate = audio_length(path)
-        window_frames = max(1, round(window * native_rate))
-        hop_frames = max(1, round(hop * native_rate))
-        length = target_length(self.options)
-
-        def featurise(segments: list) -> torch.Tensor:
-            stacked = torch.from_numpy(np.stack(segments))  # (windows, frames, channels) at the native rate
-            waveforms = resample(stacked.mean(dim=2), native_rate, self.options.sample_rate)
-            return self.extractor(fit_length(waveforms, length))
-
-        buffer = np.zeros((0, 1), dtype=np.float32)
-        buffer_start = next_start = 0  # file frame of buffer[0]; first frame of the next window
-        spans: list[tuple[float, float]] = []
-        segments: list = []
-        emitted = False
-        for block in iter_file_blocks(path, max(window_frames, hop_frames, 16384)):
-            buffer = np.concatenate([buffer, block]) if len(buffer) else block
-            while next_start + window_frames <= buffer_start + len(buffer):
-                offset = next_start - buffer_start
-                segments.append(buffer[offset:offset + window_frames])
-                spans.append((next_start / native_rate, (next_start + window_frames) / native_rate))
-                next_start += hop_frames
-                if len(segments) == batch_size:
-                    yield spans, featurise(segments)
-                    spans, segments, emitted = [], [], True
-            drop = min(next_start - buffer_start, len(buffer))
-            buffer, buffer_start = buffer[drop:], buffer_start + drop
-        total = buffer_start + len(buffer)
-        if total == 0:
-            raise CnncliError(f"{path}: contains no audio (0 samples)")
-        if not emitted and not segments:  # shorter than one window: the whole recording is the window
-            segments, spans = [buffer], [(0.0, total / native_rate)]
-        if segments:
-            yield spans, featurise(segments)
+        """Slide a `window`-second window by `hop` seconds over a long recording, streamed from
+        the file (see cnncli.modalities.audio.windows)."""
+        return sliding_windows(path, window, hop, self.options, self.extractor, batch_size)
 
     # -- fitting and the stem ------------------------------------------------------------------
 
@@ -257,7 +229,7 @@ class AudioModality(Modality):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from cnncli.plots import figure_png, write_atomic
+        from cnncli.plots import figure_png
 
         options = self.options
         with torch.no_grad():
@@ -285,7 +257,7 @@ class AudioModality(Modality):
         fitted = options.normalize and any(self.mean)
         unit = "MFCC value" if options.features == "mfcc" else "dB"
         figure.colorbar(image, ax=axis, label=f"{unit}, normalised per band" if fitted else unit)
-        write_atomic(path, figure_png(figure))
+        write_file(path, figure_png(figure))
 
 
 def _random_stripes(count: int, widest: int, size: int, generator: torch.Generator, device) -> torch.Tensor:
@@ -295,26 +267,3 @@ def _random_stripes(count: int, widest: int, size: int, generator: torch.Generat
     start = (torch.rand(count, generator=generator, device=device) * (size - width + 1)).floor().long()
     positions = torch.arange(size, device=device).view(1, -1)
     return (positions >= start.view(-1, 1)) & (positions < (start + width).view(-1, 1))
-
-
-def check_options(options: AudioOptions) -> None:
-    """Range checks on data.audio that the recipe types alone cannot express."""
-    nyquist = options.sample_rate / 2
-    checks = [
-        ("sample_rate", options.sample_rate > 0, "must be positive"),
-        ("n_fft", options.n_fft >= 2, "must be at least 2"),
-        ("hop_length", options.hop_length >= 1, "must be at least 1"),
-        ("win_length", options.win_length is None or 1 <= options.win_length <= options.n_fft,
-         f"must be between 1 and n_fft ({options.n_fft})"),
-        ("n_mels", options.n_mels >= 1, "must be at least 1"),
-        ("n_mfcc", options.features != "mfcc" or 1 <= options.n_mfcc <= options.n_mels,
-         f"must be between 1 and n_mels ({options.n_mels})"),
-        ("f_min", 0 <= options.f_min < (options.f_max or nyquist), "must be at least 0 and below f_max"),
-        ("f_max", options.f_max is None or options.f_max <= nyquist,
-         f"must be at most sample_rate / 2 ({nyquist:g})"),
-        ("top_db", options.top_db is None or options.top_db > 0, "must be positive (or null to keep all)"),
-        ("duration", options.duration > 0, "must be positive seconds"),
-    ]
-    for key, ok, message in checks:
-        if not ok:
-            raise CnncliError(f"data.audio.{key}: {message}")

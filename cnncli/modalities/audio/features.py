@@ -18,8 +18,10 @@ import dataclasses
 import json
 
 import torch
+import torchaudio.functional as audio_functional
+import torchaudio.transforms as transforms
 
-from cnncli.config import AudioOptions
+from cnncli.modalities.audio.options import AudioOptions
 
 AMIN = 1e-10  # librosa.power_to_db's floor, so silence maps to -100 dB instead of -inf
 FEATURES_VERSION = 1  # bump when the computation changes, so cached features are recomputed
@@ -77,8 +79,6 @@ class FeatureExtractor:
     """Callable: (N, samples) float waveforms at the recipe's rate -> (N, 1, bands, frames) dB."""
 
     def __init__(self, options: AudioOptions):
-        import torchaudio.transforms as transforms
-
         self.options = options
         framing = dict(n_fft=options.n_fft, win_length=options.win_length or options.n_fft,
                        hop_length=options.hop_length, power=2.0, center=True, pad_mode="constant")
@@ -90,7 +90,6 @@ class FeatureExtractor:
                 norm="slaney", mel_scale="slaney", **framing)
         self.dct = None
         if options.features == "mfcc":
-            import torchaudio.functional as audio_functional
 
             # create_dct gives (n_mels, n_mfcc); librosa's mfcc is DCT-II with norm="ortho".
             self.dct = audio_functional.create_dct(options.n_mfcc, options.n_mels, norm="ortho")

@@ -1,0 +1,57 @@
+"""The `data.audio` recipe section and the audio `augment` keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass
+class AudioOptions:
+    """`data.audio`: how a recording becomes a time x frequency picture."""
+
+    sample_rate: int = 16000  # every recording is resampled to this rate and mixed to mono
+    features: Literal["logmel", "stft", "mfcc"] = "logmel"
+    n_fft: int = 512
+    hop_length: int = 128
+    win_length: int | None = None  # None = n_fft
+    n_mels: int = 64
+    n_mfcc: int = 40
+    f_min: float = 0.0
+    f_max: float | None = None  # None = sample_rate / 2
+    top_db: float | None = 80.0  # dynamic range kept below each spectrogram's peak
+    duration: float = 1.0  # seconds: shorter recordings are padded, longer ones centre-cropped
+    normalize: bool = True  # per-band mean/std fitted on the training split
+    cache: str | None = ".cache/cnncli/audio"  # feature cache folder; null disables it
+
+
+@dataclass
+class AudioAugment:
+    """The `augment` keys of audio."""
+
+    time_shift: float = 0.0  # random circular shift, as a fraction of the duration
+    time_mask: int = 0  # SpecAugment, widest time mask in frames (0 = off)
+    freq_mask: int = 0  # SpecAugment, widest frequency mask in bands (0 = off)
+    gain_db: float = 0.0  # random gain, +- dB
+    noise: float = 0.0  # Gaussian noise on the normalised spectrogram, std
+
+
+def option_problems(options: AudioOptions) -> list[tuple[str, str]]:
+    """(key, what is wrong) for each `data.audio` value out of its range."""
+    nyquist = options.sample_rate / 2
+    checks = [
+        ("sample_rate", options.sample_rate > 0, "must be positive"),
+        ("n_fft", options.n_fft >= 2, "must be at least 2"),
+        ("hop_length", options.hop_length >= 1, "must be at least 1"),
+        ("win_length", options.win_length is None or 1 <= options.win_length <= options.n_fft,
+         f"must be between 1 and n_fft ({options.n_fft})"),
+        ("n_mels", options.n_mels >= 1, "must be at least 1"),
+        ("n_mfcc", options.features != "mfcc" or 1 <= options.n_mfcc <= options.n_mels,
+         f"must be between 1 and n_mels ({options.n_mels})"),
+        ("f_min", 0 <= options.f_min < (options.f_max or nyquist), "must be at least 0 and below f_max"),
+        ("f_max", options.f_max is None or options.f_max <= nyquist,
+         f"must be at most sample_rate / 2 ({nyquist:g})"),
+        ("top_db", options.top_db is None or options.top_db > 0, "must be positive (or null to keep all)"),
+        ("duration", options.duration > 0, "must be positive seconds"),
+    ]
+    return [(key, message) for key, ok, message in checks if not ok]

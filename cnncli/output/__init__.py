@@ -1,0 +1,72 @@
+"""Everything cnncli prints on stdout, for every verb, in every format: the one output layer.
+
+A verb's library function returns plain data; the CLI hands it here with the format the user
+asked for. FORMATS is the one list of format names. Results (one object: a training summary, an
+evaluation, a layer table) come as a table or JSON; rows (predictions, streamed as they are
+computed) as a table, CSV, JSON lines or one JSON array.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+import typer
+import yaml
+
+from cnncli.errors import CnncliError
+from cnncli.output.rows import write_predictions
+from cnncli.output.tables import TABLES
+from cnncli.registry import Registry
+
+FORMATS = Registry("output format", "--format")
+for _name in ("table", "json", "csv", "jsonl"):
+    FORMATS.register(_name, _name)
+RESULT_FORMATS = ("table", "json")  # one object per command
+ROW_FORMATS = ("table", "csv", "jsonl", "json")  # one row per input
+
+
+def check_format(name: str, rows: bool = False) -> str:
+    """`name` if it is a format this kind of output can be written in; else one line that lists them."""
+    FORMATS.check(name)
+    usable = ROW_FORMATS if rows else RESULT_FORMATS
+    if name not in usable:
+        raise CnncliError(f"--format {name}: not available here (use {', '.join(usable)})")
+    return name
+
+
+def show(kind: str, result: dict, form: str, stream: TextIO | None = None) -> None:
+    """Print one verb's result: `kind` is training, lr_range, evaluation, inspection or resolved."""
+    stream = stream or sys.stdout
+    if kind == "resolved":  # the resolved recipe reads best as the YAML it came from
+
+        stream.write(yaml.safe_dump(result, sort_keys=False, allow_unicode=True))
+    elif check_format(form) == "json":
+        stream.write(json.dumps(result) + "\n")
+    else:
+
+        TABLES[kind](result, stream)
+
+
+def write_rows(rows: Iterable[Any], form: str, stream: TextIO, windows: bool = False) -> dict:
+    """Write prediction rows as they come; returns counts {"rows": n, "errors": m}."""
+    return write_predictions(rows, check_format(form, rows=True), stream, windows)
+
+
+def format_epoch(record: dict, members: int = 1) -> str:
+    """One training epoch's log line."""
+    text = f"member {record['member']}/{members}  " if "member" in record else ""
+    text += (f"epoch {record['epoch']:>3}  loss {record['train_loss']:.4f}  acc {record['train_accuracy']:.4f}")
+    if "val_loss" in record:
+        text += f"  val_loss {record['val_loss']:.4f}  val_acc {record['val_accuracy']:.4f}"
+    text += f"  lr {record['lr']:.2e}  {record['samples_per_second']:.0f} samples/s"
+    if "peak_share" in record:
+        text += f" ({record['gflops']:.1f} GFLOP/s, {record['peak_share']:.0%} of matmul peak)"
+    return text + f"  {record['seconds']:.1f}s"
+
+
+def warn(message: str) -> None:
+    """One yellow line on stderr: a skipped input, a note on the data, a count of errors."""
+    typer.secho(message, fg=typer.colors.YELLOW, err=True)

@@ -1,0 +1,128 @@
+"""Tables for people (rich): one renderer per kind of result. JSON output bypasses this.
+
+Every value that comes from data (a label, a path, a sentence) goes in as rich Text, never as
+markup, so `[bold]` in a sentence is printed as typed and `[/x]` cannot break the table.
+"""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+
+def _console(stream: TextIO) -> Console:
+    """Rich's console, at least 120 columns wide when writing to a pipe or file."""
+    return Console(file=stream) if stream.isatty() else Console(file=stream, width=120)
+
+
+def training(summary: dict, stream: TextIO) -> None:
+    console = _console(stream)
+    console.print(Text(f"bundle    {summary['bundle']}"))
+    for part, metrics in summary["metrics"].items():
+        scored = ", out-of-fold" if metrics.get("out_of_fold") else ""
+        console.print(f"{part:<9} accuracy {metrics['accuracy']:.4f} (n={metrics['n']}{scored})")
+    kept = summary["training"]
+    if kept.get("members", 1) > 1:
+        console.print(f"members   {kept['members']} (probabilities averaged)")
+    console.print(Text(f"epochs    {kept['epochs_run']} (kept: {kept['kept']}, epoch {kept['kept_epoch']})  "
+                       f"time {kept['total_seconds']:.1f}s on {kept['device']}"))
+
+
+def lr_range(result: dict, stream: TextIO) -> None:
+    console = _console(stream)
+    for rate, loss in zip(result["lr"][::5], result["loss"][::5]):
+        console.print(f"lr {rate:.2e}  loss {loss:.4f}")
+    suggestion = result["suggestion"]
+    console.print(Text(f"suggested lr {suggestion:.2e} (steepest descent; plot: {result['plot']})"
+                       if suggestion else "too few steps before the loss diverged to suggest a rate"))
+
+
+def evaluation(report: dict, stream: TextIO) -> None:
+    console = _console(stream)
+    heading = Text.assemble((report["data"], "bold"), f"  n={report['n']}  accuracy ",
+                            (f"{report['accuracy']:.4f}", "bold"), f"  macro F1 {report['macro_f1']:.4f}")
+    console.print(heading)
+    per_class = Table(show_edge=False, header_style="bold")
+    for column in ("label", "precision", "recall", "f1", "support"):
+        per_class.add_column(column, justify="left" if column == "label" else "right")
+    for label, scores in report["per_class"].items():
+        per_class.add_row(Text(label), f"{scores['precision']:.3f}", f"{scores['recall']:.3f}",
+                          f"{scores['f1']:.3f}", str(scores["support"]))
+    console.print(per_class)
+    labels = report["labels"]
+    matrix = Table(title="confusion matrix (rows: true, columns: predicted)", show_edge=False, header_style="bold")
+    matrix.add_column("")
+    for label in labels:
+        matrix.add_column(Text(label), justify="right")
+    for true, row in enumerate(report["confusion_matrix"]):
+        cells = [Text(str(n), style="green" if true == guess and n else ("" if n else "dim"))
+                 for guess, n in enumerate(row)]
+        matrix.add_row(Text(labels[true]), *cells)
+    console.print(matrix)
+
+
+SHORT_TYPES = {"Conv2d": "conv", "FullWidthConv2d": "conv", "BatchNorm2d": "bn", "BatchNorm1d": "bn", "ReLU": "relu", "Dropout": "drop",
+               "Linear": "linear", "Flatten": "flatten", "ZeroPad2d": "pad", "MaxPool2d": "maxpool",
+               "AvgPool2d": "avgpool", "AdaptiveMaxPool2d": "maxpool", "AdaptiveAvgPool2d": "avgpool",
+               "Tanh": "tanh", "GELU": "gelu", "Sigmoid": "sigmoid"}
+
+
+def block_rows(layers: list[dict]) -> list[dict]:
+    """Leaf rows merged per block (conv1 = pad + conv + bn + act + dropout), for a compact table."""
+    blocks: list[dict] = []
+    for row in layers:
+        block = row["name"].rsplit(".", 1)[0] if "." in row["name"] else row["name"]
+        if not blocks or blocks[-1]["name"] != block:
+            blocks.append({"name": block, "parts": [], "detail": "", "output_shape": row["output_shape"],
+                           "parameters": 0, "connections": 0, "receptive_field": row["receptive_field"]})
+        merged = blocks[-1]
+        merged["parts"].append(row["type"])
+        if row["detail"] and row["type"] not in ("ZeroPad2d", "BatchNorm1d", "BatchNorm2d"):
+            merged["detail"] = f"{merged['detail']}, {row['detail']}" if merged["detail"] else row["detail"]
+        merged["output_shape"], merged["receptive_field"] = row["output_shape"], row["receptive_field"]
+        merged["parameters"] += row["parameters"]
+        merged["connections"] += row["connections"]
+    return blocks
+
+
+def inspection(summary: dict, stream: TextIO) -> None:
+    console = _console(stream)
+    console.print(Text.assemble(("input", "bold"), " ", summary["layers"][0]["detail"]))
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("block", "layers", "detail", "output", "params", "connections", "RF"):
+        table.add_column(column, justify="right" if column in ("params", "connections") else "left")
+    for row in block_rows(summary["layers"][1:]):
+        shape = "x".join(str(n) for n in row["output_shape"])
+        parts = "+".join(SHORT_TYPES.get(part, part) for part in row["parts"])
+        table.add_row(row["name"], parts, row["detail"], shape, f"{row['parameters']:,}",
+                      f"{row['connections']:,}", row["receptive_field"])
+    console.print(table)
+    console.print(Text.assemble("total parameters ", (f"{summary['total_parameters']:,}", "bold"),
+                                f"  (trainable {summary['trainable_parameters']:,})  "
+                                f"connections {summary['total_connections']:,}"))
+    if summary.get("members", 1) > 1:
+        console.print(f"an ensemble of {summary['members']} such networks, trained from different seeds; "
+                      f"their class probabilities are averaged")
+    if summary.get("note"):
+        console.print(Text(f"note: {summary['note']}", style="yellow"))
+    if summary.get("kind") == "bundle" and summary.get("metrics"):
+        parts = [f"{part} accuracy {m['accuracy']:.4f} (n={m['n']}{', out-of-fold' if m.get('out_of_fold') else ''})"
+                 for part, m in summary["metrics"].items()]
+        console.print("  ".join(parts))
+    if "input" in summary:
+        _explained_input(summary["input"], console)
+
+
+def _explained_input(explained: dict, console: Console) -> None:
+    tops = ", ".join(f"{t['label']} {t['score']:.3f}" for t in explained["top"])
+    console.print(Text(f"{explained['input']}: {tops}"))
+    for row in explained.get("explanation", [])[:40]:
+        console.print(Text("  " + "  ".join(f"{k}={v}" for k, v in row.items())))
+    for path in explained["files"]:
+        console.print(Text(f"wrote {path}"))
+
+
+TABLES = {"training": training, "lr_range": lr_range, "evaluation": evaluation, "inspection": inspection}
