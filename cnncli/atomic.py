@@ -24,15 +24,16 @@ def temporary_name(target: Path, kind: str = "tmp") -> Path:
     return target.with_name(f".{target.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
 
 
-def write_file(path: str | Path, content: bytes) -> None:
-    """Write `content` to `path` atomically."""
-    with open_file(path, "wb") as stream:
+def write_file(path: str | Path, content: bytes, durable: bool = True) -> None:
+    """Write `content` to `path` atomically (`durable=False`: skip the fsyncs, for a cache whose
+    entries can be recomputed)."""
+    with open_file(path, "wb", durable=durable) as stream:
         stream.write(content)
 
 
 @contextmanager
 def open_file(path: str | Path, mode: str = "w", encoding: str | None = "utf-8", newline: str | None = "",
-              errors: str | None = None) -> Iterator[IO]:
+              errors: str | None = None, durable: bool = True) -> Iterator[IO]:
     """A stream whose content appears under `path` only when the block ends without an error."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -44,9 +45,11 @@ def open_file(path: str | Path, mode: str = "w", encoding: str | None = "utf-8",
                   errors=None if binary else errors) as stream:
             yield stream
             stream.flush()
-            os.fsync(stream.fileno())
+            if durable:
+                os.fsync(stream.fileno())
         os.replace(temporary, target)
-        sync_folder(target.parent)
+        if durable:
+            sync_folder(target.parent)
     finally:
         temporary.unlink(missing_ok=True)
 

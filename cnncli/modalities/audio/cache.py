@@ -2,19 +2,20 @@
 
 Key = sha256 of the file's bytes and of the feature parameters as JSON: a renamed or copied file
 hits the cache, an edited file or a changed parameter misses it. Entries are .npy files (read
-with allow_pickle=False, so a cache can never run code), written to a temporary name and renamed
-into place so a crash or a concurrent run never leaves half an entry.
+with allow_pickle=False, so a cache can never run code), written atomically (cnncli.atomic) so a
+crash or a concurrent run never leaves half an entry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from cnncli.atomic import write_file
 
 
 class FeatureCache:
@@ -55,9 +56,6 @@ class FeatureCache:
         buffer = io.BytesIO()
         np.save(buffer, tensor.detach().cpu().numpy(), allow_pickle=False)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            temporary.write_bytes(buffer.getvalue())
-            os.replace(temporary, target)
+            write_file(target, buffer.getvalue(), durable=False)  # a lost entry is only recomputed
         except OSError as error:
             self.write_errors.append(f"{target}: {error.strerror}")
