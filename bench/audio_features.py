@@ -22,9 +22,10 @@ def cnncli_features(files: list[Path], options):
     from cnncli.data.sample import Sample
     from cnncli.modalities.audio import AudioModality
 
-    encoded = AudioModality(options).encode_many([Sample(str(path)) for path in files])
+    modality = AudioModality(options)
+    encoded = modality.encode_many([Sample(str(path)) for path in files])
     assert not encoded.failures, encoded.failures
-    return encoded.tensor
+    return modality.featurize(encoded.tensor)  # the waveforms' spectrograms, as the stem computes them
 
 
 def librosa_features(files: list[Path], options):

@@ -168,6 +168,8 @@ def predict(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Write rows to this file (atomically)."),
     window: Optional[float] = typer.Option(None, help="Audio: cut each recording into windows of this many seconds."),
     hop: Optional[float] = typer.Option(None, help="Audio: seconds between window starts [default: --window]."),
+    segment: bool = typer.Option(False, "--segment", help="Audio: one row per sound found in each recording "
+                                                          "(against its own noise floor), with start and end."),
     batch_size: int = typer.Option(256, help="Inputs per forward pass."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
 ):
@@ -181,6 +183,8 @@ def predict(
       find data -name '*.wav' | cnncli predict runs/fsdd - --format jsonl -o predictions.jsonl
 
       cnncli predict runs/fsdd long.wav --window 1.0 --hop 0.5
+
+      cnncli predict runs/fsdd phone-number.wav --segment --format csv
     """
     from cnncli.bundle import load_bundle
     from cnncli.device import pick_device
@@ -192,9 +196,9 @@ def predict(
     if top_k < 1:
         raise CnncliError("--top-k: must be at least 1")
     loaded = load_bundle(bundle)
-    rows = run_prediction(loaded, inputs, top_k, batch_size, pick_device(device), window, hop)
+    rows = run_prediction(loaded, inputs, top_k, batch_size, pick_device(device), window, hop, segment)
     with open_output(output) as stream:
-        counts = write_rows(rows, output_format, stream, windows=window is not None)
+        counts = write_rows(rows, output_format, stream, windows=window is not None or segment)
     if counts["errors"]:
         warn(f"{counts['errors']} of {counts['rows']} inputs could not be read (see the error column)")
         raise typer.Exit(1)

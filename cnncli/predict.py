@@ -2,7 +2,8 @@
 
 Inputs are enumerated lazily (files, folders, globs, `-` for a list of paths on stdin; modalities
 such as text may read arguments their own way) and processed in chunks, so memory stays flat
-over any number of inputs. Long recordings can be cut into windows (audio).
+over any number of inputs. Long recordings can be cut into windows, or into the events found
+in them (audio).
 """
 
 from __future__ import annotations
@@ -39,14 +40,21 @@ class Prediction:
 
 
 def predict(bundle: Bundle, arguments: Iterable[str], top_k: int = 1, batch_size: int = 256,
-            device=None, window: float | None = None, hop: float | None = None) -> Iterator[Prediction]:
-    """Predictions for every input, in order; never raises for one bad input."""
+            device=None, window: float | None = None, hop: float | None = None,
+            segment: bool = False) -> Iterator[Prediction]:
+    """Predictions for every input, in order; never raises for one bad input. With `window`,
+    rows for windows slid over each input; with `segment`, rows for the events found in it."""
     device = device or pick_device("auto")
     bundle.network.to(device).eval()
     top_k = max(1, min(top_k, len(bundle.labels)))
-    if window is not None:
+    if window is not None and segment:
+        raise CnncliError("--segment finds its own spans; give it without --window/--hop")
+    if window is not None or segment:
         for sample in expand_paths(arguments, bundle.modality.extensions):
-            yield from predict_windows(bundle, sample.locator, window, hop or window, top_k, batch_size, device)
+            if segment:
+                yield from predict_events(bundle, sample.locator, top_k, batch_size, device)
+            else:
+                yield from predict_windows(bundle, sample.locator, window, hop or window, top_k, batch_size, device)
         return
     samples = iter(bundle.modality.expand_inputs(arguments))
     while chunk := list(islice(samples, batch_size)):
@@ -84,6 +92,22 @@ def predict_windows(bundle: Bundle, locator: str, window: float, hop: float, top
         row = Prediction(locator)
         _fill(row, total / count, bundle.labels, top_k)
         yield row
+
+
+def predict_events(bundle: Bundle, locator: str, top_k: int, batch_size: int, device) -> Iterator[Prediction]:
+    """One row per event found in a long recording (start, end, label, score), in time order;
+    events the network calls background (a class that means "nothing here") are left out."""
+    background = bundle.modality.background_label
+    try:
+        for spans, batch in bundle.modality.encode_events(locator, batch_size):
+            probabilities = predict_probabilities(bundle.network, batch, batch_size, device)
+            for (start, end), row_probabilities in zip(spans, probabilities):
+                row = Prediction(locator, start=round(start, 3), end=round(end, 3))
+                _fill(row, row_probabilities, bundle.labels, top_k)
+                if row.label != background:
+                    yield row
+    except CnncliError as error:
+        yield Prediction(locator, error=str(error))
 
 
 def _fill(row: Prediction, probabilities, labels: list[str], top_k: int) -> None:

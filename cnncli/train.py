@@ -15,7 +15,7 @@ import torch
 
 from cnncli.bundle import read_info, save_bundle
 from cnncli.config import Config
-from cnncli.data.split import Splits, fold_count, load_splits
+from cnncli.data.split import Splits, fold_count, load_splits, with_training_samples
 from cnncli.device import measure_peak_gflops, pick_device, set_threads
 from cnncli.encoding import TensorData, encode_split
 from cnncli.engine import FitResult, fit, predict_probabilities
@@ -82,6 +82,8 @@ def prepare(config: Config, progress: Progress = Progress()) -> Prepared:
     if len(splits.labels) < 2:
         raise CnncliError(f"data.train: found only the label {splits.labels} in the training data; need at least two")
     modality.fit(splits.train)
+    splits = with_training_samples(splits, modality.extra_training_samples(splits.train),
+                                   config.data.split.val_fraction)
     parts = {name: encode_split(modality, samples, splits.labels, name, progress)
              for name, samples in (("train", splits.train), ("val", splits.val), ("test", splits.test))}
     folds = None

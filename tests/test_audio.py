@@ -43,8 +43,12 @@ def test_each_format_decodes_to_mono_at_the_recipe_rate(tmp_path: Path, suffix: 
     # mp3 and ogg encoders add some priming/padding samples; the length is right within 60 ms.
     assert abs(len(waveform) - 4000) <= (0 if suffix in (".wav", ".flac") else 480)
     assert dominant_frequency(waveform, 8000) == pytest.approx(440, abs=4)
-    encoded = AudioModality(options()).encode(Sample(str(path)))
-    assert tuple(encoded.shape) == (1, 32, 1 + 4000 // 64)
+    modality = AudioModality(options())
+    encoded = modality.encode(Sample(str(path)))
+    assert tuple(encoded.shape) == (1, 4000)  # the waveform at the recipe's rate, 0.5 s
+    assert tuple(modality.featurize(encoded[None]).shape) == (1, 1, 32, 1 + 4000 // 64)
+    legacy = AudioModality(options(), encoding="spectrogram").encode(Sample(str(path)))
+    assert torch.equal(legacy, modality.featurize(encoded[None])[0])
 
 
 def test_stereo_44k_becomes_mono_16k_with_the_tone_kept(tmp_path: Path):
@@ -95,11 +99,12 @@ def test_short_recordings_are_padded_and_long_ones_centre_cropped():
     assert fit_length(ramp, length)[0] == 3000 and len(fit_length(ramp, length)) == length
 
 
-def test_second_encode_reads_features_from_the_cache(tmp_path: Path):
+@pytest.mark.parametrize("encoding", ["waveform", "spectrogram"])
+def test_second_encode_reads_the_cache(tmp_path: Path, encoding: str):
     path = tmp_path / "tone.wav"
     soundfile.write(path, tone(440, 0.5, 8000), 8000)
     cache = tmp_path / "cache"
-    modality = AudioModality(options(cache=str(cache)))
+    modality = AudioModality(options(cache=str(cache)), encoding=encoding)
     first = modality.encode(Sample(str(path)))
     entries = list(cache.rglob("*.npy"))
     assert len(entries) == 1 and not list(cache.rglob("*.tmp"))
@@ -110,9 +115,13 @@ def test_second_encode_reads_features_from_the_cache(tmp_path: Path):
     copy = tmp_path / "copy.wav"
     copy.write_bytes(path.read_bytes())
     assert modality.encode(Sample(str(copy))).eq(7.0).all()
-    # ... and other feature parameters are another key, computed afresh.
-    other = AudioModality(options(cache=str(cache), n_mels=16)).encode(Sample(str(path)))
-    assert other.shape[1] == 16 and len(list(cache.rglob("*.npy"))) == 2
+    # ... and another rate is another key, computed afresh.
+    other = AudioModality(options(cache=str(cache), sample_rate=4000), encoding=encoding).encode(Sample(str(path)))
+    assert other.shape[-1] == (2000 if encoding == "waveform" else 1 + 2000 // 64)
+    assert len(list(cache.rglob("*.npy"))) == 2
+    # Other mel bands: a new spectrogram, but the same decoded waveform.
+    AudioModality(options(cache=str(cache), n_mels=16), encoding=encoding).encode(Sample(str(path)))
+    assert len(list(cache.rglob("*.npy"))) == (2 if encoding == "waveform" else 3)
 
 
 def test_no_cache_writes_nothing(tmp_path: Path, monkeypatch):

@@ -74,6 +74,21 @@ def load_splits(config: Config, modality: Any) -> Splits:
     return Splits(train, val, test, labels, record, folds)
 
 
+def with_training_samples(splits: Splits, extra: list[Sample], val_fraction: float) -> Splits:
+    """`splits` with `extra` samples (made by the modality) added to training, their labels
+    joining the label list, dealt round-robin into the folds when there are folds."""
+    if not extra:
+        return splits
+    train = splits.train + extra
+    labels = sorted({sample.label for sample in train}, key=natural_key)
+    folds = None
+    if splits.folds is not None:
+        folds = splits.folds + [position % fold_count(val_fraction) for position in range(len(extra))]
+    counts = {**splits.record["counts"], "train": len(train)}
+    record = {**splits.record, "counts": counts, "made_train_samples": len(extra)}
+    return Splits(train, splits.val, splits.test, labels, record, folds)
+
+
 def split_test(samples: list[Sample], rule) -> tuple[list[Sample], list[Sample], str]:
     """(rest, test, description) by the first test rule the recipe sets."""
     if rule.test_pattern:

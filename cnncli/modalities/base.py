@@ -69,6 +69,9 @@ class Modality(ABC):
     run_options: ClassVar[tuple[str, ...]] = ()
     # Whether a sample may be a line of text itself (a sentence) rather than a file to read.
     text_samples: ClassVar[bool] = False
+    # The label of a class that means "nothing here" (audio's background noise), if the modality
+    # may add one: `predict --segment` drops the events a network gives it.
+    background_label: ClassVar[str | None] = None
     # The backbone `cnncli train DATA_FOLDER` uses (None: the small CNN of cnncli.recipes), and
     # the `data.<name>` options it sets there.
     default_blocks: ClassVar[list | None] = None
@@ -140,6 +143,11 @@ class Modality(ABC):
         stacked = torch.stack(tensors) if tensors else torch.empty((0, *self.input_shape), dtype=self.input_dtype)
         return Encoded(stacked, index, failures)
 
+    def extra_training_samples(self, samples: Sequence[Sample]) -> list[Sample]:
+        """Samples the modality adds to the training split (audio: rows of a background class,
+        made rather than read), after `fit`. Default: none."""
+        return []
+
     def fit_encoded(self, encoded: torch.Tensor) -> None:
         """Learn statistics of the encoded training tensor (e.g. normalisation). Default: nothing."""
 
@@ -156,6 +164,18 @@ class Modality(ABC):
     def input_dtype(self) -> torch.dtype:
         """Type of encoded samples: float by default (images are uint8, token ids int64)."""
         return torch.float32
+
+    def featurize(self, batch: torch.Tensor) -> torch.Tensor:
+        """An encoded batch as the stem's trainable or normalising part reads it: where an exported
+        graph may start, and the picture inspection shows. Audio that encodes waveforms computes
+        its spectrogram here (the stem does the same on waveforms, and passes spectrograms
+        through). Default: the batch itself."""
+        return batch
+
+    @property
+    def featurized_shape(self) -> tuple[int, ...]:
+        """Shape of one sample after `featurize`. Default: `input_shape`."""
+        return self.input_shape
 
     # -- the network -----------------------------------------------------------------------------
 
@@ -184,6 +204,12 @@ class Modality(ABC):
                        batch_size: int = 64) -> Iterator[tuple[list[tuple[float, float]], torch.Tensor]]:
         """([(start_s, end_s), ...], encoded batch) chunks of windows slid over one long input."""
         raise CnncliError(f"--window: {self.name} inputs cannot be cut into windows (audio can)")
+
+    def encode_events(self, path: str,
+                      batch_size: int = 64) -> Iterator[tuple[list[tuple[float, float]], torch.Tensor]]:
+        """([(start_s, end_s), ...], encoded batch) chunks of the events found in one long input,
+        each encoded as a training sample is."""
+        raise CnncliError(f"--segment: {self.name} inputs cannot be cut into events (audio can)")
 
     def draw(self, sample: Sample, path: Path, network: nn.Module | None = None) -> None:
         """Write a PNG of `sample` as the network sees it (for `inspect --input`); a modality may

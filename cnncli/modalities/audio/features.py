@@ -5,7 +5,8 @@ Three kinds, picked by `data.audio.features`:
 - logmel: power mel spectrogram in dB. The parameters match librosa's defaults
   (`librosa.feature.melspectrogram` + `librosa.power_to_db`): Slaney mel scale and area
   normalisation, centred frames with zero padding, periodic Hann window, power 2, ref 1.0,
-  amin 1e-10, `top_db` below each spectrogram's own peak.
+  amin 1e-10, `top_db` below each spectrogram's own peak; with `level: peak`, ref = the
+  spectrogram's own peak (librosa's ref=np.max), so a recording's level does not change it.
 - stft: linear-frequency power spectrogram in dB (n_fft / 2 + 1 bands), same framing.
 - mfcc: DCT-II (orthonormal) of the log-mel bands, as `librosa.feature.mfcc` computes it.
 
@@ -20,6 +21,7 @@ import json
 import torch
 import torchaudio.functional as audio_functional
 import torchaudio.transforms as transforms
+from torch import nn
 
 from cnncli.modalities.audio.options import AudioOptions
 
@@ -43,21 +45,24 @@ def band_count(options: AudioOptions) -> int:
     return options.n_mfcc if options.features == "mfcc" else options.n_mels
 
 
-def feature_params(options: AudioOptions) -> dict:
-    """Every option that changes the numbers of an encoded sample (the cache key's second half)."""
-    keep = ("sample_rate", "features", "n_fft", "hop_length", "win_length", "n_mels", "n_mfcc", "f_min", "f_max",
-            "top_db", "duration")
+FEATURE_KEYS = ("sample_rate", "features", "n_fft", "hop_length", "win_length", "n_mels", "n_mfcc", "f_min", "f_max",
+                "top_db", "level", "duration")
+
+
+def feature_params(options: AudioOptions, keep: tuple[str, ...] = FEATURE_KEYS, kind: str | None = None) -> dict:
+    """Every option that changes the numbers of an encoded sample (the cache key's second half);
+    `keep` narrows them for encodings that stop before the features (kind "waveform")."""
     values = {name: value for name, value in dataclasses.asdict(options).items() if name in keep}
-    if options.features != "mfcc":
+    if "n_mfcc" in values and options.features != "mfcc":
         values.pop("n_mfcc")
     if options.features == "stft":
         for name in ("n_mels", "f_min", "f_max"):
-            values.pop(name)
-    return {"version": FEATURES_VERSION, **values}
+            values.pop(name, None)
+    return {"version": FEATURES_VERSION, **({"kind": kind} if kind else {}), **values}
 
 
-def params_json(options: AudioOptions) -> str:
-    return json.dumps(feature_params(options), sort_keys=True)
+def params_json(options: AudioOptions, keep: tuple[str, ...] = FEATURE_KEYS, kind: str | None = None) -> str:
+    return json.dumps(feature_params(options, keep, kind), sort_keys=True)
 
 
 def fit_length(waveform: torch.Tensor, length: int) -> torch.Tensor:
@@ -75,42 +80,74 @@ def fit_length(waveform: torch.Tensor, length: int) -> torch.Tensor:
     return waveform
 
 
+class Spectrogram(nn.Module):
+    """(N, samples) float waveforms at the recipe's rate -> (N, 1, bands, frames) dB, as a module.
+
+    Its tensors (window, mel filters, DCT) are non-persistent buffers rebuilt from the options, so
+    they follow the network to its device but never enter a bundle's weights. `power` and
+    `from_power` split the computation where training augmentation warps the frequency axis.
+    """
+
+    def __init__(self, options: AudioOptions):
+        super().__init__()
+        self.top_db = options.top_db
+        self.relative = options.level == "peak"
+        self.spectrogram = transforms.Spectrogram(
+            n_fft=options.n_fft, win_length=options.win_length or options.n_fft, hop_length=options.hop_length,
+            power=2.0, center=True, pad_mode="constant")
+        self.mel = None
+        if options.features != "stft":
+            self.mel = transforms.MelScale(n_mels=options.n_mels, sample_rate=options.sample_rate, f_min=options.f_min,
+                                           f_max=options.f_max, n_stft=options.n_fft // 2 + 1, norm="slaney",
+                                           mel_scale="slaney")
+        # create_dct gives (n_mels, n_mfcc); librosa's mfcc is DCT-II with norm="ortho".
+        dct = audio_functional.create_dct(options.n_mfcc, options.n_mels, norm="ortho")
+        self.register_buffer("dct", dct if options.features == "mfcc" else None, persistent=False)
+        for module in self.modules():
+            for name, buffer in list(module._buffers.items()):  # noqa: SLF001 - re-registered, not changed
+                module.register_buffer(name, buffer, persistent=False)
+
+    def power(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """(N, samples) -> (N, n_fft / 2 + 1, frames) linear power spectrogram."""
+        return self.spectrogram(waveforms.float())
+
+    def from_power(self, power: torch.Tensor) -> torch.Tensor:
+        """Linear power spectrogram -> (N, 1, bands, frames) features."""
+        if self.mel is not None:
+            power = self.mel(power)
+        decibels = power_to_db(power, self.top_db, self.relative)
+        if self.dct is not None:
+            decibels = torch.einsum("nft,fc->nct", decibels, self.dct)
+        return decibels.unsqueeze(1).contiguous()
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        return self.from_power(self.power(waveforms))
+
+
 class FeatureExtractor:
     """Callable: (N, samples) float waveforms at the recipe's rate -> (N, 1, bands, frames) dB."""
 
     def __init__(self, options: AudioOptions):
         self.options = options
-        framing = dict(n_fft=options.n_fft, win_length=options.win_length or options.n_fft,
-                       hop_length=options.hop_length, power=2.0, center=True, pad_mode="constant")
-        if options.features == "stft":
-            self.transform = transforms.Spectrogram(**framing)
-        else:
-            self.transform = transforms.MelSpectrogram(
-                sample_rate=options.sample_rate, f_min=options.f_min, f_max=options.f_max, n_mels=options.n_mels,
-                norm="slaney", mel_scale="slaney", **framing)
-        self.dct = None
-        if options.features == "mfcc":
-
-            # create_dct gives (n_mels, n_mfcc); librosa's mfcc is DCT-II with norm="ortho".
-            self.dct = audio_functional.create_dct(options.n_mfcc, options.n_mels, norm="ortho")
+        self.module = Spectrogram(options)
 
     def __call__(self, waveforms: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            power = self.transform(waveforms.float())
-            decibels = power_to_db(power, self.options.top_db)
-            if self.dct is not None:
-                decibels = torch.einsum("nft,fc->nct", decibels, self.dct)
-        return decibels.unsqueeze(1).contiguous()
+            return self.module(waveforms)
 
 
-def power_to_db(power: torch.Tensor, top_db: float | None) -> torch.Tensor:
-    """librosa.power_to_db(ref=1.0) per spectrogram of a (N, bands, frames) batch.
+def power_to_db(power: torch.Tensor, top_db: float | None, relative: bool = False) -> torch.Tensor:
+    """librosa.power_to_db(ref=1.0) per spectrogram of a (N, bands, frames) batch; with `relative`,
+    ref=np.max: dB below the spectrogram's own loudest cell, so that its level does not matter.
 
     torchaudio's AmplitudeToDB applies `top_db` below the peak of the whole batch, so one loud
     recording would change its neighbours' pictures; here each spectrogram uses its own peak.
     """
     decibels = 10.0 * torch.log10(power.clamp(min=AMIN))
-    if top_db is not None:
+    if top_db is not None or relative:
         peak = decibels.amax(dim=(-2, -1), keepdim=True)
-        decibels = torch.maximum(decibels, peak - top_db)
+        if top_db is not None:
+            decibels = torch.maximum(decibels, peak - top_db)
+        if relative:
+            decibels = decibels - peak
     return decibels

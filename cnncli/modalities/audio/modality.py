@@ -1,16 +1,18 @@
 """Sound as a picture: decode, resample to one rate, mix to mono, pad/crop, log-mel (or STFT, MFCC).
 
-Encoded recordings are float32 (1, bands, frames) dB spectrograms, row 0 the lowest band. They
-are computed a batch at a time and kept in a feature cache across runs (cnncli/feature_cache.py).
-The stem subtracts the per-band mean and divides by the per-band std fitted on the training
-split, so the normalisation travels with the weights. Augmentation (SpecAugment masks, time
-shift, gain, noise) works on batches of encoded spectrograms, on the batch's device.
+Two encodings. Bundles since issue 15 encode a recording as its fixed-length waveform at the
+recipe's rate, (1, samples), and compute the features in the stem, on the network's device
+(`WaveformStem`): training augmentation can then act on the sound itself (noise, speed, gain)
+before the features. Older bundles encode the dB spectrogram, (1, bands, frames), and their
+stem only normalises it (`BandNormalize`); they load and predict as they always did. Either
+way the feature cache keeps what is expensive to recompute (decoding, resampling; the
+spectrogram for the older encoding), and the stem subtracts the per-band mean and divides by
+the per-band std fitted on the training split, so the normalisation travels with the weights.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,33 +23,43 @@ from torch import nn
 from cnncli.atomic import write_file
 from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
+from cnncli.modalities.audio.augment import (
+    BackgroundNoise,
+    augment_spectrograms,
+    augment_waveforms,
+    spectrogram_augmenting,
+    spectrograms_of,
+    waveform_augmenting,
+)
+from cnncli.modalities.audio.background import (
+    BACKGROUND_LABEL,
+    background_samples,
+    synthesise_background,
+)
 from cnncli.modalities.audio.cache import FeatureCache
 from cnncli.modalities.audio.decoding import AUDIO_EXTENSIONS, decode, read_bytes
+from cnncli.modalities.audio.events import find_events
 from cnncli.modalities.audio.features import (
     FeatureExtractor,
+    Spectrogram,
     band_count,
     fit_length,
     frame_count,
     params_json,
     target_length,
 )
-from cnncli.modalities.audio.options import AudioAugment, AudioOptions, option_problems
+from cnncli.modalities.audio.options import (
+    AudioAugment,
+    AudioOptions,
+    augment_problems,
+    option_problems,
+)
+from cnncli.modalities.audio.stem import BandNormalize, WaveformStem
 from cnncli.modalities.audio.windows import sliding_windows
 from cnncli.modalities.base import Encoded, Modality, ProgressCallback
 
 FEATURE_BATCH = 256  # recordings per feature call: large enough to amortise, small enough for memory
-
-
-class BandNormalize(nn.Module):
-    """(x - mean) / std per frequency band (row), with statistics stored as buffers."""
-
-    def __init__(self, mean: list[float], std: list[float]):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 1, -1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 1, -1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() - self.mean) / self.std
+ENCODINGS = ("waveform", "spectrogram")  # what an encoded sample is; bundles without the key: spectrogram
 
 
 class AudioModality(Modality):
@@ -55,22 +67,31 @@ class AudioModality(Modality):
     extensions = AUDIO_EXTENSIONS
     options_type = AudioOptions
     augment_type = AudioAugment
-    run_options = ("cache",)
+    background_label = BACKGROUND_LABEL
+    run_options = ("cache", "event_threshold_db", "event_min_gap", "event_min_length")
 
     def __init__(self, options: AudioOptions, augment: AudioAugment | None = None,
-                 mean: list[float] | None = None, std: list[float] | None = None):
+                 mean: list[float] | None = None, std: list[float] | None = None,
+                 encoding: str = "waveform", root: str = "."):
         for key, message in option_problems(options):
             raise CnncliError(f"data.audio.{key}: {message}")
+        for key, message in augment_problems(augment or AudioAugment()):
+            raise CnncliError(f"augment.{key}: {message}")
+        if encoding not in ENCODINGS:
+            raise CnncliError(f"audio encoding {encoding!r}: unknown (known: {', '.join(ENCODINGS)})")
         self.options = options
         self.augment_config = augment or AudioAugment()
+        self.encoding = encoding
+        self.root = root  # augment.background is relative to data.root
         bands = band_count(options)
         self.mean = mean or [0.0] * bands
         self.std = std or [1.0] * bands
         self._extractor: FeatureExtractor | None = None
+        self._background: BackgroundNoise | None = None
 
     @classmethod
     def from_config(cls, config: Any) -> "AudioModality":
-        return cls(cls.options_from(config), cls.augment_from(config))
+        return cls(cls.options_from(config), cls.augment_from(config), root=config.data.root)
 
     @classmethod
     def check_options(cls, options: AudioOptions) -> list[tuple[str, str]]:
@@ -78,13 +99,25 @@ class AudioModality(Modality):
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "AudioModality":
-        return cls(AudioOptions(**state["options"]), None, state["mean"], state["std"])
+        return cls(AudioOptions(**state["options"]), None, state["mean"], state["std"],
+                   state.get("encoding", "spectrogram"))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"options": dataclasses.asdict(self.options), "mean": self.mean, "std": self.std}
+        return {"options": dataclasses.asdict(self.options), "encoding": self.encoding,
+                "mean": self.mean, "std": self.std}
+
+    @property
+    def waveforms(self) -> bool:
+        return self.encoding == "waveform"
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        if self.waveforms:
+            return (1, target_length(self.options))
+        return self.featurized_shape
+
+    @property
+    def featurized_shape(self) -> tuple[int, ...]:
         return (1, band_count(self.options), frame_count(self.options))
 
     @property
@@ -101,31 +134,45 @@ class AudioModality(Modality):
             raise CnncliError(encoded.failures[0])
         return encoded.tensor[0]
 
+    def encode_waveforms(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """(N, samples) fixed-length waveforms at the recipe's rate -> encoded batch."""
+        return waveforms.float().unsqueeze(1) if self.waveforms else self.extractor(waveforms)
+
+    def cache_params(self) -> str:
+        if self.waveforms:  # the cache keeps the decoded, resampled, padded waveform
+            return params_json(self.options, keep=("sample_rate", "duration"), kind="waveform")
+        return params_json(self.options)
+
     def encode_many(self, samples: Sequence[Sample], progress: ProgressCallback | None = None) -> Encoded:
-        """Cached features where present; the rest decoded one file at a time, transformed a batch at a time."""
-        cache = FeatureCache(self.options.cache, params_json(self.options))
+        """Cached entries where present; the rest decoded one file at a time, encoded a batch at a time."""
+        cache = FeatureCache(self.options.cache, self.cache_params())
+        length = target_length(self.options)
         results: dict[int, torch.Tensor] = {}
         failures: dict[int, str] = {}
         for start in range(0, len(samples), FEATURE_BATCH):
-            pending: list[tuple[int, str, torch.Tensor]] = []  # (position, cache key, waveform)
+            pending: list[tuple[int, str | None, torch.Tensor]] = []  # (position, cache key, waveform)
             for position in range(start, min(start + FEATURE_BATCH, len(samples))):
-                locator = samples[position].locator
+                sample = samples[position]
                 try:
-                    content = read_bytes(locator)
+                    if sample.content is not None:  # made, not read: the rows of the background class
+                        pending.append((position, None, synthesise_background(sample, length, self.background)))
+                        continue
+                    content = read_bytes(sample.locator)
                     key = cache.key(content)
                     cached = cache.get(key)
                     if cached is not None and tuple(cached.shape) == self.input_shape:
                         results[position] = cached
                     else:
-                        waveform = decode(locator, content, self.options.sample_rate)
-                        pending.append((position, key, fit_length(waveform, target_length(self.options))))
+                        waveform = decode(sample.locator, content, self.sample_rate)
+                        pending.append((position, key, fit_length(waveform, length)))
                 except CnncliError as error:
                     failures[position] = str(error)
             if pending:
-                features = self.extractor(torch.stack([waveform for _, _, waveform in pending]))
-                for (position, key, _), feature in zip(pending, features):
-                    results[position] = feature
-                    cache.put(key, feature)
+                encoded = self.encode_waveforms(torch.stack([waveform for _, _, waveform in pending]))
+                for (position, key, _), row in zip(pending, encoded):
+                    results[position] = row
+                    if key is not None:
+                        cache.put(key, row)
             if progress:
                 progress(min(start + FEATURE_BATCH, len(samples)) - start)
         index = sorted(results)
@@ -134,91 +181,108 @@ class AudioModality(Modality):
                  f"{cache.write_errors[0]}"] if cache.write_errors else []
         return Encoded(tensor, index, failures, notes)
 
+    @property
+    def sample_rate(self) -> int:
+        return self.options.sample_rate
+
     def encode_windows(self, path: str, window: float, hop: float,
                        batch_size: int = 64) -> Iterator[tuple[list[tuple[float, float]], torch.Tensor]]:
         """Slide a `window`-second window by `hop` seconds over a long recording, streamed from
         the file (see cnncli.modalities.audio.windows)."""
-        return sliding_windows(path, window, hop, self.options, self.extractor, batch_size)
+        return sliding_windows(path, window, hop, self.options, self.encode_waveforms, batch_size)
+
+    def encode_events(self, path: str,
+                      batch_size: int = 64) -> Iterator[tuple[list[tuple[float, float]], torch.Tensor]]:
+        """The sounds of a long recording, found against its own noise floor, each framed as a
+        training recording (see cnncli.modalities.audio.events)."""
+        return find_events(path, self.options, self.encode_waveforms, batch_size)
+
+    def featurize(self, batch: torch.Tensor) -> torch.Tensor:
+        """The spectrogram of an encoded batch, before normalisation: what the stem's normalisation
+        and the backbone read (an exported graph may start here)."""
+        if not self.waveforms or batch.dim() == 4:
+            return batch.float()
+        with torch.no_grad():
+            return self.features_on(batch.device)(batch[:, 0])
+
+    def features_on(self, device) -> Spectrogram:
+        return self.extractor.module.to(device)
 
     # -- fitting and the stem ------------------------------------------------------------------
+
+    def fit(self, samples: Sequence[Sample]) -> None:
+        """Read the background noise recordings, if the recipe names a folder of them."""
+        if self.augment_config.background and self._background is None:
+            folder = Path(self.root) / Path(self.augment_config.background).expanduser()
+            self._background = BackgroundNoise(folder, self.sample_rate)
+
+    @property
+    def background(self) -> BackgroundNoise | None:
+        return self._background
+
+    def extra_training_samples(self, samples: Sequence[Sample]) -> list[Sample]:
+        """With augment.background_class: noise-only rows of a "background" class."""
+        return background_samples(len(samples), self.augment_config.background_class)
 
     def fit_encoded(self, encoded: torch.Tensor) -> None:
         """Per-band mean and std over every training recording and frame."""
         if not self.options.normalize or len(encoded) == 0:
             return
-        bands = encoded.shape[2]
+        bands = band_count(self.options)
         total = torch.zeros(bands, dtype=torch.float64)
         square = torch.zeros(bands, dtype=torch.float64)
-        for chunk in encoded.split(2048):
-            values = chunk.to(torch.float64)
+        count = 0
+        for chunk in encoded.split(512 if self.waveforms else 2048):
+            values = self.featurize(chunk).to(torch.float64)
             total += values.sum(dim=(0, 1, 3))
             square += (values ** 2).sum(dim=(0, 1, 3))
-        count = len(encoded) * encoded.shape[1] * encoded.shape[3]
+            count += values.shape[0] * values.shape[1] * values.shape[3]
         mean = total / count
         variance = (square / count - mean ** 2).clamp(min=1e-8)
         self.mean = [round(float(m), 6) for m in mean]
         self.std = [round(float(s), 6) for s in variance.sqrt()]
 
     def build_stem(self) -> nn.Module:
+        if self.waveforms:
+            return WaveformStem(self.options, self.mean, self.std)
         return BandNormalize(self.mean, self.std)
 
     # -- augmentation --------------------------------------------------------------------------
 
     def augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Random time shift, gain, SpecAugment masks and noise on un-normalised dB spectrograms.
-
-        gain_db is additive in the dB domain (a gain on the power spectrum), so for MFCC it moves
-        only coefficient 0 (by gain * sqrt(n_mels), the orthonormal DCT of a constant). Masks are
-        filled with the per-band training mean, i.e. zero after the stem. Noise std is in units of
-        the normalised spectrogram, so it is scaled by each band's std here.
-        """
+        """Waveform batches: speed, shift, noise, gain on the sound, then its features (pitch
+        warps them), then masks and spectrogram noise; the stem sees the features. Spectrogram
+        batches (older bundles): shift, gain, masks, noise on the dB picture."""
         settings = self.augment_config
-        if not any((settings.time_shift, settings.time_mask, settings.freq_mask, settings.gain_db, settings.noise)):
+        if batch.dim() == 4 and not (spectrogram_augmenting(settings) or settings.time_shift or settings.gain_db):
             return batch
-        batch = batch.float().clone()
-        count, _, bands, frames = batch.shape
+        if batch.dim() == 3 and not (waveform_augmenting(settings) or spectrogram_augmenting(settings)):
+            return batch
         device = batch.device
         mean = torch.tensor(self.mean, device=device).view(1, 1, -1, 1)
         std = torch.tensor(self.std, device=device).view(1, 1, -1, 1)
-
-        def uniform(low: float, high: float) -> torch.Tensor:
-            return low + (high - low) * torch.rand(count, generator=generator, device=device)
-
-        if settings.time_shift:
-            widest = settings.time_shift * frames
-            shift = uniform(-widest, widest).round().long()
-            columns = (torch.arange(frames, device=device).view(1, -1) - shift.view(-1, 1)) % frames
-            batch = batch.gather(3, columns.view(count, 1, 1, frames).expand(-1, 1, bands, -1))
-        if settings.gain_db:
-            gain = uniform(-settings.gain_db, settings.gain_db).view(-1, 1, 1)
-            if self.options.features == "mfcc":
-                batch[:, :, 0, :] += gain * math.sqrt(self.options.n_mels)
-            else:
-                batch += gain.view(-1, 1, 1, 1)
-        fill = mean.expand(count, 1, bands, frames) if self.options.normalize else \
-            batch.mean(dim=(2, 3), keepdim=True).expand(-1, 1, bands, frames)
-        for width, size, axis in ((settings.freq_mask, bands, 2), (settings.time_mask, frames, 3)):
-            if width:
-                mask = _random_stripes(count, width, size, generator, device)
-                shape = (count, 1, size, 1) if axis == 2 else (count, 1, 1, size)
-                batch = torch.where(mask.view(shape), fill, batch)
-        if settings.noise:
-            noise = torch.randn(batch.shape, generator=generator, device=device)
-            batch = batch + noise * settings.noise * std
-        return batch
+        if batch.dim() == 4:
+            return augment_spectrograms(batch, settings, self.options, mean, std, generator)
+        waves = augment_waveforms(batch[:, 0].float(), settings, self.sample_rate, generator, self.background)
+        pictures = spectrograms_of(waves, self.features_on(device), settings, generator)
+        if not spectrogram_augmenting(settings):
+            return pictures
+        return augment_spectrograms(pictures, settings, self.options, mean, std, generator, gain=False)
 
     # -- describing and drawing ----------------------------------------------------------------
 
     def describe(self) -> str:
         options = self.options
-        _, bands, frames = self.input_shape
+        _, bands, frames = self.featurized_shape
         f_max = options.f_max or options.sample_rate / 2
         kind = {"logmel": f"{options.n_mels} mel bands {options.f_min:g}-{f_max:g} Hz (Slaney), dB",
                 "stft": f"{bands} linear bands 0-{options.sample_rate / 2:g} Hz, dB",
                 "mfcc": f"{options.n_mfcc} MFCCs of {options.n_mels} mel bands {options.f_min:g}-{f_max:g} Hz"}
         top_db = f", top_db {options.top_db:g}" if options.top_db is not None else ""
+        top_db += ", re its peak" if options.level == "peak" else ""
         norm = "per-band normalisation" if options.normalize else "no normalisation"
-        return (f"audio {options.features} 1x{bands}x{frames}: {options.sample_rate} Hz mono, "
+        stem = f"waveform 1x{self.input_shape[1]} -> (in the stem) " if self.waveforms else ""
+        return (f"audio {stem}{options.features} 1x{bands}x{frames}: {options.sample_rate} Hz mono, "
                 f"{options.duration:g} s pad/centre-crop, n_fft {options.n_fft} hop {options.hop_length} "
                 f"win {options.win_length or options.n_fft}, {kind[options.features]}{top_db}, {norm}")
 
@@ -259,11 +323,3 @@ class AudioModality(Modality):
         figure.colorbar(image, ax=axis, label=f"{unit}, normalised per band" if fitted else unit)
         write_file(path, figure_png(figure))
 
-
-def _random_stripes(count: int, widest: int, size: int, generator: torch.Generator, device) -> torch.Tensor:
-    """(count, size) bool: one stripe per row, width uniform in [0, widest], start uniform."""
-    widest = min(widest, size)
-    width = (torch.rand(count, generator=generator, device=device) * (widest + 1)).floor().long()
-    start = (torch.rand(count, generator=generator, device=device) * (size - width + 1)).floor().long()
-    positions = torch.arange(size, device=device).view(1, -1)
-    return (positions >= start.view(-1, 1)) & (positions < (start + width).view(-1, 1))

@@ -20,9 +20,16 @@ class AudioOptions:
     f_min: float = 0.0
     f_max: float | None = None  # None = sample_rate / 2
     top_db: float | None = 80.0  # dynamic range kept below each spectrogram's peak
+    # absolute: dB re full scale; peak: dB below each spectrogram's loudest cell, so the level of a
+    # recording (microphone gain, distance) does not change its picture
+    level: Literal["absolute", "peak"] = "absolute"
     duration: float = 1.0  # seconds: shorter recordings are padded, longer ones centre-cropped
     normalize: bool = True  # per-band mean/std fitted on the training split
     cache: str | None = ".cache/cnncli/audio"  # feature cache folder; null disables it
+    # `predict --segment`: how the sounds of a long recording are found (see audio/events.py)
+    event_threshold_db: float = 10.0  # a sound stands this many dB above the recording's noise floor
+    event_min_gap: float = 0.3  # seconds: sounds separated by a shorter pause are one sound
+    event_min_length: float = 0.1  # seconds: shorter sounds (clicks) are not events
 
 
 @dataclass
@@ -34,6 +41,15 @@ class AudioAugment:
     freq_mask: int = 0  # SpecAugment, widest frequency mask in bands (0 = off)
     gain_db: float = 0.0  # random gain, +- dB
     noise: float = 0.0  # Gaussian noise on the normalised spectrogram, std
+    # On the waveform, before the features (bundles that encode waveforms; see AudioModality):
+    noise_snr: list[float] | None = None  # [low, high] dB: noise mixed under the sound at a random SNR
+    noise_prob: float = 1.0  # share of training rows that get that noise (the rest stay as recorded)
+    background: str | None = None  # folder of noise recordings (relative to data.root) mixed instead of
+    #                                synthetic coloured noise (white to brown, random slope)
+    speed: float = 0.0  # play faster or slower by up to +- this share (tempo and pitch, by resampling)
+    pitch: float = 0.0  # move the frequencies up or down by up to +- this share, keeping the tempo
+    eq_db: float = 0.0  # random smooth equaliser curve, up to +- this many dB (another microphone or room)
+    background_class: float = 0.0  # add a "background" class: this many noise-only rows per training row
 
 
 def option_problems(options: AudioOptions) -> list[tuple[str, str]]:
@@ -53,5 +69,24 @@ def option_problems(options: AudioOptions) -> list[tuple[str, str]]:
          f"must be at most sample_rate / 2 ({nyquist:g})"),
         ("top_db", options.top_db is None or options.top_db > 0, "must be positive (or null to keep all)"),
         ("duration", options.duration > 0, "must be positive seconds"),
+        ("event_threshold_db", options.event_threshold_db > 0, "must be positive dB"),
+        ("event_min_gap", options.event_min_gap >= 0, "must be at least 0 seconds"),
+        ("event_min_length", options.event_min_length >= 0, "must be at least 0 seconds"),
+    ]
+    return [(key, message) for key, ok, message in checks if not ok]
+
+
+def augment_problems(augment: AudioAugment) -> list[tuple[str, str]]:
+    """(key, what is wrong) for each audio `augment` value out of its range."""
+    snr = augment.noise_snr
+    checks = [
+        ("noise_snr", snr is None or (len(snr) == 2 and snr[0] <= snr[1]), "must be [low, high] in dB, low <= high"),
+        ("noise_prob", 0 <= augment.noise_prob <= 1, "must be between 0 and 1"),
+        ("speed", 0 <= augment.speed < 1, "must be at least 0 and below 1 (a share of the speed)"),
+        ("pitch", 0 <= augment.pitch < 1, "must be at least 0 and below 1 (a share of the frequency)"),
+        ("eq_db", augment.eq_db >= 0, "must be at least 0 dB"),
+        ("background_class", augment.background_class >= 0, "must be at least 0 (rows per training row)"),
+        ("background", augment.background is None or augment.noise_snr is not None or augment.background_class > 0,
+         "needs augment.noise_snr or augment.background_class, which say how the noise is used"),
     ]
     return [(key, message) for key, ok, message in checks if not ok]

@@ -6,24 +6,26 @@ what a minute does.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 
 from cnncli.errors import CnncliError
 from cnncli.modalities.audio.decoding import audio_length, iter_file_blocks, resample
-from cnncli.modalities.audio.features import FeatureExtractor, fit_length, target_length
+from cnncli.modalities.audio.features import fit_length, target_length
 from cnncli.modalities.audio.options import AudioOptions
 
 Spans = list[tuple[float, float]]
 
 
-def sliding_windows(path: str, window: float, hop: float, options: AudioOptions, extractor: FeatureExtractor,
+def sliding_windows(path: str, window: float, hop: float, options: AudioOptions,
+                    encode: Callable[[torch.Tensor], torch.Tensor],
                     batch_size: int = 64) -> Iterator[tuple[Spans, torch.Tensor]]:
     """([(start_s, end_s), ...], encoded batch) chunks of up to `batch_size` windows.
 
-    Each window is resampled and padded/cropped to `duration` exactly like a file of that length.
+    Each window is resampled and padded/cropped to `duration` exactly like a file of that length,
+    then `encode`d (fixed-length waveforms at the recipe's rate -> the modality's encoded batch).
     Windows that would run past the end are left out; a recording shorter than one window gives
     one window over all of it.
     """
@@ -35,7 +37,7 @@ def sliding_windows(path: str, window: float, hop: float, options: AudioOptions,
     def featurise(segments: list[np.ndarray]) -> torch.Tensor:
         stacked = torch.from_numpy(np.stack(segments))  # (windows, frames, channels) at the native rate
         waveforms = resample(stacked.mean(dim=2), native_rate, options.sample_rate)
-        return extractor(fit_length(waveforms, length))
+        return encode(fit_length(waveforms, length))
 
     spans: Spans = []
     segments: list[np.ndarray] = []
