@@ -283,3 +283,23 @@ def test_fsdd_reaches_98_percent_test_accuracy(tmp_path: Path):
         pytest.skip("FSDD is not in ../shared/data")
     outcome = train(load_config(REPO / "recipes" / "fsdd.yaml"), tmp_path / "fsdd")
     assert outcome.metrics["test"]["accuracy"] >= 0.98
+
+
+def test_peak_level_makes_the_picture_independent_of_the_recording_level():
+    loud = torch.from_numpy(tone(440, 0.5, 8000))[None, None]
+    relative, absolute = AudioModality(options(level="peak")), AudioModality(options())
+    # 20 dB quieter: the same picture (down to librosa's floor of -100 dB re full scale)
+    assert torch.allclose(relative.featurize(loud), relative.featurize(loud * 0.1), atol=1e-3)
+    assert relative.featurize(loud).max() == 0 and relative.featurize(loud).min() == -80
+    difference = absolute.featurize(loud) - absolute.featurize(loud * 0.1)
+    assert difference.max() == pytest.approx(20, abs=1e-3)
+
+
+def test_the_stem_computes_the_features_and_keeps_only_its_statistics_as_weights():
+    modality = AudioModality(options())
+    waves = torch.from_numpy(tone(440, 0.5, 8000))[None, None]
+    modality.fit_encoded(torch.cat([waves, waves * 0.5]))
+    stem = modality.build_stem()
+    assert sorted(stem.state_dict()) == ["mean", "std"]
+    pictures = modality.featurize(waves)
+    assert torch.allclose(stem(waves), stem(pictures)) and stem(waves).shape == (1, 1, 32, 63)

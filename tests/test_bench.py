@@ -92,9 +92,14 @@ def test_fsdd_reference_matches_recipe(recipe, members):
         module.SAMPLE_RATE, module.DURATION, module.N_FFT, module.HOP, module.N_MELS, module.TOP_DB)
     assert (config.train.epochs, config.train.batch_size, config.train.lr, config.train.schedule) == (
         module.EPOCHS, module.BATCH, module.LR, "cosine")
+    assert audio.level == "peak"  # the reference measures dB below each picture's peak
     augment = config.augment
     assert (augment.time_shift, augment.time_mask, augment.freq_mask, augment.gain_db) == (
-        module.TIME_SHIFT, module.TIME_MASK, module.FREQ_MASK, module.GAIN_DB)
+        module.TIME_SHIFT, module.TIME_MASK, module.FREQ_MASK, 0.0)
+    assert (augment.speed, augment.pitch, augment.eq_db, augment.noise_prob) == (
+        module.SPEED, module.PITCH, module.EQ_DB, module.NOISE_PROB)
+    assert tuple(augment.noise_snr) == module.NOISE_SNR and augment.background is None
+    assert (augment.noise, augment.background_class) == (0.0, 0.0)
     torch.manual_seed(0)
     ours = build_network(config.model.blocks, BandNormalize([0.0] * 40, [1.0] * 40), (1, 40, 126), 10)
     torch.manual_seed(0)
@@ -238,3 +243,15 @@ def test_text_reference_deals_the_same_validation_folds():
     ours = stratified_folds(samples, 10, seed=1)
     theirs = reference("kim_cnn").stratified_folds([(s.locator, s.label) for s in samples], 10, seed=1)
     assert ours == theirs and len(set(ours)) == 10
+
+
+def test_fsdd_reference_computes_the_pictures_cnncli_computes():
+    """Un-augmented: the same log-mel dB below each picture's peak from the same waveforms."""
+    from cnncli.modalities.audio import AudioModality
+
+    module = reference("fsdd")
+    modality = AudioModality(load_config(REPO / "recipes" / "fsdd.yaml").data.audio)
+    generator = torch.Generator().manual_seed(0)
+    waves = torch.randn(3, 8000, generator=generator) * torch.linspace(0.001, 0.5, 8000)
+    ours, theirs = modality.featurize(waves.unsqueeze(1)), module.log_mel(waves)
+    assert ours.shape == theirs.shape and torch.allclose(ours, theirs, atol=1e-3)

@@ -1,10 +1,12 @@
 r"""Hand-written PyTorch reference for recipes/fsdd.yaml: spoken digits as log-mel pictures (no cnncli import).
 
 soundfile decodes, torchaudio resamples (if needed) and computes the mel spectrogram; the rest is
-plain torch: mono mix-down, centre crop / symmetric zero pad to one second, power -> dB with
-top_db under each recording's own peak (librosa.power_to_db), per-band mean/std fitted on the
-training split, SpecAugment-style augmentation on the un-normalised dB picture, a 4-conv BN
-network, Adam with a cosine schedule, the best epoch on validation kept, the test split touched once.
+plain torch: mono mix-down, centre crop / symmetric zero pad to one second, power -> dB below
+each recording's own peak with top_db 80 (librosa.power_to_db(ref=np.max)), per-band mean/std
+fitted on the training split. Training batches are augmented as waveforms (speed by resampling,
+circular shift, coloured noise at a random SNR) and then as pictures (frequency warp, random
+equaliser, SpecAugment masks), a 4-conv BN network, Adam with a cosine schedule, the best epoch
+on validation kept, the test split touched once.
 With --members N, N such networks train from seeds seed, seed + 1000, ... and their softmax
 outputs are averaged (cnncli's train.ensemble).
 
@@ -39,8 +41,9 @@ from torch import nn
 RECORDINGS = Path(__file__).resolve().parents[3] / "shared" / "data" / "fsdd" / "recordings"
 STANDARD_TEST = r"_[0-4]\.wav$"  # recordings with index 0-4
 SAMPLE_RATE, DURATION, N_FFT, HOP, N_MELS, TOP_DB = 8000, 1.0, 256, 64, 40, 80.0
-EPOCHS, BATCH, LR = 20, 32, 0.003
-TIME_SHIFT, TIME_MASK, FREQ_MASK, GAIN_DB = 0.1, 12, 6, 6.0
+EPOCHS, BATCH, LR = 30, 32, 0.003
+TIME_SHIFT, TIME_MASK, FREQ_MASK = 0.1, 12, 6
+SPEED, PITCH, EQ_DB, NOISE_SNR, NOISE_PROB = 0.1, 0.0, 20.0, (10.0, 40.0), 0.5
 
 
 def list_recordings(folder: Path, test_pattern: str = STANDARD_TEST):
@@ -63,32 +66,69 @@ def list_recordings(folder: Path, test_pattern: str = STANDARD_TEST):
     return train, val, test
 
 
-def log_mel(samples) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 1, 40, 126) dB pictures and (N,) labels."""
+def load_waveforms(samples) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 8000) mono waveforms at 8 kHz, centre-cropped or zero-padded to one second, and (N,) labels."""
     length = round(DURATION * SAMPLE_RATE)
-    mel = torchaudio.transforms.MelSpectrogram(
-        sample_rate=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, power=2.0, center=True,
-        pad_mode="constant", norm="slaney", mel_scale="slaney")
     waveforms = []
     for path, _ in samples:
         audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
         wave = torch.from_numpy(np.ascontiguousarray(audio)).mean(dim=1)
         if rate != SAMPLE_RATE:
             wave = torchaudio.functional.resample(wave, rate, SAMPLE_RATE)
-        if len(wave) > length:
-            start = (len(wave) - length) // 2
-            wave = wave[start:start + length]
-        else:
-            before = (length - len(wave)) // 2
-            wave = F.pad(wave, (before, length - len(wave) - before))
-        waveforms.append(wave)
+        waveforms.append(fit(wave, length))
+    return torch.stack(waveforms), torch.tensor([digit for _, digit in samples])
+
+
+def fit(wave: torch.Tensor, length: int) -> torch.Tensor:
+    if len(wave) > length:
+        start = (len(wave) - length) // 2
+        return wave[start:start + length]
+    before = (length - len(wave)) // 2
+    return F.pad(wave, (before, length - len(wave) - before))
+
+
+SPECTROGRAM = torchaudio.transforms.Spectrogram(n_fft=N_FFT, hop_length=HOP, power=2.0, center=True,
+                                                pad_mode="constant")
+MEL = torchaudio.transforms.MelScale(n_mels=N_MELS, sample_rate=SAMPLE_RATE, n_stft=N_FFT // 2 + 1, norm="slaney",
+                                     mel_scale="slaney")
+
+
+@torch.no_grad()
+def log_mel(waves: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(N, 1, 40, 126) dB below each picture's peak, floored TOP_DB down; with a generator, each
+    row's frequency axis is first stretched by up to +-PITCH and shaped by a random equaliser."""
     pictures = []
-    with torch.no_grad():
-        for chunk in torch.stack(waveforms).split(256):
-            decibels = 10.0 * torch.log10(mel(chunk).clamp(min=1e-10))
-            peak = decibels.amax(dim=(-2, -1), keepdim=True)
-            pictures.append(torch.maximum(decibels, peak - TOP_DB))
-    return torch.cat(pictures).unsqueeze(1), torch.tensor([digit for _, digit in samples])
+    for chunk in waves.split(256):
+        power = SPECTROGRAM(chunk)
+        if generator is not None:
+            power = warp_and_equalise(power, generator)
+        decibels = 10.0 * torch.log10(MEL(power).clamp(min=1e-10))
+        peak = decibels.amax(dim=(-2, -1), keepdim=True)
+        pictures.append(torch.maximum(decibels, peak - TOP_DB) - peak)
+    return torch.cat(pictures).unsqueeze(1)
+
+
+def warp_and_equalise(power: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    count, bins, frames = power.shape
+    if PITCH:
+        factors = 1 + PITCH * (2 * torch.rand(count, generator=generator) - 1)
+        warped = torch.zeros_like(power)
+        for row in range(count):  # content at bin k moves to bin k * factor (linear interpolation)
+            source = torch.arange(bins) / factors[row]
+            low = source.floor().long().clamp(max=bins - 1)
+            high = (low + 1).clamp(max=bins - 1)
+            weight = (source - source.floor()).view(-1, 1)
+            row_power = power[row, low] * (1 - weight) + power[row, high] * weight
+            warped[row] = torch.where((source <= bins - 1).view(-1, 1), row_power, 0.0)
+        power = warped
+    if EQ_DB:  # three cosines over the band, amplitudes 1, 1/2, 1/3 at most, scaled to EQ_DB
+        orders = torch.tensor([1.0, 2.0, 3.0])
+        amplitudes = (2 * torch.rand(count, 3, generator=generator) - 1) / orders
+        phases = 2 * math.pi * torch.rand(count, 3, generator=generator)
+        position = torch.linspace(0, 1, bins).view(1, -1, 1)
+        curve = (amplitudes.unsqueeze(1) * torch.cos(math.pi * orders * position + phases.unsqueeze(1))).sum(2)
+        power = power * 10 ** (EQ_DB / float((1 / orders).sum()) * curve / 10).unsqueeze(2)
+    return power
 
 
 def build_model() -> nn.Sequential:
@@ -108,15 +148,46 @@ def stripes(count: int, widest: int, size: int, generator: torch.Generator) -> t
     return (positions >= start.view(-1, 1)) & (positions < (start + width).view(-1, 1))
 
 
-def augment(batch: torch.Tensor, mean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Circular time shift, gain in dB, a frequency and a time mask filled with the band mean."""
-    batch = batch.clone()
+def speech_power(waves: torch.Tensor) -> torch.Tensor:
+    """(N,) mean power of the 16 ms frames within 30 dB of each row's loudest frame."""
+    frame = round(0.016 * SAMPLE_RATE)
+    energy = waves[:, :waves.shape[1] // frame * frame].reshape(len(waves), -1, frame).pow(2).mean(2)
+    active = energy >= energy.amax(1, keepdim=True) * 1e-3
+    return (energy * active).sum(1) / active.sum(1)
+
+
+def augment_waves(waves: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Speed (resampling, +-SPEED), circular shift (+-TIME_SHIFT), coloured noise at an SNR in
+    NOISE_SNR for a NOISE_PROB share of the rows."""
+    count, length = waves.shape
+    out = waves.clone()
+    if SPEED:
+        factors = 1 + SPEED * (2 * torch.rand(count, generator=generator) - 1)
+        for row in range(count):  # faster by f: resample from f x the rate, centred, same length
+            source = round(float(factors[row]) * 100)  # factors to 1%
+            out[row] = fit(torchaudio.functional.resample(waves[row], source, 100), length)
+    widest = TIME_SHIFT * length
+    shifts = (-widest + 2 * widest * torch.rand(count, generator=generator)).round().long()
+    out = torch.stack([row.roll(int(shift)) for row, shift in zip(out, shifts)])
+    if NOISE_SNR:
+        low, high = NOISE_SNR
+        snr = low + (high - low) * torch.rand(count, generator=generator)
+        chosen = torch.rand(count, generator=generator) < NOISE_PROB
+        slopes = 2 * torch.rand(count, generator=generator)  # white (0) to brown (2)
+        spectrum = torch.fft.rfft(torch.randn(count, length, generator=generator))
+        shape = torch.arange(spectrum.shape[1]).clamp(min=1).float().view(1, -1) ** (-slopes.view(-1, 1) / 2)
+        shape[:, 0] = 0
+        noise = torch.fft.irfft(spectrum * shape, n=length)
+        noise *= (speech_power(out) / 10 ** (snr / 10) / noise.pow(2).mean(1)).sqrt().view(-1, 1)
+        out = torch.where(chosen.view(-1, 1), out + noise, out)
+    return out
+
+
+def augment(waves: torch.Tensor, mean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Waveform augmentation, the log-mel pictures (pitch, equaliser), a frequency and a time mask
+    filled with the band mean."""
+    batch = log_mel(augment_waves(waves, generator), generator)
     count, _, bands, frames = batch.shape
-    widest = TIME_SHIFT * frames
-    shift = (-widest + 2 * widest * torch.rand(count, generator=generator)).round().long()
-    columns = (torch.arange(frames).view(1, -1) - shift.view(-1, 1)) % frames
-    batch = batch.gather(3, columns.view(count, 1, 1, frames).expand(-1, 1, bands, -1))
-    batch += (-GAIN_DB + 2 * GAIN_DB * torch.rand(count, generator=generator)).view(-1, 1, 1, 1)
     fill = mean.expand(count, 1, bands, frames)
     batch = torch.where(stripes(count, FREQ_MASK, bands, generator).view(count, 1, bands, 1), fill, batch)
     batch = torch.where(stripes(count, TIME_MASK, frames, generator).view(count, 1, 1, frames), fill, batch)
@@ -148,8 +219,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     train, val, test = list_recordings(args.folder, args.test_pattern)
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (log_mel(part) for part in (train, val, test))
-    values = x_train.to(torch.float64)
+    (w_train, y_train), (w_val, y_val), (w_test, y_test) = (load_waveforms(part) for part in (train, val, test))
+    x_val, x_test = log_mel(w_val), log_mel(w_test)
+    values = log_mel(w_train).to(torch.float64)
     band_mean = values.mean(dim=(0, 1, 3))
     band_std = ((values ** 2).mean(dim=(0, 1, 3)) - band_mean ** 2).clamp(min=1e-8).sqrt()
     mean = torch.tensor([round(float(m), 6) for m in band_mean]).view(1, 1, -1, 1)
@@ -159,7 +231,7 @@ def main() -> None:
     models, seen, train_seconds, steps, best_vals = [], 0, 0.0, 0, []
     for member in range(args.members):
         model, member_seen, member_seconds, steps, best = train_member(
-            args.seed + 1000 * member, (x_train, y_train), (x_val, y_val), mean, std, args.steps)  # cnncli's seeds
+            args.seed + 1000 * member, (w_train, y_train), (x_val, y_val), mean, std, args.steps)  # cnncli's seeds
         models.append(model)
         seen, train_seconds = seen + member_seen, train_seconds + member_seconds
         best_vals.append(round(best[0], 4))
@@ -177,7 +249,7 @@ def main() -> None:
 
 def train_member(seed, train, val, mean, std, steps=None):
     """One network from `seed`: (model at its best validation epoch, samples seen, seconds, steps, best)."""
-    (x_train, y_train), (x_val, y_val) = train, val
+    (w_train, y_train), (x_val, y_val) = train, val
     torch.manual_seed(seed)
     model = build_model()
     torch.manual_seed(seed)
@@ -197,7 +269,7 @@ def train_member(seed, train, val, mean, std, steps=None):
             index = order[start:start + BATCH]
             if len(index) < 2:
                 continue
-            batch = augment(x_train[index], mean, augment_generator)
+            batch = augment(w_train[index], mean, augment_generator)
             loss = F.cross_entropy(model((batch - mean) / std), y_train[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

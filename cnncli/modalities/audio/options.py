@@ -20,8 +20,9 @@ class AudioOptions:
     f_min: float = 0.0
     f_max: float | None = None  # None = sample_rate / 2
     top_db: float | None = 80.0  # dynamic range kept below each spectrogram's peak
-    # absolute: dB re full scale; peak: dB below each spectrogram's loudest cell, so the level of a
-    # recording (microphone gain, distance) does not change its picture
+    # absolute: dB re full scale; peak: dB below each spectrogram's loudest cell (librosa's ref=np.max),
+    # so the level of a recording (microphone gain, distance) does not change its picture (above the
+    # floor of -100 dB re full scale that both share)
     level: Literal["absolute", "peak"] = "absolute"
     duration: float = 1.0  # seconds: shorter recordings are padded, longer ones centre-cropped
     normalize: bool = True  # per-band mean/std fitted on the training split
