@@ -12,6 +12,7 @@ import pytest
 import soundfile
 import torch
 from conftest import REPO
+from test_resume import Crash, CrashAtNote
 
 from cnncli.bundle import load_bundle, read_resume_state
 from cnncli.config import load_config
@@ -22,9 +23,9 @@ from cnncli.modalities.audio.background import BACKGROUND_LABEL, background_samp
 from cnncli.modalities.audio.waveforms import (
     active_power,
     change_speed,
+    stretch_time,
     warp_frequencies,
 )
-from cnncli.progress import Progress
 from cnncli.train import train
 
 RATE = 8000
@@ -60,7 +61,7 @@ def noise_folder(tmp_path: Path) -> Path:
 
 
 AUGMENTATIONS = [
-    {"speed": 0.1}, {"pitch": 0.1}, {"eq_db": 10.0}, {"noise_snr": [0.0, 20.0]},
+    {"speed": 0.1}, {"tempo": 0.3}, {"pitch": 0.1}, {"eq_db": 10.0}, {"noise_snr": [0.0, 20.0]},
     {"noise_snr": [5.0, 5.0], "noise_prob": 0.5}, {"gain_db": 6.0}, {"time_shift": 0.2},
     {"noise_snr": [0.0, 10.0], "background": "noise"},
     {"speed": 0.1, "pitch": 0.1, "eq_db": 6.0, "noise_snr": [0.0, 30.0], "gain_db": 6.0, "time_shift": 0.1,
@@ -105,6 +106,16 @@ def test_pitch_moves_the_frequencies_and_keeps_the_frames():
     warped = warp_frequencies(power, torch.tensor([1.0, 1.1]))
     assert torch.equal(warped[0], power[0])
     assert int(warped[1, :, 2].argmax()) == 44 and torch.allclose(warped[1].sum(0), warped[1, :, 0].sum().expand(5))
+
+
+def test_tempo_stretches_the_frames_around_the_centre_and_keeps_the_frequencies():
+    power = torch.zeros(3, 9, 41)
+    power[:, 4, 18:23] = 1.0  # five frames of one band, centred
+    stretched = stretch_time(power, torch.tensor([1.0, 2.0, 0.5]))
+    assert torch.equal(stretched[0], power[0])
+    lengths = (stretched[:, 4] > 0.5).sum(dim=1).tolist()
+    assert lengths[1] >= 9 and lengths[2] <= 3 and stretched[:, [0, 1, 2, 3, 5, 6, 7, 8]].abs().max() == 0
+    assert [int(row[4].argmax()) for row in stretched] == [18, 16, 19] and float(stretched[1, 4, 20]) == 1.0
 
 
 def test_noise_is_mixed_at_the_asked_snr_over_the_sounding_part():
@@ -181,24 +192,14 @@ def audio_recipe(tmp_path: Path, augment: str) -> Path:
     return path
 
 
-class CrashAtEpoch(Progress):
-    def __init__(self, at: int):
-        self.at, self.seen = at, 0
-
-    def note(self, message: str) -> None:
-        self.seen += 1
-        if self.seen == self.at:
-            raise KeyboardInterrupt
-
-
 def test_a_resumed_run_with_waveform_augmentation_ends_like_a_whole_one(tmp_path: Path):
     noise_folder(tmp_path)
     augment = (f"{{speed: 0.1, pitch: 0.05, noise_snr: [0, 30], noise_prob: 0.8, background: {tmp_path / 'noise'}, "
                "gain_db: 6, time_shift: 0.1, time_mask: 4, freq_mask: 2, background_class: 0.1}")
     config = load_config(audio_recipe(tmp_path, augment))
     whole = train(config, tmp_path / "whole")
-    with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "cut", CrashAtEpoch(2))
+    with pytest.raises(Crash):
+        train(config, tmp_path / "cut", CrashAtNote(2))
     saved, state = read_resume_state(tmp_path / "cut")
     train(saved, tmp_path / "cut", resume=state)
     ours, theirs = load_bundle(tmp_path / "cut"), load_bundle(tmp_path / "whole")

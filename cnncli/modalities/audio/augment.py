@@ -2,8 +2,8 @@
 
 Two stages. On waveforms (bundles that encode waveforms): speed, time shift, noise mixed at a
 random signal-to-noise ratio (synthetic coloured noise, or segments of the recordings in
-`augment.background`), gain. Then the features are computed (with a frequency warp for
-`pitch` and a random equaliser for `eq_db`), and on the spectrogram: SpecAugment masks and
+`augment.background`), gain. Then the features are computed (stretched in time for `tempo`,
+warped in frequency for `pitch`, with a random equaliser for `eq_db`), and on the spectrogram: SpecAugment masks and
 Gaussian noise. Every random value is drawn from the generator in a fixed order, one per row,
 so a batch's augmentation depends only on the generator's state: the same seed gives the same
 training, and a resumed run continues exactly.
@@ -26,6 +26,7 @@ from cnncli.modalities.audio.waveforms import (
     coloured_noise,
     mix_at_snr,
     roll,
+    stretch_time,
     warp_frequencies,
 )
 
@@ -35,7 +36,7 @@ EQ_TERMS = 3  # cosines in a random equaliser curve
 
 def waveform_augmenting(settings: AudioAugment) -> bool:
     return bool(settings.speed or settings.time_shift or settings.noise_snr or settings.gain_db or settings.pitch
-                or settings.eq_db)
+                or settings.eq_db or settings.tempo)
 
 
 def spectrogram_augmenting(settings: AudioAugment) -> bool:
@@ -92,17 +93,24 @@ def augment_waveforms(waveforms: torch.Tensor, settings: AudioAugment, sample_ra
 
 def spectrograms_of(waveforms: torch.Tensor, features: Spectrogram, settings: AudioAugment,
                     generator: torch.Generator) -> torch.Tensor:
-    """(N, samples) -> (N, 1, bands, frames) features, each row's frequencies warped by up to
-    +- `pitch` (same tempo, higher or lower voice) and shaped by a random smooth equaliser
-    curve of up to +- `eq_db` (another microphone)."""
+    """(N, samples) -> (N, 1, bands, frames) features, each row stretched in time by up to
+    `tempo` (a slower or faster speaker, same pitch), its frequencies warped by up to +- `pitch`
+    (same tempo, higher or lower voice) and shaped by a random smooth equaliser curve of up to
+    +- `eq_db` (another microphone)."""
     with torch.no_grad():
-        if not (settings.pitch or settings.eq_db):
+        if not (settings.tempo or settings.pitch or settings.eq_db):
             return features(waveforms)
         count, device = len(waveforms), waveforms.device
+
+        def uniform(low: float, high: float) -> torch.Tensor:
+            return low + (high - low) * torch.rand(count, generator=generator, device=device)
+
         power = features.power(waveforms)
+        if settings.tempo:  # log-uniform: as likely 1.3 times as long as 1 / 1.3
+            widest = math.log(1 + settings.tempo)
+            power = stretch_time(power, uniform(-widest, widest).exp())
         if settings.pitch:
-            factors = 1 + settings.pitch * (2 * torch.rand(count, generator=generator, device=device) - 1)
-            power = warp_frequencies(power, factors)
+            power = warp_frequencies(power, 1 + uniform(-settings.pitch, settings.pitch))
         if settings.eq_db:
             power = power * 10 ** (equaliser_curves(count, power.shape[1], settings.eq_db, generator, device) / 10)
         return features.from_power(power)

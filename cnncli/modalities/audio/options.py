@@ -48,6 +48,7 @@ class AudioAugment:
     background: str | None = None  # folder of noise recordings (relative to data.root) mixed instead of
     #                                synthetic coloured noise (white to brown, random slope)
     speed: float = 0.0  # play faster or slower by up to +- this share (tempo and pitch, by resampling)
+    tempo: float = 0.0  # last up to (1 + tempo) times as long or as short, keeping the pitch (speaking rate)
     pitch: float = 0.0  # move the frequencies up or down by up to +- this share, keeping the tempo
     eq_db: float = 0.0  # random smooth equaliser curve, up to +- this many dB (another microphone or room)
     background_class: float = 0.0  # add a "background" class: this many noise-only rows per training row
@@ -86,6 +87,7 @@ def augment_problems(augment: AudioAugment) -> list[tuple[str, str]]:
         ("speed", 0 <= augment.speed < 1, "must be at least 0 and below 1 (a share of the speed)"),
         ("pitch", 0 <= augment.pitch < 1, "must be at least 0 and below 1 (a share of the frequency)"),
         ("eq_db", augment.eq_db >= 0, "must be at least 0 dB"),
+        ("tempo", 0 <= augment.tempo <= 1, "must be between 0 and 1 (1: twice as long or half)"),
         ("background_class", augment.background_class >= 0, "must be at least 0 (rows per training row)"),
         ("background", augment.background is None or augment.noise_snr is not None or augment.background_class > 0,
          "needs augment.noise_snr or augment.background_class, which say how the noise is used"),

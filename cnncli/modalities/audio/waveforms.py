@@ -105,3 +105,22 @@ def warp_frequencies(power: torch.Tensor, factors: torch.Tensor) -> torch.Tensor
 
     warped = at(low) * (1 - fraction) + at(low + 1) * fraction
     return torch.where((source <= bins - 1).unsqueeze(2), warped, 0.0)
+
+
+def stretch_time(power: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """(N, bins, frames) power spectrogram with row i lasting `factors[i]` times as long around its
+    centre frame, frequencies kept (a slower or faster speaker). Frames whose source lies outside
+    the row are empty."""
+    frames = power.shape[2]
+    centre = (frames - 1) / 2
+    positions = torch.arange(frames, device=power.device, dtype=torch.float32).view(1, -1)
+    source = centre + (positions - centre) / factors.view(-1, 1)
+    low = source.floor().long()
+    fraction = (source - low).unsqueeze(1)
+    bins = power.shape[1]
+
+    def at(index: torch.Tensor) -> torch.Tensor:
+        return power.gather(2, index.clamp(0, frames - 1).unsqueeze(1).expand(-1, bins, -1))
+
+    stretched = at(low) * (1 - fraction) + at(low + 1) * fraction
+    return torch.where(((source >= 0) & (source <= frames - 1)).unsqueeze(1), stretched, 0.0)
