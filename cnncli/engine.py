@@ -22,12 +22,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnncli.encoding import TensorData
+from cnncli.errors import CnncliError
 from cnncli.optim import build_optimizer, build_schedule
 from cnncli.progress import Progress
 from cnncli.resume_state import FitState
 
-__all__ = ["FitResult", "Loop", "TensorData", "evaluate", "fit", "predict_probabilities", "train_one_epoch",
-           "training_step"]
+__all__ = ["FitResult", "Loop", "TensorData", "TrainingDiverged", "evaluate", "fit", "predict_probabilities",
+           "train_one_epoch", "training_step"]
+
+
+# A mean cross-entropy this high puts e^-10000 on the right class: no run comes back from it
+# (a run that starts near ln(classes) and learns stays below 20).
+DIVERGED_LOSS = 10_000.0
+
+
+class TrainingDiverged(CnncliError):
+    """The loss stopped being a finite number: the weights are lost to NaN, so training stops
+    rather than spend its remaining epochs on them (and the run is never marked complete)."""
 
 
 @dataclass
@@ -133,8 +144,13 @@ def train_one_epoch(loop: Loop, modality: Any, inputs: torch.Tensor, targets: to
             if loop.finished:
                 break
     seconds = time.perf_counter() - started
+    mean_loss = float(loss_sum) / max(seen, 1)
+    if not mean_loss <= DIVERGED_LOSS:
+        what = "not a finite number" if not math.isfinite(mean_loss) else f"above {DIVERGED_LOSS:,.0f}"
+        raise TrainingDiverged(f"epoch {epoch}: the training loss is {mean_loss:.4g}, {what}: training diverged "
+                               f"and was stopped (train.lr {settings.lr:g} may be too high)")
     return {"epoch": epoch, "step": loop.step, "lr": round(loop.optimizer.param_groups[0]["lr"], 8),
-            "train_loss": round(float(loss_sum) / max(seen, 1), 5),
+            "train_loss": round(mean_loss, 5),
             "train_accuracy": round(float(correct) / max(seen, 1), 5),
             "samples_per_second": round(seen / seconds, 1)}
 
@@ -179,8 +195,13 @@ def fit(network: nn.Module, modality: Any, train_data: TensorData, val_data: Ten
     result = FitResult(kept="best" if best.keep_weights else "last")
     first_epoch = 1
     if resume is not None:
-        loop.restore(resume)
-        best.restore(resume)
+        try:
+            loop.restore(resume)
+            best.restore(resume)
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
+            raise CnncliError(f"the resume state does not fit this run's network and optimiser "
+                              f"({str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__})"
+                              ) from None
         result.history, first_epoch = list(resume.history), resume.epoch + 1
     inputs, targets = train_data.inputs.to(device), train_data.targets.to(device)
 
@@ -201,6 +222,9 @@ def fit(network: nn.Module, modality: Any, train_data: TensorData, val_data: Ten
         record = train_one_epoch(loop, modality, inputs, targets, epoch, progress)
         if validating:
             val_loss, val_accuracy = evaluate(loop.scored, val_data, settings.eval_batch_size, device)
+            if not math.isfinite(val_loss):
+                raise TrainingDiverged(f"epoch {epoch}: the validation loss is {val_loss}, not a finite number: "
+                                       "training diverged and was stopped")
             record.update(val_loss=round(val_loss, 5), val_accuracy=round(val_accuracy, 5))
             best.update(epoch, val_accuracy, val_loss, loop.scored)
         record["seconds"] = round(time.perf_counter() - epoch_started, 2)

@@ -87,6 +87,9 @@ def predict_windows(bundle: Bundle, locator: str, window: float, hop: float, top
 
 
 def _fill(row: Prediction, probabilities, labels: list[str], top_k: int) -> None:
+    if not bool(probabilities.isfinite().all()):  # inputs are finite, but extreme ones can overflow a layer
+        row.error = f"{row.input}: the network's output is not a finite number for this input"
+        return
     scores, indices = probabilities.topk(top_k)
     row.top = [(labels[int(i)], round(float(s), 6)) for s, i in zip(scores, indices)]
     row.label, row.score = row.top[0]

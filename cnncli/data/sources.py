@@ -50,13 +50,14 @@ def resolve_paths(paths: str | Sequence[str], root: str) -> list[Path]:
     resolved: list[Path] = []
     for item in [paths] if isinstance(paths, str) else paths:
         full = Path(root).expanduser() / Path(item).expanduser()
-        if glob.has_magic(str(full)):
-            matches = sorted(Path(match) for match in glob.glob(str(full)))
+        if full.exists():  # a name with [ or * in it is a name first, a pattern only if nothing has it
+            resolved.append(full)
+        elif glob.has_magic(str(item)):
+            pattern = str(Path(glob.escape(str(Path(root).expanduser()))) / Path(item).expanduser())
+            matches = sorted(Path(match) for match in glob.glob(pattern))
             if not matches:
                 raise CnncliError(f"{full}: the pattern matches no file")
             resolved.extend(matches)
-        elif full.exists():
-            resolved.append(full)
         else:
             raise CnncliError(f"{full}: no such file or folder (check data.root and the data paths)")
     return resolved
@@ -128,7 +129,7 @@ def expand_paths(arguments: Iterable[str], extensions: tuple[str, ...]) -> Itera
             yield from expand_paths((line.strip() for line in sys.stdin if line.strip()), extensions)
         elif Path(argument).is_dir():
             yield from (Sample(str(path)) for path in list_files(Path(argument), extensions))
-        elif glob.has_magic(argument):
+        elif glob.has_magic(argument) and not Path(argument).exists():
             matches = sorted(glob.glob(argument, recursive=True))
             if not matches:
                 yield Sample(argument)
@@ -210,8 +211,12 @@ def _manifest_rows(path: Path, encoding: str) -> Iterator[tuple[int, dict]]:
         yield n, row
 
 
-def read_lines(path: Path, encoding: str) -> list[str]:
-    """Non-empty lines of a text file; a byte the encoding cannot read is a one-line error."""
+ENCODING_HINT = "set the file's encoding, e.g. --set data.encoding=latin-1"
+
+
+def read_lines(path: Path, encoding: str, hint: str = ENCODING_HINT) -> list[str]:
+    """Non-empty lines of a text file; a byte the encoding cannot read is a one-line error that
+    ends with `hint` (what the user can do about it where the file is read)."""
     try:
         raw = path.read_bytes()
     except OSError as error:
@@ -223,7 +228,7 @@ def read_lines(path: Path, encoding: str) -> list[str]:
         except UnicodeDecodeError as error:
             raise CnncliError(
                 f"{path}:{number}: byte 0x{line[error.start]:02x} at column {error.start + 1} is not valid "
-                f"{encoding}; set the file's encoding, e.g. --set data.encoding=latin-1"
+                f"{encoding}; {hint}"
             ) from None
         except LookupError:
             raise CnncliError(f"data.encoding: unknown encoding {encoding!r}") from None

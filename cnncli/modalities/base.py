@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from cnncli.blocks import output_shape
 from cnncli.data.sample import Sample
 from cnncli.data.sources import expand_paths
 from cnncli.errors import CnncliError
@@ -50,6 +51,23 @@ class Encoded:
 ProgressCallback = Callable[[int], None]  # called with the number of samples just finished
 
 
+def finite_only(encoded: Encoded, samples: Sequence[Sample]) -> Encoded:
+    """`encoded` with every row holding NaN or an infinity moved to the failures: such a sample
+    would turn a whole training run's loss into NaN, or score NaN for every class."""
+    if not encoded.tensor.is_floating_point() or not len(encoded.index):
+        return encoded
+    finite = torch.isfinite(encoded.tensor.reshape(len(encoded.tensor), -1)).all(dim=1)
+    if bool(finite.all()):
+        return encoded
+    failures = dict(encoded.failures)
+    for row in (~finite).nonzero().flatten().tolist():
+        position = encoded.index[row]
+        failures[position] = f"{samples[position].locator}: decodes to values that are not finite (NaN or infinity)"
+    kept = finite.nonzero().flatten()
+    index = [encoded.index[row] for row in kept.tolist()]
+    return Encoded(encoded.tensor[kept], index, dict(sorted(failures.items())), encoded.notes)
+
+
 @dataclass
 class NoOptions:
     """The options section of a modality that has none."""
@@ -64,9 +82,9 @@ class Modality(ABC):
     # The dataclass of this modality's `data.<name>` recipe section, and of its `augment` keys.
     options_type: ClassVar[type] = NoOptions
     augment_type: ClassVar[type] = NoOptions
-    # Keys of `data.<name>` that change only where or how fast the work runs (a cache folder), so
-    # a resumed run may change them.
-    run_options: ClassVar[tuple[str, ...]] = ()
+    # Keys of `data.<name>` that older versions wrote and this one ignores, each with what replaced
+    # it: old recipes and bundles still load, and `--set` of one says what to use instead.
+    retired_options: ClassVar[dict[str, str]] = {}
     # Whether a sample may be a line of text itself (a sentence) rather than a file to read.
     text_samples: ClassVar[bool] = False
     # The backbone `cnncli train DATA_FOLDER` uses (None: the small CNN of cnncli.recipes), and
@@ -97,6 +115,12 @@ class Modality(ABC):
         return []
 
     @classmethod
+    def check_augment(cls, augment: Any) -> list[tuple[str, str]]:
+        """(key, what is wrong) for each of this modality's keys of a recipe's `augment` section
+        out of its range. Default: the types say it all."""
+        return []
+
+    @classmethod
     def options_from(cls, config: Any) -> Any:
         """A copy of this modality's `data.<name>` section of a resolved recipe."""
         return dataclasses.replace(getattr(config.data, cls.name))
@@ -119,6 +143,11 @@ class Modality(ABC):
     def fit(self, samples: Sequence[Sample]) -> None:
         """Learn from raw training samples before encoding (e.g. a vocabulary). Default: nothing."""
 
+    def use_cache(self, folder: Path | None) -> None:
+        """Where this modality may keep what it can recompute (audio features), chosen by the user
+        for this run (cnncli.cache), never by a recipe or a bundle; None: nowhere. Default: it
+        keeps nothing."""
+
     @abstractmethod
     def encode(self, sample: Sample) -> torch.Tensor:
         """Decode one sample into its fixed-shape tensor; raise CnncliError naming its locator."""
@@ -138,7 +167,7 @@ class Modality(ABC):
             if progress:
                 progress(1)
         stacked = torch.stack(tensors) if tensors else torch.empty((0, *self.input_shape), dtype=self.input_dtype)
-        return Encoded(stacked, index, failures)
+        return finite_only(Encoded(stacked, index, failures), samples)
 
     def fit_encoded(self, encoded: torch.Tensor) -> None:
         """Learn statistics of the encoded training tensor (e.g. normalisation). Default: nothing."""
@@ -153,6 +182,12 @@ class Modality(ABC):
         """Shape of one encoded sample (what `encode` returns)."""
 
     @property
+    def shape_from_recipe(self) -> bool:
+        """Whether the recipe alone fixes `input_shape` (and the stem's size), so the network's size
+        can be checked before any data are read; otherwise it is checked after `fit`. Default: no."""
+        return False
+
+    @property
     def input_dtype(self) -> torch.dtype:
         """Type of encoded samples: float by default (images are uint8, token ids int64)."""
         return torch.float32
@@ -162,6 +197,14 @@ class Modality(ABC):
     @abstractmethod
     def build_stem(self) -> nn.Module:
         """The modality's first module: encoded batch -> float (N, C, H, W) for the backbone."""
+
+    def stem_size(self) -> tuple[tuple[int, ...], int]:
+        """(shape of one sample after the stem, the stem's parameters), for checking a network's
+        size before it is built. Default: build the stem and run it once on zeros, which suits a
+        light stem; a modality whose stem holds a large table works it out instead (text)."""
+        stem = self.build_stem()
+        shape = output_shape(stem, tuple(self.input_shape), dtype=self.input_dtype)
+        return shape, sum(parameter.numel() for parameter in stem.parameters())
 
     def adapt_stem(self, stem: nn.Module, backbone: nn.Module) -> bool:
         """Tell the stem what it may learn from the backbone built after it; True when the stem

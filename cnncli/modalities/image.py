@@ -21,9 +21,17 @@ from torch import nn
 
 from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
+from cnncli.limits import MAX_IMAGE_PIXELS
 from cnncli.modalities.base import Encoded, Modality
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
+# The decoders those suffixes need (MPO: the multi-picture JPEG of some cameras). Pillow's other
+# plugins stay off: EPS, for one, hands the file to Ghostscript.
+PILLOW_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+MAX_SIDE = 65536
+# What Pillow raises on a damaged or hostile file besides OSError: each becomes that file's error.
+DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError,
+                 ZeroDivisionError, EOFError, MemoryError, Image.DecompressionBombError)
 
 
 @dataclass
@@ -79,7 +87,15 @@ class ImageModality(Modality):
     @classmethod
     def check_options(cls, options: ImageOptions) -> list[tuple[str, str]]:
         size = options.size
-        return [] if size is None or (len(size) == 2 and min(size) > 0) else [("size", "must be [height, width]")]
+        if size is None or (len(size) == 2 and 0 < min(size) and max(size) <= MAX_SIDE):
+            return []
+        return [("size", f"must be [height, width], each from 1 to {MAX_SIDE:,}")]
+
+    @classmethod
+    def check_augment(cls, augment: Any) -> list[tuple[str, str]]:
+        checks = [("shift", 0 <= augment.shift <= 1, "must be a fraction from 0 to 1"),
+                  ("rotate", 0 <= augment.rotate <= 180, "must be from 0 to 180 degrees")]
+        return [(key, message) for key, ok, message in checks if not ok]
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "ImageModality":
@@ -97,15 +113,27 @@ class ImageModality(Modality):
         return torch.uint8  # a quarter of the memory of floats; the stem converts
 
     @property
+    def shape_from_recipe(self) -> bool:
+        return self.options.size is not None
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         if self.options.size is None:
             raise CnncliError("data.image.size: unknown until fitted on training images; set it in the recipe")
         return (self.channels, *self.options.size)
 
     def fit(self, samples) -> None:
-        if self.options.size is None and samples:
-            first = self._decode(samples[0])
-            self.options.size = list(first.shape[1:])
+        """Without data.image.size, take the first readable training image's (unreadable ones
+        are reported as skipped when the split is encoded)."""
+        if self.options.size is not None or not samples:
+            return
+        for sample in samples:
+            try:
+                self.options.size = list(self._decode(sample).shape[1:])
+                return
+            except CnncliError as error:
+                problem = error
+        raise CnncliError(f"data.train: no training image could be read, e.g. {problem}")
 
     def encode(self, sample: Sample) -> torch.Tensor:
         image = self._decode(sample)
@@ -186,7 +214,11 @@ class ImageModality(Modality):
             return image.to(torch.uint8)
 
         try:
-            with Image.open(sample.locator) as opened:
+            with Image.open(sample.locator, formats=PILLOW_FORMATS) as opened:
+                width, height = opened.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise CnncliError(f"{sample.locator}: {width:,} x {height:,} pixels is more than the "
+                                      f"{MAX_IMAGE_PIXELS:,} an image may have")
                 opened.load()
                 upright = ImageOps.exif_transpose(opened)  # phone photos store their rotation in EXIF
                 converted = upright.convert("L" if self.channels == 1 else "RGB")
@@ -194,8 +226,9 @@ class ImageModality(Modality):
                     converted = self._resize_pil(converted)
         except FileNotFoundError:
             raise CnncliError(f"{sample.locator}: no such file") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-            raise CnncliError(f"{sample.locator}: not a readable image ({error})") from None
+        except DECODE_ERRORS as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise CnncliError(f"{sample.locator}: not a readable image ({reason})") from None
         return _to_chw(np.asarray(converted, dtype=np.uint8))
 
     def _resize_pil(self, image):

@@ -1,7 +1,7 @@
 """Sound as a picture: decode, resample to one rate, mix to mono, pad/crop, log-mel (or STFT, MFCC).
 
 Encoded recordings are float32 (1, bands, frames) dB spectrograms, row 0 the lowest band. They
-are computed a batch at a time and kept in a feature cache across runs (cnncli/feature_cache.py).
+are computed a batch at a time and kept in the user's cache folder across runs (cache.py).
 The stem subtracts the per-band mean and divides by the per-band std fitted on the training
 split, so the normalisation travels with the weights. Augmentation (SpecAugment masks, time
 shift, gain, noise) works on batches of encoded spectrograms, on the batch's device.
@@ -31,9 +31,9 @@ from cnncli.modalities.audio.features import (
     params_json,
     target_length,
 )
-from cnncli.modalities.audio.options import AudioAugment, AudioOptions, option_problems
+from cnncli.modalities.audio.options import AudioAugment, AudioOptions, augment_problems, option_problems
 from cnncli.modalities.audio.windows import sliding_windows
-from cnncli.modalities.base import Encoded, Modality, ProgressCallback
+from cnncli.modalities.base import Encoded, Modality, ProgressCallback, finite_only
 
 FEATURE_BATCH = 256  # recordings per feature call: large enough to amortise, small enough for memory
 
@@ -55,7 +55,7 @@ class AudioModality(Modality):
     extensions = AUDIO_EXTENSIONS
     options_type = AudioOptions
     augment_type = AudioAugment
-    run_options = ("cache",)
+    retired_options = {"cache": "the feature cache folder is --cache-dir or CNNCLI_CACHE_DIR (--no-cache: none)"}
 
     def __init__(self, options: AudioOptions, augment: AudioAugment | None = None,
                  mean: list[float] | None = None, std: list[float] | None = None):
@@ -67,6 +67,7 @@ class AudioModality(Modality):
         self.mean = mean or [0.0] * bands
         self.std = std or [1.0] * bands
         self._extractor: FeatureExtractor | None = None
+        self.cache_folder: Path | None = None
 
     @classmethod
     def from_config(cls, config: Any) -> "AudioModality":
@@ -77,11 +78,22 @@ class AudioModality(Modality):
         return option_problems(options)
 
     @classmethod
+    def check_augment(cls, augment: Any) -> list[tuple[str, str]]:
+        return augment_problems(augment)
+
+    def use_cache(self, folder: Path | None) -> None:
+        self.cache_folder = folder
+
+    @classmethod
     def from_state(cls, state: dict[str, Any]) -> "AudioModality":
         return cls(AudioOptions(**state["options"]), None, state["mean"], state["std"])
 
     def state_dict(self) -> dict[str, Any]:
         return {"options": dataclasses.asdict(self.options), "mean": self.mean, "std": self.std}
+
+    @property
+    def shape_from_recipe(self) -> bool:
+        return True
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -103,7 +115,7 @@ class AudioModality(Modality):
 
     def encode_many(self, samples: Sequence[Sample], progress: ProgressCallback | None = None) -> Encoded:
         """Cached features where present; the rest decoded one file at a time, transformed a batch at a time."""
-        cache = FeatureCache(self.options.cache, params_json(self.options))
+        cache = FeatureCache(self.cache_folder, params_json(self.options))
         results: dict[int, torch.Tensor] = {}
         failures: dict[int, str] = {}
         for start in range(0, len(samples), FEATURE_BATCH):
@@ -132,7 +144,7 @@ class AudioModality(Modality):
         tensor = torch.stack([results[i] for i in index]) if index else torch.empty((0, *self.input_shape))
         notes = [f"the feature cache could not be written ({len(cache.write_errors)} entries), e.g. "
                  f"{cache.write_errors[0]}"] if cache.write_errors else []
-        return Encoded(tensor, index, failures, notes)
+        return finite_only(Encoded(tensor, index, failures, notes), samples)
 
     def encode_windows(self, path: str, window: float, hop: float,
                        batch_size: int = 64) -> Iterator[tuple[list[tuple[float, float]], torch.Tensor]]:

@@ -34,8 +34,13 @@ def sliding_windows(path: str, window: float, hop: float, options: AudioOptions,
 
     def featurise(segments: list[np.ndarray]) -> torch.Tensor:
         stacked = torch.from_numpy(np.stack(segments))  # (windows, frames, channels) at the native rate
+        if not bool(torch.isfinite(stacked).all()):
+            raise CnncliError(f"{path}: holds samples that are not finite numbers (NaN or infinity)")
         waveforms = resample(stacked.mean(dim=2), native_rate, options.sample_rate)
-        return extractor(fit_length(waveforms, length))
+        features = extractor(fit_length(waveforms, length))
+        if not bool(torch.isfinite(features).all()):
+            raise CnncliError(f"{path}: its samples are too large to make finite features")
+        return features
 
     spans: Spans = []
     segments: list[np.ndarray] = []

@@ -13,6 +13,7 @@ its learned vector is the mean of its word's and n-grams' rows, so unseen words 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from cnncli.data.sample import Sample
-from cnncli.data.sources import list_files, read_lines
+from cnncli.data.sources import ENCODING_HINT, list_files, read_lines
 from cnncli.errors import CnncliError
 from cnncli.modalities.base import Modality
 from cnncli.modalities.text.augment import crop_spans, hide_words
@@ -31,6 +32,7 @@ from cnncli.modalities.text.options import (
     KIM_CNN,
     TextAugment,
     TextOptions,
+    augment_problems,
     option_problems,
 )
 from cnncli.modalities.text.saliency import draw_tokens, token_saliency
@@ -39,6 +41,7 @@ from cnncli.modalities.text.tokenize import tokenize
 from cnncli.modalities.text.vectors import load_vectors
 from cnncli.modalities.text.vocabulary import PAD_ID, Vocabulary
 from cnncli.model import padding_margin
+from cnncli.ranges import is_text_encoding
 
 TEXT_EXTENSIONS = (".txt",)
 
@@ -55,6 +58,7 @@ class TextModality(Modality):
                  vocabulary: Vocabulary | None = None):
         self.options = options
         self.encoding = encoding  # for samples that are files (folder-per-class, predict on a .txt)
+        self.encoding_hint = ENCODING_HINT  # what to do about a file in another encoding
         self.augment_config = augment or TextAugment()
         self.vocabulary = vocabulary
         self.pretrained: torch.Tensor | None = None  # read from options.vectors by fit; never stored
@@ -71,9 +75,21 @@ class TextModality(Modality):
         return option_problems(options)
 
     @classmethod
+    def check_augment(cls, augment: Any) -> list[tuple[str, str]]:
+        return augment_problems(augment)
+
+    @classmethod
     def from_state(cls, state: dict[str, Any]) -> "TextModality":
-        return cls(TextOptions(**state["options"]), state["encoding"], None,
-                   Vocabulary.from_state(state["vocabulary"]))
+        tokens = state["vocabulary"]
+        if not isinstance(tokens, list) or not all(isinstance(token, str) for token in tokens) or \
+                len(set(tokens)) != len(tokens) or tokens[:2] != ["<pad>", "<unk>"]:
+            raise CnncliError("modality.state.vocabulary: expected distinct tokens starting with <pad>, <unk>")
+        encoding = state["encoding"]
+        if not isinstance(encoding, str) or not is_text_encoding(encoding):
+            raise CnncliError(f"modality.state.encoding: unknown text encoding {encoding!r}")
+        modality = cls(TextOptions(**state["options"]), encoding, None, Vocabulary.from_state(tokens))
+        modality.encoding_hint = f"this bundle reads {encoding} (its data.encoding): convert the file to {encoding}"
+        return modality
 
     def state_dict(self) -> dict[str, Any]:
         return {"options": dataclasses.asdict(self.options), "encoding": self.encoding,
@@ -108,13 +124,18 @@ class TextModality(Modality):
         return tokenize(self.text_of(sample), self.options.tokenizer, self.options.lowercase)
 
     def text_of(self, sample: Sample) -> str:
-        """The sample's sentence, or the whole text of its file (folder-per-class data)."""
+        """The sample's sentence, or the whole text of its file (folder-per-class data); an empty
+        one is an error, not a sentence of padding."""
         if isinstance(sample.content, str):
-            return sample.content
-        path = Path(sample.locator)
-        if not path.is_file():
-            raise CnncliError(f"{sample.locator}: no such file")
-        return " ".join(read_lines(path, self.encoding))
+            text = sample.content
+        else:
+            path = Path(sample.locator)
+            if not path.is_file():
+                raise CnncliError(f"{sample.locator}: no such file")
+            text = " ".join(read_lines(path, self.encoding, self.encoding_hint))
+        if not text.strip():
+            raise CnncliError(f"{sample.locator}: holds no text")
+        return text
 
     def encode(self, sample: Sample) -> torch.Tensor:
         """(max_length,) word ids; with subwords (max_length, 1 + MAX_PER_TOKEN): each word id, then
@@ -135,6 +156,10 @@ class TextModality(Modality):
             self._subword_cache[token] = subword_ids(token, self.options.subword_sizes, self.options.subword_buckets,
                                                      first_id=len(self.require_vocabulary()))
         return self._subword_cache[token]
+
+    @property
+    def shape_from_recipe(self) -> bool:
+        return True  # the vocabulary is counted at its max_vocab until fitted
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -165,6 +190,15 @@ class TextModality(Modality):
                                    self.options.subword_buckets)
         return self.stem
 
+    def stem_size(self) -> tuple[tuple[int, ...], int]:
+        """The embedding tables' size without building them (a large vocabulary x dimension)."""
+        options = self.options
+        rows = len(self.vocabulary) if self.vocabulary is not None else (options.max_vocab or 2)
+        tables = {"static": 1, "non-static": 1, "rand": 1, "multichannel": 2}[options.embeddings]
+        learned = options.subword_buckets if options.embeddings != "static" else 0
+        return (self.channels, options.max_length, options.embedding_dim), \
+            (rows * tables + learned) * options.embedding_dim
+
     def adapt_stem(self, stem: nn.Module, backbone: nn.Module) -> bool:
         """Training batches keep only the padding rows the backbone needs (see TokenEmbedding)."""
         stem.padding_margin = padding_margin(backbone)
@@ -194,24 +228,36 @@ class TextModality(Modality):
 
     def expand_inputs(self, arguments: Iterable[str]) -> Iterator[Sample]:
         """Each argument is a sentence, a text file (one sentence per line), a folder of .txt files
-        (one sample per file), or '-' (one sentence per line of stdin)."""
+        (one sample per file), a glob matching such files or folders, or '-' (one sentence per
+        line of stdin). A glob that matches nothing is a sentence ("is it good?")."""
         for argument in arguments:
             path = Path(argument)
             if argument == "-":
                 for number, line in enumerate(sys.stdin, start=1):
                     if line.strip():
                         yield Sample(f"<stdin>:{number}", content=line.strip(), position=number - 1)
-            elif path.is_dir():
-                yield from (Sample(str(file)) for file in list_files(path, self.extensions))
-            elif path.is_file():
-                try:
-                    lines = read_lines(path, self.encoding)
-                except CnncliError:
-                    yield Sample(str(path))  # encoding it reports the same error as this input's row
-                    continue
-                yield from (Sample(f"{path}:{n + 1}", content=line, position=n) for n, line in enumerate(lines))
+            elif path.is_dir() or path.is_file():
+                yield from self._samples_at(path)
+            elif glob.has_magic(argument) and (matches := sorted(glob.glob(argument, recursive=True))):
+                for match in matches:
+                    yield from self._samples_at(Path(match))
             else:
                 yield Sample(argument, content=argument)
+
+    def _samples_at(self, path: Path) -> Iterator[Sample]:
+        """A folder's .txt files (one sample each), or a file's lines (one sample each). A file
+        that cannot be read, or holds no line, is one sample whose encoding reports why."""
+        if path.is_dir():
+            yield from (Sample(str(file)) for file in list_files(path, self.extensions))
+            return
+        try:
+            lines = read_lines(path, self.encoding, self.encoding_hint)
+        except CnncliError:
+            lines = []
+        if not lines:
+            yield Sample(str(path))
+            return
+        yield from (Sample(f"{path}:{n + 1}", content=line, position=n) for n, line in enumerate(lines))
 
     def explain(self, network: nn.Module, sample: Sample) -> list[dict]:
         """Rows for inspect: each token's gradient x input saliency for the predicted class."""
