@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import signal
 from pathlib import Path
 from typing import List, Optional
 
@@ -24,24 +25,65 @@ app = typer.Typer(
 )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's kill, `timeout`), handled like ^C: temporary files are removed and
+    the last checkpoint is kept, instead of the process vanishing mid-write."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def user_errors(command):
-    """Turn CnncliError into one red line on stderr and exit status 2; ^C into status 130."""
+    """Turn CnncliError into one red line on stderr and exit status 2; running out of memory
+    too; ^C into status 130 and SIGTERM into 143."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except CnncliError as error:
-            typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            typer.secho("interrupted", fg=typer.colors.RED, err=True)
-            raise typer.Exit(130) from None
+            _fail(str(error), 2)
+        except MemoryError:
+            _fail("out of memory; try a smaller --batch-size or train.batch_size, or a smaller network", 2)
+        except RuntimeError as error:
+            if "can't allocate memory" not in str(error) and type(error).__name__ != "OutOfMemoryError":
+                raise
+            _fail(f"out of memory ({str(error).splitlines()[0]}); try a smaller batch size or network", 2)
+        except KeyboardInterrupt as interrupt:
+            _fail("terminated" if isinstance(interrupt, Terminated) else "interrupted",
+                  143 if isinstance(interrupt, Terminated) else 130)
 
     return wrapper
 
 
+def _fail(message: str, status: int):
+    """One red line on stderr (a newline in a file name cannot break it in two), then exit."""
+    typer.secho(f"error: {message}".replace("\n", "\\n") if status == 2 else message, fg=typer.colors.RED,
+                err=True)
+    raise typer.Exit(status) from None
+
+
+def warn_if_partial(bundle) -> None:
+    """eval and predict on a bundle whose training has not finished: say so, they still run."""
+    from cnncli.output import warn
+
+    if bundle.info.get("status") != "complete":
+        warn(f"warning: {bundle.path} is a partial bundle (training stopped before its last epoch); continue "
+             f"it with: cnncli train --resume {bundle.path}")
+
+
+def run_cache(cache_dir: Optional[Path], no_cache: bool):
+    """The cache folder this run may use (cnncli.cache): --cache-dir, CNNCLI_CACHE_DIR, the
+    platform's; None with --no-cache."""
+    from cnncli.cache import cache_folder
+
+    return cache_folder(cache_dir, enabled=not no_cache)
+
+
 SET_HELP = "Override a recipe key, e.g. --set train.epochs=3 --set data.root=DIR (repeatable)."
+CACHE_DIR_HELP = "Folder for the audio feature cache [default: $CNNCLI_CACHE_DIR, else ~/.cache/cnncli]."
+NO_CACHE_HELP = "Do not read or write the audio feature cache."
 RESULT_FORMAT_HELP = "table or json."
 ROW_FORMAT_HELP = "table, csv, jsonl or json (one array)."
 
@@ -54,7 +96,9 @@ def train(
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle folder [default: runs/<recipe name>]."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N (same as --set train.device=...)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the audio feature cache."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
+    no_cache: bool = typer.Option(False, "--no-cache", help=NO_CACHE_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the bundle already at --out."),
     output_format: str = typer.Option("table", "--format", help="Summary as " + RESULT_FORMAT_HELP),
     find_lr: bool = typer.Option(False, "--find-lr", help="Only run the learning-rate range test: print the "
                                                           "loss per rate, suggest one, plot to OUT/lr_find.png."),
@@ -82,14 +126,14 @@ def train(
     overrides = list(set_)
     if device:
         overrides.append(f"train.device={device}")
-    if no_cache:
-        overrides.append("data.audio.cache=null")
+    cache = run_cache(cache_dir, no_cache)
     if resume is not None:
         if recipe is not None or out is not None or find_lr:
             raise CnncliError("--resume BUNDLE: give no recipe, --out or --find-lr (the bundle has the recipe)")
         config, state = read_resume_state(resume, overrides)
         with resume_hint(resume):
-            return show("training", run_training(config, resume, ConsoleProgress(), state).summary(), output_format)
+            outcome = run_training(config, resume, ConsoleProgress(), state, cache=cache)
+        return show("training", outcome.summary(), output_format)
     if recipe is None:
         raise CnncliError("train: give a recipe or a data folder (or --resume BUNDLE)")
     source, name = recipe_source(recipe)
@@ -98,9 +142,10 @@ def train(
     if find_lr:
         from cnncli.lr_finder import lr_range_test
 
-        return show("lr_range", lr_range_test(config, out, ConsoleProgress()), output_format)
+        return show("lr_range", lr_range_test(config, out, ConsoleProgress(), cache=cache), output_format)
     with resume_hint(out):
-        show("training", run_training(config, out, ConsoleProgress()).summary(), output_format)
+        outcome = run_training(config, out, ConsoleProgress(), cache=cache, overwrite=overwrite)
+    show("training", outcome.summary(), output_format)
 
 
 @contextlib.contextmanager
@@ -112,8 +157,7 @@ def resume_hint(out: Path):
         from cnncli.resume_state import STATE_FILE
 
         if (Path(out) / STATE_FILE).exists():
-            typer.secho(f"interrupted; continue with: cnncli train --resume {out}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(130) from None
+            _fail(f"interrupted; continue with: cnncli train --resume {out}", 130)
         raise
 
 
@@ -127,6 +171,8 @@ def evaluate(
     plot: Optional[Path] = typer.Option(None, help="Also write the confusion matrix as a PNG here."),
     batch_size: int = typer.Option(512, help="Inputs per forward pass."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
+    no_cache: bool = typer.Option(False, "--no-cache", help=NO_CACHE_HELP),
 ):
     """Accuracy, per-class precision/recall/F1 and the confusion matrix of a bundle.
 
@@ -143,7 +189,14 @@ def evaluate(
     from cnncli.progress import ConsoleProgress
 
     check_format(output_format)
+    check_batch_size(batch_size)
+    if plot:
+        from cnncli.atomic import check_writable
+
+        check_writable(plot, "--plot")
     loaded = load_bundle(bundle)
+    warn_if_partial(loaded)
+    loaded.modality.use_cache(run_cache(cache_dir, no_cache))
     report = run_evaluation(loaded, data or [], batch_size, pick_device(device), ConsoleProgress())
     if plot:
         from cnncli.atomic import write_file
@@ -170,6 +223,10 @@ def predict(
     hop: Optional[float] = typer.Option(None, help="Audio: seconds between window starts [default: --window]."),
     batch_size: int = typer.Option(256, help="Inputs per forward pass."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+    escape_formulas: bool = typer.Option(False, "--escape-formulas", help="CSV: prefix cells that start with = + - "
+                                         "@ (or a tab or CR) with ' so a spreadsheet shows them instead of running them."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
+    no_cache: bool = typer.Option(False, "--no-cache", help=NO_CACHE_HELP),
 ):
     """One row per input, in input order. Unreadable inputs get a row with their error and
     make the exit status 1 once every other input is done.
@@ -191,10 +248,19 @@ def predict(
     check_format(output_format, rows=True)
     if top_k < 1:
         raise CnncliError("--top-k: must be at least 1")
+    check_batch_size(batch_size)
+    if (window is not None and window <= 0) or (hop is not None and (hop <= 0 or window is None)):
+        raise CnncliError("--window, --hop: positive seconds, and --hop only with --window")
+    if output not in (None, "-"):
+        from cnncli.atomic import check_writable
+
+        check_writable(output, "--output")
     loaded = load_bundle(bundle)
+    warn_if_partial(loaded)
+    loaded.modality.use_cache(run_cache(cache_dir, no_cache))
     rows = run_prediction(loaded, inputs, top_k, batch_size, pick_device(device), window, hop)
     with open_output(output) as stream:
-        counts = write_rows(rows, output_format, stream, windows=window is not None)
+        counts = write_rows(rows, output_format, stream, windows=window is not None, escape_formulas=escape_formulas)
     if counts["errors"]:
         warn(f"{counts['errors']} of {counts['rows']} inputs could not be read (see the error column)")
         raise typer.Exit(1)
@@ -223,6 +289,10 @@ def inspect(
     from cnncli.output import check_format, show
 
     check_format(output_format)
+    if input_file:
+        from cnncli.atomic import check_writable
+
+        check_writable(out, "--out", folder=True)
     summary = describe_target(target, set_, resolved)
     if resolved:
         return show("resolved", summary["resolved"], output_format)
@@ -234,7 +304,15 @@ def inspect(
     show("inspection", summary, output_format)
 
 
+def check_batch_size(batch_size: int) -> None:
+    from cnncli.limits import MAX_BATCH_SIZE
+
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise CnncliError(f"--batch-size {batch_size}: must be from 1 to {MAX_BATCH_SIZE:,}")
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _raise_terminated)
     app()
 
 

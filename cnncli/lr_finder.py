@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from cnncli.atomic import write_file
+from cnncli.atomic import check_writable, write_file
 from cnncli.config import Config
 from cnncli.engine import training_step
 from cnncli.optim import build_optimizer
@@ -22,10 +22,11 @@ from cnncli.train import prepare
 
 
 def find_lr(config: Config, start: float = 1e-6, end: float = 1.0, steps: int = 100,
-            progress: Progress = Progress()) -> dict:
-    """{'lr': [...], 'loss': [...], 'suggestion': float}; the network is thrown away afterwards."""
+            progress: Progress = Progress(), cache: Path | None = None) -> dict:
+    """{'lr': [...], 'loss': [...], 'suggestion': float}; the network is thrown away afterwards.
+    `cache`: see cnncli.train.prepare."""
 
-    run = prepare(config, progress)
+    run = prepare(config, progress, cache)
     network, modality, device = run.network.to(run.device), run.modality, run.device
     inputs, targets = run.train.inputs.to(device), run.train.targets.to(device)
     optimizer = build_optimizer(network.parameters(), config.train)
@@ -84,9 +85,10 @@ def lr_plot_png(result: dict) -> bytes:
     return figure_png(figure)
 
 
-def lr_range_test(config: Config, out: Path, progress: Progress = Progress()) -> dict:
+def lr_range_test(config: Config, out: Path, progress: Progress = Progress(), cache: Path | None = None) -> dict:
     """`find_lr`, with its plot written to OUT/lr_find.png (named in the result as "plot")."""
-    result = find_lr(config, progress=progress)
     plot = Path(out) / "lr_find.png"
+    check_writable(plot, "--out")
+    result = find_lr(config, progress=progress, cache=cache)
     write_file(plot, lr_plot_png(result))
     return {**result, "plot": str(plot)}

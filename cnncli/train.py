@@ -1,7 +1,10 @@
 """`cnncli train`: recipe -> data -> fitted preprocessing -> trained network -> bundle.
 
 After every epoch the bundle is rewritten (atomically, status "partial"), so a crash or ^C
-loses at most one epoch. Test metrics are computed once, on the final model, at the end.
+loses at most one epoch. Test metrics are computed once, on the final model, at the end. Before
+any data are read, the output folder must be writable (and hold no bundle unless `overwrite`)
+and the network must fit cnncli.limits; a loss that stops being finite stops the run, whose
+bundle then stays partial.
 """
 
 from __future__ import annotations
@@ -13,18 +16,19 @@ from pathlib import Path
 
 import torch
 
-from cnncli.bundle import read_info, save_bundle
+from cnncli.atomic import check_writable
+from cnncli.bundle import MODEL_FILE, read_info, save_bundle
 from cnncli.config import Config
 from cnncli.data.split import Splits, fold_count, load_splits
 from cnncli.device import measure_peak_gflops, pick_device, set_threads
 from cnncli.encoding import TensorData, encode_split
-from cnncli.engine import FitResult, fit, predict_probabilities
+from cnncli.engine import FitResult, TrainingDiverged, fit, predict_probabilities
 from cnncli.errors import CnncliError
 from cnncli.layers import layer_table
 from cnncli.metrics import classification_report
 from cnncli.modalities import modality_class
 from cnncli.modalities.base import Modality
-from cnncli.model import Ensemble, member_seed, network_for
+from cnncli.model import Ensemble, check_network_size, member_seed, network_for
 from cnncli.progress import Progress
 from cnncli.resume_state import TrainState, to_files
 
@@ -70,18 +74,22 @@ class Prepared:
                 "skipped": {name: len(failures) for name, failures in self.skipped.items()}, **more}
 
 
-def prepare(config: Config, progress: Progress = Progress()) -> Prepared:
-    """Read and split the data, fit the preprocessing, encode every split, build the network."""
+def prepare(config: Config, progress: Progress = Progress(), cache: Path | None = None) -> Prepared:
+    """Read and split the data, fit the preprocessing, encode every split, build the network.
+    `cache`: the folder where the modality may keep what it recomputes (cnncli.cache), or None."""
 
     started = time.perf_counter()
     set_threads(config.train.threads)
     device = pick_device(config.train.device)
     modality_type = modality_class(config.data.modality)
     modality = modality_type.from_config(config)
+    modality.use_cache(cache)
+    check_size(modality, config, classes=2, before_data=True)
     splits = load_splits(config, modality_type)
     if len(splits.labels) < 2:
         raise CnncliError(f"data.train: found only the label {splits.labels} in the training data; need at least two")
     modality.fit(splits.train)
+    check_size(modality, config, classes=len(splits.labels))
     parts = {name: encode_split(modality, samples, splits.labels, name, progress)
              for name, samples in (("train", splits.train), ("val", splits.val), ("test", splits.test))}
     folds = None
@@ -101,13 +109,49 @@ def prepare(config: Config, progress: Progress = Progress()) -> Prepared:
                     device, skipped, round(time.perf_counter() - started, 2), folds)
 
 
-def train(config: Config, out: str | Path, progress: Progress = Progress(),
-          resume: TrainState | None = None) -> TrainOutcome:
+def check_size(modality: Modality, config: Config, classes: int, before_data: bool = False) -> None:
+    """The network and a batch fit cnncli.limits: before the data are read when the recipe alone
+    fixes the shapes, and always once the modality is fitted."""
+    if before_data and not modality.shape_from_recipe:
+        return
+    check_network_size(modality, config.model.blocks, classes, max(config.train.batch_size,
+                       config.train.eval_batch_size), config.train.ensemble)
+
+
+def check_output(out: Path, resuming: bool, overwrite: bool) -> None:
+    """Fail before any work if the bundle could not be written to `out`, or would replace a
+    bundle the user did not ask to replace."""
+    check_writable(out, "--out", folder=True)
+    if resuming or not out.is_dir():
+        return
+    if (out / MODEL_FILE).is_file():
+        if not overwrite:
+            status = "a partial run (continue it with --resume)" if read_info(out)["status"] == "partial" else \
+                "a trained bundle"
+            raise CnncliError(f"--out {out}: holds {status}; pass --overwrite to replace it, or choose another --out")
+    elif any(out.iterdir()):
+        raise CnncliError(f"--out {out}: exists and is not a cnncli bundle; choose another --out")
+
+
+def train(config: Config, out: str | Path, progress: Progress = Progress(), resume: TrainState | None = None,
+          cache: Path | None = None, overwrite: bool = False) -> TrainOutcome:
     """Train the recipe's network and write the bundle to `out`; with `resume` (read from a
-    partial bundle by `read_resume_state`), continue that run where its last epoch ended."""
-    started = time.perf_counter()
+    partial bundle by `read_resume_state`), continue that run where its last epoch ended.
+    `cache`: see `prepare`; `overwrite`: replace a bundle already at `out`."""
     out = Path(out)
-    run = prepare(config, progress)
+    check_output(out, resume is not None, overwrite)
+    try:
+        return _train(config, out, progress, resume, cache)
+    except TrainingDiverged as error:
+        kept = "; the bundle there stays partial, at its last finite epoch" if (out / MODEL_FILE).is_file() and \
+            read_info(out)["status"] == "partial" else "; no bundle was written"
+        raise TrainingDiverged(f"{error} ({out}{kept})") from None
+
+
+def _train(config: Config, out: Path, progress: Progress, resume: TrainState | None,
+           cache: Path | None) -> TrainOutcome:
+    started = time.perf_counter()
+    run = prepare(config, progress, cache)
     run.train_flops, run.peak_gflops = training_flops(run.network, run.modality), measure_peak_gflops(run.device)
     if resume is not None and run.splits.record.get("test_digest") != read_info(out)["split"].get("test_digest"):
         raise CnncliError(f"{out}: the data have changed since this run started (another test split); "
@@ -150,7 +194,11 @@ def train_members(run: Prepared, out: Path, progress: Progress, resume: TrainSta
     for index in range(count):
         network = run.network if index == 0 else build_member(config, run, index)
         if index < state.member:  # trained before the run was interrupted
-            network.load_state_dict(state.finished[index])
+            try:
+                network.load_state_dict(state.finished[index])
+            except RuntimeError as error:
+                raise CnncliError(f"{out}: the resume state of member {index + 1} does not fit the recipe's network "
+                                  f"({str(error).splitlines()[0]})") from None
             members.append(network)
             results.append(FitResult(**state.finished_results[index]))
             continue

@@ -8,7 +8,6 @@ computed) as a table, CSV, JSON lines or one JSON array.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
@@ -17,6 +16,7 @@ import typer
 import yaml
 
 from cnncli.errors import CnncliError
+from cnncli.jsontext import dumps
 from cnncli.output.rows import write_predictions
 from cnncli.output.tables import TABLES
 from cnncli.registry import Registry
@@ -44,15 +44,16 @@ def show(kind: str, result: dict, form: str, stream: TextIO | None = None) -> No
 
         stream.write(yaml.safe_dump(result, sort_keys=False, allow_unicode=True))
     elif check_format(form) == "json":
-        stream.write(json.dumps(result) + "\n")
+        stream.write(dumps(result, f"the {kind} result") + "\n")
     else:
 
         TABLES[kind](result, stream)
 
 
-def write_rows(rows: Iterable[Any], form: str, stream: TextIO, windows: bool = False) -> dict:
+def write_rows(rows: Iterable[Any], form: str, stream: TextIO, windows: bool = False,
+               escape_formulas: bool = False) -> dict:
     """Write prediction rows as they come; returns counts {"rows": n, "errors": m}."""
-    return write_predictions(rows, check_format(form, rows=True), stream, windows)
+    return write_predictions(rows, check_format(form, rows=True), stream, windows, escape_formulas)
 
 
 def format_epoch(record: dict, members: int = 1) -> str:
