@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +30,9 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 # plugins stay off: EPS, for one, hands the file to Ghostscript.
 PILLOW_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 MAX_SIDE = 65536
+# Images past MAX_IMAGE_PIXELS are refused with an error row, so Pillow's warning about the same
+# images (between its threshold and twice it) would only repeat it on stderr.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 # What Pillow raises on a damaged or hostile file besides OSError: each becomes that file's error.
 DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError,
                  ZeroDivisionError, EOFError, MemoryError, Image.DecompressionBombError)

@@ -11,6 +11,7 @@ NaN or infinite.
 from __future__ import annotations
 
 import io
+import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -36,7 +37,8 @@ def read_bytes(path: str | Path) -> bytes:
     """The file's bytes (hashed for the feature cache, then decoded without a second read)."""
     try:
         with open(path, "rb") as stream:
-            content = stream.read(MAX_FILE_BYTES + 1)
+            size = os.fstat(stream.fileno()).st_size
+            content = stream.read(min(size, MAX_FILE_BYTES) + 1)  # (read(n) sets n bytes aside at once)
     except FileNotFoundError:
         raise CnncliError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -45,7 +47,7 @@ def read_bytes(path: str | Path) -> bytes:
         raise CnncliError(f"{path}: cannot read ({error.strerror})") from None
     if not content:
         raise CnncliError(f"{path}: the file is empty")
-    if len(content) > MAX_FILE_BYTES:
+    if len(content) > MAX_FILE_BYTES or size > MAX_FILE_BYTES:
         raise CnncliError(f"{path}: larger than {MAX_FILE_BYTES // 2 ** 20:,} MB; predict a long recording "
                           "with --window")
     return content
