@@ -34,6 +34,7 @@ from cnncli.errors import CnncliError
 from cnncli.jsontext import dumps, loads
 from cnncli.limits import MAX_RECIPE_BYTES
 from cnncli.modalities import MODALITIES, modality_class
+from cnncli.reading import read_limited
 from cnncli.model import Ensemble, check_network_size, members_of, network_for
 from cnncli.resume_state import STATE_FILE, TENSORS_FILE, TrainState, from_files
 
@@ -107,13 +108,7 @@ def read_info(path: Path) -> dict:
     model_file = path / MODEL_FILE
     if not path.is_dir() or not model_file.is_file():
         raise CnncliError(f"{path}: not a cnncli bundle (no {MODEL_FILE}); train one with `cnncli train`")
-    try:
-        with open(model_file, "rb") as stream:
-            content = stream.read(MAX_RECIPE_BYTES + 1)
-    except OSError as error:
-        raise CnncliError(f"{model_file}: unreadable ({error.strerror})") from None
-    if len(content) > MAX_RECIPE_BYTES:
-        raise CnncliError(f"{model_file}: larger than {MAX_RECIPE_BYTES:,} bytes; not a cnncli bundle")
+    content = read_limited(model_file, MAX_RECIPE_BYTES, "cnncli bundle's model.json")
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError as error:

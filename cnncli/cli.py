@@ -153,11 +153,13 @@ def resume_hint(out: Path):
     """On ^C after at least one epoch, say how to continue instead of starting over."""
     try:
         yield
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         from cnncli.resume_state import STATE_FILE
 
         if (Path(out) / STATE_FILE).exists():
-            _fail(f"interrupted; continue with: cnncli train --resume {out}", 130)
+            terminated = isinstance(interrupt, Terminated)
+            _fail(f"{'terminated' if terminated else 'interrupted'}; continue with: cnncli train --resume {out}",
+                  143 if terminated else 130)
         raise
 
 

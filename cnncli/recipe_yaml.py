@@ -17,6 +17,7 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 
 from cnncli.errors import CnncliError
 from cnncli.limits import MAX_RECIPE_BYTES, MAX_YAML_NODES
+from cnncli.reading import read_limited
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -90,17 +91,7 @@ def parse_yaml(text: str, where: str) -> Any:
 def read_text(path: Path, what: str = "recipe") -> str:
     """A UTF-8 text file of at most MAX_RECIPE_BYTES, as text; a byte that is not UTF-8 is an
     error naming its line and column."""
-    try:
-        with open(path, "rb") as stream:
-            content = stream.read(MAX_RECIPE_BYTES + 1)
-    except FileNotFoundError:
-        raise CnncliError(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise CnncliError(f"{path}: is a folder, not a {what}") from None
-    except OSError as error:
-        raise CnncliError(f"{path}: cannot read {what} ({error.strerror})") from None
-    if len(content) > MAX_RECIPE_BYTES:
-        raise CnncliError(f"{path}: larger than {MAX_RECIPE_BYTES:,} bytes; not a {what}")
+    content = read_limited(path, MAX_RECIPE_BYTES, what)
     try:
         return content.decode("utf-8")
     except UnicodeDecodeError as error:

@@ -11,7 +11,6 @@ NaN or infinite.
 from __future__ import annotations
 
 import io
-import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import torchaudio.functional as audio_functional
 
 from cnncli.errors import CnncliError
 from cnncli.limits import AUDIO_RATES, MAX_AUDIO_SECONDS, MAX_AUDIO_VALUES
+from cnncli.reading import read_limited
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -35,21 +35,9 @@ BLOCK_VALUES = 2 ** 18  # values read per block
 
 def read_bytes(path: str | Path) -> bytes:
     """The file's bytes (hashed for the feature cache, then decoded without a second read)."""
-    try:
-        with open(path, "rb") as stream:
-            size = os.fstat(stream.fileno()).st_size
-            content = stream.read(min(size, MAX_FILE_BYTES) + 1)  # (read(n) sets n bytes aside at once)
-    except FileNotFoundError:
-        raise CnncliError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CnncliError(f"{path}: is a folder, not an audio file") from None
-    except OSError as error:
-        raise CnncliError(f"{path}: cannot read ({error.strerror})") from None
+    content = read_limited(path, MAX_FILE_BYTES, "audio file", "; predict a long recording with --window")
     if not content:
         raise CnncliError(f"{path}: the file is empty")
-    if len(content) > MAX_FILE_BYTES or size > MAX_FILE_BYTES:
-        raise CnncliError(f"{path}: larger than {MAX_FILE_BYTES // 2 ** 20:,} MB; predict a long recording "
-                          "with --window")
     return content
 
 
