@@ -106,6 +106,15 @@ def test_weights_that_do_not_fit_the_network_are_named(text_bundle, change, expe
     assert_refused(text_bundle, "weights.safetensors", expected)
 
 
+@pytest.mark.parametrize("kind, values", [("image", [None]), ("image", [0.1, 0.2]), ("audio", ["x"] * 40)])
+def test_fitted_statistics_that_are_not_numbers_are_named(tmp_path, kind, values):
+    bundle = tmp_path / kind
+    shutil.copytree(FIXTURES / kind, bundle)
+    edit_info(bundle, lambda info: info["modality"]["state"].update(mean=values))
+    result = cli("predict", bundle, "x.png")
+    assert result.exit_code == 2 and "modality.state.mean: expected" in result.stderr, result.output
+
+
 def test_weights_that_are_not_safetensors_are_refused(text_bundle):
     (text_bundle / "weights.safetensors").write_bytes(b"\x80\x04pickle, not tensors")
     assert_refused(text_bundle, "weights.safetensors", "unreadable weights")

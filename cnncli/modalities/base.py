@@ -18,6 +18,7 @@ what it has and inherits a clear answer for what it lacks.
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,17 @@ class Encoded:
 
 
 ProgressCallback = Callable[[int], None]  # called with the number of samples just finished
+
+
+def state_numbers(state: dict[str, Any], key: str, count: int) -> list[float]:
+    """`state[key]` (fitted statistics read from a bundle) if it is `count` finite numbers;
+    otherwise a CnncliError naming the key, before anything is built from it."""
+    values = state.get(key)
+    if not isinstance(values, list) or len(values) != count or not all(
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            for value in values):
+        raise CnncliError(f"modality.state.{key}: expected {count} finite numbers")
+    return [float(value) for value in values]
 
 
 def finite_only(encoded: Encoded, samples: Sequence[Sample]) -> Encoded:

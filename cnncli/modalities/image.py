@@ -23,7 +23,7 @@ from torch import nn
 from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
 from cnncli.limits import MAX_IMAGE_PIXELS
-from cnncli.modalities.base import Encoded, Modality
+from cnncli.modalities.base import Encoded, Modality, state_numbers
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
 # The decoders those suffixes need (MPO: the multi-picture JPEG of some cameras). Pillow's other
@@ -103,7 +103,9 @@ class ImageModality(Modality):
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "ImageModality":
-        return cls(ImageOptions(**state["options"]), None, state["mean"], state["std"])
+        options = ImageOptions(**state["options"])
+        channels = 1 if options.color == "grayscale" else 3
+        return cls(options, None, state_numbers(state, "mean", channels), state_numbers(state, "std", channels))
 
     def state_dict(self) -> dict[str, Any]:
         return {"options": dataclasses.asdict(self.options), "mean": self.mean, "std": self.std}

@@ -33,7 +33,7 @@ from cnncli.modalities.audio.features import (
 )
 from cnncli.modalities.audio.options import AudioAugment, AudioOptions, augment_problems, option_problems
 from cnncli.modalities.audio.windows import sliding_windows
-from cnncli.modalities.base import Encoded, Modality, ProgressCallback, finite_only
+from cnncli.modalities.base import Encoded, Modality, ProgressCallback, finite_only, state_numbers
 
 FEATURE_BATCH = 256  # recordings per feature call: large enough to amortise, small enough for memory
 
@@ -86,7 +86,9 @@ class AudioModality(Modality):
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "AudioModality":
-        return cls(AudioOptions(**state["options"]), None, state["mean"], state["std"])
+        options = AudioOptions(**state["options"])
+        bands = band_count(options)
+        return cls(options, None, state_numbers(state, "mean", bands), state_numbers(state, "std", bands))
 
     def state_dict(self) -> dict[str, Any]:
         return {"options": dataclasses.asdict(self.options), "mean": self.mean, "std": self.std}
