@@ -55,6 +55,11 @@ class Bundle:
     network: Any  # cnncli.model.Network with its weights loaded
     info: dict = field(default_factory=dict)  # the whole model.json
 
+    @property
+    def temperature(self) -> float:
+        """The calibration temperature training fitted; 1.0 (scores as they were) when it has none."""
+        return float((self.info.get("calibration") or {}).get("temperature") or 1.0)
+
 
 def versions() -> dict[str, str]:
     """The versions that made a bundle (read from package metadata: nothing is imported for it)."""
@@ -68,8 +73,9 @@ def versions() -> dict[str, str]:
 
 def save_bundle(path: Path, network, config: Config, labels: list[str], modality, *, status: str,
                 split: dict, metrics: dict, training: dict, log: list[dict],
-                extra_files: dict[str, bytes] | None = None) -> Path:
-    """Write a whole bundle atomically at `path` (replacing an older bundle there)."""
+                extra_files: dict[str, bytes] | None = None, calibration: dict | None = None) -> Path:
+    """Write a whole bundle atomically at `path` (replacing an older bundle there). `calibration`
+    holds the temperature predict and eval divide the outputs by (cnncli.calibration)."""
 
     path = Path(path)
     if path.exists() and not (path / MODEL_FILE).exists():
@@ -85,6 +91,7 @@ def save_bundle(path: Path, network, config: Config, labels: list[str], modality
         "modality": {"name": modality.name, "state": modality.state_dict()},
         "split": split,
         "metrics": metrics,
+        **({"calibration": calibration} if calibration else {}),
         "training": training,
         "seed": config.train.seed,
         "versions": versions(),

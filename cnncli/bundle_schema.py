@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from cnncli.calibration import HIGHEST, LOWEST
 from cnncli.errors import CnncliError
 from cnncli.limits import MAX_INPUT_VALUES, MAX_LABELS, MAX_MEMBERS
 
@@ -20,7 +21,8 @@ FORMAT_VERSION = 1
 STATUSES = ("partial", "complete")
 REQUIRED = {"format": str, "format_version": int, "status": str, "labels": list, "input_shape": list,
             "modality": dict, "recipe": dict}
-OPTIONAL = {"members": int, "split": dict, "metrics": dict, "training": dict, "seed": int, "versions": dict}
+OPTIONAL = {"members": int, "split": dict, "metrics": dict, "training": dict, "seed": int, "versions": dict,
+            "calibration": dict}
 TYPE_NAMES = {str: "text", int: "a whole number", list: "a list", dict: "an object"}
 
 
@@ -54,11 +56,21 @@ def check_info(info: Any, where: str) -> dict:
     members = info.get("members", 1)
     if not 1 <= members <= MAX_MEMBERS:
         raise CnncliError(f"{where}: members: expected 1 to {MAX_MEMBERS}, got {members:,}")
+    if "calibration" in info:
+        _check_temperature(info["calibration"].get("temperature"), where)
     modality = info["modality"]
     if set(modality) != {"name", "state"} or not isinstance(modality["name"], str) \
             or not isinstance(modality["state"], dict):
         raise CnncliError(f"{where}: modality: expected {{\"name\": text, \"state\": object}}")
     return info
+
+
+def _check_temperature(temperature: Any, where: str) -> None:
+    """The number predict and eval divide the outputs by: one that training's fit can give."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not LOWEST <= temperature <= HIGHEST:
+        raise CnncliError(f"{where}: calibration.temperature: expected a number from {LOWEST} to {HIGHEST:g}, "
+                          f"got {_kind(temperature)}")
 
 
 def _check_labels(labels: list, where: str) -> None:

@@ -36,7 +36,8 @@ def _raise_terminated(signum, frame):
 
 def user_errors(command):
     """Turn CnncliError into one red line on stderr and exit status 2; running out of memory
-    too; ^C into status 130 and SIGTERM into 143."""
+    too; ^C into status 130 and SIGTERM into 143; a closed pipe into a quiet exit (141, like a
+    program killed by SIGPIPE)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -53,6 +54,11 @@ def user_errors(command):
         except KeyboardInterrupt as interrupt:
             _fail("terminated" if isinstance(interrupt, Terminated) else "interrupted",
                   143 if isinstance(interrupt, Terminated) else 130)
+        except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as SIGPIPE would
+            from cnncli.output import quiet_closed_pipe
+
+            quiet_closed_pipe()
+            raise typer.Exit(141) from None
 
     return wrapper
 
@@ -216,14 +222,26 @@ def evaluate(
 @user_errors
 def predict(
     bundle: Path = typer.Argument(..., help="A bundle folder written by `cnncli train`."),
-    inputs: List[str] = typer.Argument(..., help="Files, folders, globs; '-' reads from stdin "
-                                                 "(paths, or sentences for a text bundle)."),
-    output_format: str = typer.Option("table", "--format", help=ROW_FORMAT_HELP),
+    inputs: List[str] = typer.Argument(None, help="Files, folders, globs; '-' reads from stdin "
+                                                  "(paths, or sentences for a text bundle)."),
+    manifest: Optional[str] = typer.Option(None, "--manifest", help="A .csv/.tsv/.jsonl table with a path column "
+                                           "(text bundles: or a text column); its columns come through to the rows."),
+    lines: Optional[str] = typer.Option(None, "--lines", help="A file with one input per line ('-': stdin): "
+                                        "a sentence for text bundles, else a path."),
+    output_format: Optional[str] = typer.Option(None, "--format", help=ROW_FORMAT_HELP + " [default: table on a "
+                                                "terminal, else CSV (or from --output's suffix)]"),
     top_k: int = typer.Option(1, "--top-k", "-k", help="How many labels to list per input."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write rows to this file (atomically)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write rows to this file (it appears "
+                                         "only when complete)."),
+    resume: bool = typer.Option(False, "--resume", help="With --output: append rows as they come, and after an "
+                                "interruption skip the inputs the file already has."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Label 'unknown' when the top score "
+                                              "(a calibrated probability) is below this."),
     window: Optional[float] = typer.Option(None, help="Audio: cut each recording into windows of this many seconds."),
     hop: Optional[float] = typer.Option(None, help="Audio: seconds between window starts [default: --window]."),
-    batch_size: int = typer.Option(256, help="Inputs per forward pass."),
+    batch_size: int = typer.Option(64, help="Inputs per forward pass."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes that decode and predict "
+                                          "[default: one per CPU; 0: none, all in this process]."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
     escape_formulas: bool = typer.Option(False, "--escape-formulas", help="CSV: prefix cells that start with = + - "
                                          "@ (or a tab or CR) with ' so a spreadsheet shows them instead of running them."),
@@ -237,17 +255,35 @@ def predict(
 
       cnncli predict runs/x img1.png photos/ 'more/*.jpg' --format csv --top-k 3
 
-      find data -name '*.wav' | cnncli predict runs/fsdd - --format jsonl -o predictions.jsonl
+      find data -name '*.wav' | cnncli predict runs/fsdd - -o predictions.jsonl --resume
+
+      cnncli predict runs/x --manifest photos.csv -o labelled.csv --threshold 0.8
+
+      cnncli predict runs/sst2 --lines reviews.txt | head -3
 
       cnncli predict runs/fsdd long.wav --window 1.0 --hop 0.5
     """
     from cnncli.bundle import load_bundle
-    from cnncli.device import pick_device
-    from cnncli.output import check_format, warn, write_rows
-    from cnncli.output.rows import open_output
-    from cnncli.predict import predict as run_prediction
+    from cnncli.output import row_format, warn
+    from cnncli.predict import prediction_inputs
 
-    check_format(output_format, rows=True)
+    form = row_format(output_format, output)
+    check_prediction_options(top_k, batch_size, window, hop, output)
+    loaded = load_bundle(bundle)
+    warn_if_partial(loaded)
+    loaded.modality.use_cache(run_cache(cache_dir, no_cache))
+    source = prediction_inputs(loaded, inputs or [], manifest, lines)
+    settings = dict(top_k=top_k, batch_size=batch_size, device=device, window=window, hop=hop, workers=workers,
+                    threshold=threshold)
+    errors, total = _stream_predictions(loaded, source, form, output, resume, settings, escape_formulas)
+    if errors:
+        warn(f"{errors} of {total} inputs could not be read (see the error column)")
+        raise typer.Exit(1)
+
+
+def check_prediction_options(top_k: int, batch_size: int, window: Optional[float], hop: Optional[float],
+                             output: Optional[str]) -> None:
+    """predict's options that can be wrong before any work: one line naming the flag."""
     if top_k < 1:
         raise CnncliError("--top-k: must be at least 1")
     check_batch_size(batch_size)
@@ -257,15 +293,29 @@ def predict(
         from cnncli.atomic import check_writable
 
         check_writable(output, "--output")
-    loaded = load_bundle(bundle)
-    warn_if_partial(loaded)
-    loaded.modality.use_cache(run_cache(cache_dir, no_cache))
-    rows = run_prediction(loaded, inputs, top_k, batch_size, pick_device(device), window, hop)
-    with open_output(output) as stream:
-        counts = write_rows(rows, output_format, stream, windows=window is not None, escape_formulas=escape_formulas)
-    if counts["errors"]:
-        warn(f"{counts['errors']} of {counts['rows']} inputs could not be read (see the error column)")
-        raise typer.Exit(1)
+
+
+def _stream_predictions(loaded, source, form: str, output: Optional[str], resume: bool, settings: dict,
+                        escape_formulas: bool = False) -> tuple[int, int]:
+    """Stream the rows to stdout or --output (with --resume: after the rows it already has);
+    returns (error rows, rows) over the whole output."""
+    from contextlib import closing
+
+    from cnncli.device import pick_device
+    from cnncli.output import write_rows
+    from cnncli.output.resume import Finished, finished_rows
+    from cnncli.output.rows import Layout, open_output
+    from cnncli.predict import CHUNK, predict_batches
+
+    windows = settings["window"] is not None
+    layout = Layout(source.columns, windows=windows, escape_formulas=escape_formulas)
+    finished = finished_rows(output, form, layout, source.key, windows, CHUNK) if resume else Finished()
+    layout.header = not finished.header
+    batches = predict_batches(loaded, source, **{**settings, "device": pick_device(settings["device"])},
+                              done=finished.keys)
+    with open_output(output, append=resume) as stream, closing(batches):
+        counts = write_rows(batches, form, stream, layout)
+    return counts["errors"] + finished.errors, counts["rows"] + len(finished.keys)
 
 
 @app.command()

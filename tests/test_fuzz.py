@@ -108,7 +108,7 @@ def check_rows(bundle, paths: list[str], rows: list) -> None:
             assert row.label in bundle.labels and 0 <= row.score <= 1 and math.isfinite(row.score)
     for form in ("table", "csv", "jsonl"):
         stream = StringIO()
-        counts = write_predictions(iter(rows), form, stream)
+        counts = write_predictions(iter([rows]), form, stream)  # one batch of rows
         assert counts["rows"] == len(rows)
         if form == "jsonl":
             for line in stream.getvalue().split("\n")[:-1]:  # (a sentence may hold U+2028: only \n ends a row)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import glob
 import gzip
-import json
 import re
 import struct
 import sys
@@ -30,6 +29,7 @@ import torch
 from cnncli.config import DataConfig
 from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
+from cnncli.jsontext import loads
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
 IDX_PATTERN = re.compile(r"idx\d-ubyte(\.gz)?$")
@@ -195,20 +195,21 @@ def _manifest_rows(path: Path, encoding: str) -> Iterator[tuple[int, dict]]:
     lines = read_lines(path, encoding)
     if path.suffix.lower() == ".jsonl":
         for n, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise CnncliError(f"{path}:{n}: not valid JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise CnncliError(f"{path}:{n}: expected a JSON object per line")
-            yield n, row
+            if line.strip():
+                yield n, json_row(path, n, line)
         return
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     reader = csv.DictReader(lines, delimiter=delimiter)
     for n, row in enumerate(reader, start=2):
         yield n, row
+
+
+def json_row(path: Path, number: int, line: str) -> dict:
+    """One line of a JSON-lines manifest: an object, or a one-line error naming the line."""
+    row = loads(line, f"{path}:{number}")  # (NaN and Infinity are not JSON)
+    if not isinstance(row, dict):
+        raise CnncliError(f"{path}:{number}: expected a JSON object per line")
+    return row
 
 
 ENCODING_HINT = "set the file's encoding, e.g. --set data.encoding=latin-1"

@@ -235,6 +235,14 @@ class Modality(ABC):
         paths from stdin); text reads sentences too."""
         return expand_paths(arguments, self.extensions)
 
+    def inference_batches(self, encoded: torch.Tensor,
+                          batch_size: int) -> Iterator[tuple[slice | torch.Tensor, torch.Tensor]]:
+        """Encoded rows cut into forward batches for prediction, as (their positions, batch).
+        Default: consecutive slices. A modality whose rows vary in real size (text: sentence
+        lengths) may group similar rows and cut each batch to what the network reads of it."""
+        for start in range(0, len(encoded), batch_size):
+            yield slice(start, start + batch_size), encoded[start:start + batch_size]
+
     def encode_windows(self, path: str, window: float, hop: float,
                        batch_size: int = 64) -> Iterator[tuple[list[tuple[float, float]], torch.Tensor]]:
         """([(start_s, end_s), ...], encoded batch) chunks of windows slid over one long input."""
