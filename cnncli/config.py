@@ -85,6 +85,7 @@ class TrainConfig:
     rotate_val: bool = False  # member i validates on its own fold (data.val joins the training data): all data trains
     ema: float | None = None  # decay of a moving average of the weights (e.g. 0.999), used to validate and keep
     keep: Literal["best", "last"] = "best"  # best on validation, or the last epoch's weights
+    calibrate: bool = True  # fit a temperature on validation (rotate_val: out-of-fold rows): scores match accuracy
     early_stopping: int | None = None  # stop after this many epochs without a better val loss
     seed: int = 0
     device: str = "auto"  # auto = cuda when present, else cpu

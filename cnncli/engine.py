@@ -268,12 +268,19 @@ class WeightAverage:
 
 
 @torch.no_grad()
+def predict_outputs(network: nn.Module, inputs: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Raw outputs (logits; an ensemble's log averaged probabilities) for encoded inputs, in eval
+    mode, batch by batch; returned on the CPU."""
+    network.eval()
+    outputs = [network(chunk.to(device)).cpu() for chunk in inputs.split(batch_size)]
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
 def predict_probabilities(network: nn.Module, inputs: torch.Tensor, batch_size: int,
                           device: torch.device) -> torch.Tensor:
     """Softmax outputs for encoded inputs, in eval mode, batch by batch; returned on the CPU."""
-    network.eval()
-    outputs = [torch.softmax(network(chunk.to(device)), dim=1).cpu() for chunk in inputs.split(batch_size)]
-    return torch.cat(outputs) if outputs else torch.empty(0)
+    outputs = predict_outputs(network, inputs, batch_size, device)
+    return torch.softmax(outputs, dim=1) if len(outputs) else outputs
 
 
 @torch.no_grad()

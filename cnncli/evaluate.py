@@ -1,7 +1,8 @@
 """`cnncli eval`: a bundle's metrics on its recipe's test split, or on other data.
 
 Other data is read with the bundle's own data rules (format, label regex, columns, encoding,
-preprocessing), so `eval BUNDLE NEW_FOLDER` needs no other flag.
+preprocessing), so `eval BUNDLE NEW_FOLDER` needs no other flag. The report includes the expected
+calibration error before and after the bundle's temperature (cnncli.calibration).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cnncli.bundle import Bundle
+from cnncli.calibration import expected_calibration_error, scaled_probabilities
 from cnncli.data.sources import read_sources
 from cnncli.data.split import check_known_labels, load_splits
 from cnncli.device import pick_device
 from cnncli.encoding import encode_split
-from cnncli.engine import predict_probabilities
 from cnncli.errors import CnncliError
+from cnncli.inference import for_inference, network_outputs
 from cnncli.metrics import classification_report
 from cnncli.progress import Progress
 
@@ -48,8 +50,19 @@ def evaluate(bundle: Bundle, data: Sequence[str] = (), batch_size: int = 512, de
     notes += split.notes
     if len(encoded) == 0:
         raise CnncliError(f"{source}: no sample could be read ({failures[0] if failures else 'empty'})")
-    bundle.network.to(device)
-    probabilities = predict_probabilities(bundle.network, encoded.inputs, batch_size, device)
-    report = classification_report(encoded.targets.tolist(), probabilities.argmax(1).tolist(), bundle.labels)
-    report.update(bundle=str(bundle.path), data=source, skipped=failures, notes=notes)
+    network = for_inference(bundle.network, device)
+    outputs = network_outputs(network, bundle.modality, encoded.inputs, batch_size, device)
+    report = classification_report(encoded.targets.tolist(), outputs.argmax(1).tolist(), bundle.labels)
+    report.update(bundle=str(bundle.path), data=source, skipped=failures, notes=notes,
+                  calibration=calibration_report(bundle, outputs, encoded.targets))
     return report
+
+
+def calibration_report(bundle: Bundle, outputs, targets) -> dict:
+    """How well the scores match accuracy on this data: the expected calibration error of the
+    plain softmax and of the bundle's calibrated scores (the same when it has no temperature)."""
+    fitted = bundle.info.get("calibration") or {}
+    temperature = bundle.temperature
+    return {"temperature": temperature, "fitted_on": fitted.get("fitted_on"),
+            "ece_before": round(expected_calibration_error(scaled_probabilities(outputs), targets), 4),
+            "ece_after": round(expected_calibration_error(scaled_probabilities(outputs, temperature), targets), 4)}

@@ -14,6 +14,7 @@ from torch import nn
 
 from cnncli.atomic import write_file
 from cnncli.bundle import MODEL_FILE, load_bundle
+from cnncli.calibration import scaled_probabilities
 from cnncli.config import config_to_dict, load_config
 from cnncli.data.split import load_splits
 from cnncli.errors import CnncliError
@@ -24,7 +25,8 @@ from cnncli.recipes import recipe_source
 
 
 def feature_maps(network: nn.Module, encoded: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Activations (C, H, W) after each conv block of the backbone for one encoded input."""
+    """Activations (C, H, W) after each conv block of the backbone for one encoded input, and the
+    network's outputs under "__outputs__"."""
     captured, hooks = {}, []
     for name, module in network.backbone.named_modules():
         if isinstance(module, nn.Sequential) and any(isinstance(m, nn.Conv2d) for m in module.children()):
@@ -33,11 +35,11 @@ def feature_maps(network: nn.Module, encoded: torch.Tensor) -> dict[str, torch.T
     network.eval()
     try:
         with torch.no_grad():
-            probabilities = torch.softmax(network(encoded.unsqueeze(0)), dim=1)[0]
+            outputs = network(encoded.unsqueeze(0))
     finally:
         for hook in hooks:
             hook.remove()
-    captured["__probabilities__"] = probabilities
+    captured["__outputs__"] = outputs
     return captured
 
 
@@ -57,7 +59,7 @@ def explain_input(bundle, locator: str, out_dir: Path) -> dict:
     modality.draw(sample, input_png, bundle.network)
     written = [str(input_png)]
     maps = feature_maps(bundle.network, encoded)
-    probabilities = maps.pop("__probabilities__")
+    probabilities = scaled_probabilities(maps.pop("__outputs__"), bundle.temperature)[0]  # as predict scores it
     for name, activation in maps.items():
         if activation.dim() == 3:
             path = out_dir / f"features-{name.replace('.', '-')}.png"
@@ -84,7 +86,8 @@ def describe_target(target: str, overrides: list[str], resolved: bool) -> dict:
         table = layer_table(bundle.network, tuple(bundle.info["input_shape"]), bundle.modality.describe())
         info = bundle.info
         return {"target": target, "kind": "bundle", "labels": bundle.labels, "metrics": info.get("metrics", {}),
-                "status": info.get("status"), "split": info.get("split"), **table}
+                "calibration": info.get("calibration"), "status": info.get("status"), "split": info.get("split"),
+                **table}
     return describe_recipe(target, overrides, resolved)
 
 

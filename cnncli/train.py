@@ -1,10 +1,11 @@
 """`cnncli train`: recipe -> data -> fitted preprocessing -> trained network -> bundle.
 
 After every epoch the bundle is rewritten (atomically, status "partial"), so a crash or ^C
-loses at most one epoch. Test metrics are computed once, on the final model, at the end. Before
-any data are read, the output folder must be writable (and hold no bundle unless `overwrite`)
-and the network must fit cnncli.limits; a loss that stops being finite stops the run, whose
-bundle then stays partial.
+loses at most one epoch. Test metrics are computed once, on the final model, at the end, and a
+temperature is fitted on the validation rows (out-of-fold rows for a cross-validation ensemble)
+so that the bundle's scores match its accuracy (cnncli.calibration). Before any data are read,
+the output folder must be writable (and hold no bundle unless `overwrite`) and the network must
+fit cnncli.limits; a loss that stops being finite stops the run, whose bundle then stays partial.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import torch
 
 from cnncli.atomic import check_writable
 from cnncli.bundle import MODEL_FILE, read_info, save_bundle
+from cnncli.calibration import calibrate
 from cnncli.config import Config
 from cnncli.data.split import Splits, fold_count, load_splits
 from cnncli.device import measure_peak_gflops, pick_device, set_threads
 from cnncli.encoding import TensorData, encode_split
-from cnncli.engine import FitResult, TrainingDiverged, fit, predict_probabilities
+from cnncli.engine import FitResult, TrainingDiverged, fit, predict_outputs, predict_probabilities
 from cnncli.errors import CnncliError
 from cnncli.layers import layer_table
 from cnncli.metrics import classification_report
@@ -39,13 +41,14 @@ class TrainOutcome:
     metrics: dict  # {"val": {...}, "test": {...}} of the final model
     history: list[dict]
     training: dict
+    calibration: dict | None = None  # the temperature fitted on held-out rows (cnncli.calibration)
 
     def summary(self) -> dict:
-        """What `cnncli train` reports: the bundle, each split's accuracy and count, the run."""
+        """What `cnncli train` reports: the bundle, each split's accuracy and count, the calibration, the run."""
         keep = ("accuracy", "n", "out_of_fold")
         return {"bundle": str(self.bundle),
                 "metrics": {part: {key: m[key] for key in keep if key in m} for part, m in self.metrics.items()},
-                "training": self.training}
+                "calibration": self.calibration, "training": self.training}
 
 
 @dataclass
@@ -158,16 +161,7 @@ def _train(config: Config, out: Path, progress: Progress, resume: TrainState | N
                           "start a new run instead of resuming")
     members, results = train_members(run, out, progress, resume)
     run.network = assemble(members)
-    metrics = {}
-    if run.folds is not None:  # each fold scored by the members that did not train on it
-        probabilities, targets = out_of_fold_probabilities(run, members)
-        metrics["val"] = {**classification_report(targets.tolist(), probabilities.argmax(1).tolist(),
-                                                  run.splits.labels), "out_of_fold": True}
-    for name, data in (("val", run.val), ("test", run.test)):
-        if len(data):
-            probabilities = predict_probabilities(run.network, data.inputs, config.train.eval_batch_size, run.device)
-            metrics[name] = classification_report(data.targets.tolist(), probabilities.argmax(1).tolist(),
-                                                  run.splits.labels)
+    metrics, calibration = final_metrics(run, members)
     training = run.info(
         epochs_run=per_member_value([len(r.history) for r in results]), kept=results[0].kept,
         kept_epoch=per_member_value([r.kept_epoch for r in results]),
@@ -178,8 +172,28 @@ def _train(config: Config, out: Path, progress: Progress, resume: TrainState | N
     run.network.cpu()
     save_bundle(out, run.network, config, run.splits.labels, run.modality, status="complete",
                 split=run.splits.record, metrics=metrics, training=training, log=run.history,
-                extra_files=training_plots(run.history, metrics))
-    return TrainOutcome(out, metrics, run.history, training)
+                extra_files=training_plots(run.history, metrics), calibration=calibration)
+    return TrainOutcome(out, metrics, run.history, training, calibration)
+
+
+def final_metrics(run: Prepared, members: list) -> tuple[dict, dict | None]:
+    """The final model's metrics per split (a cross-validation ensemble's val: out-of-fold), and the
+    temperature fitted on its validation rows (None when the recipe turns calibration off)."""
+    config = run.config
+    metrics, held_out = {}, (torch.empty(0, len(run.splits.labels)), torch.empty(0, dtype=torch.long), "val")
+    if run.folds is not None:  # each fold scored by the members that did not train on it
+        probabilities, targets = out_of_fold_probabilities(run, members)
+        metrics["val"] = {**classification_report(targets.tolist(), probabilities.argmax(1).tolist(),
+                                                  run.splits.labels), "out_of_fold": True}
+        held_out = (probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny).log(), targets, "out_of_fold")
+    for name, data in (("val", run.val), ("test", run.test)):
+        if len(data):
+            outputs = predict_outputs(run.network, data.inputs, config.train.eval_batch_size, run.device)
+            predicted = torch.softmax(outputs, dim=1).argmax(1)  # as before calibration: same ties, same figures
+            metrics[name] = classification_report(data.targets.tolist(), predicted.tolist(), run.splits.labels)
+            if name == "val" and run.folds is None:
+                held_out = (outputs, data.targets, "val")
+    return metrics, calibrate(*held_out) if config.train.calibrate else None
 
 
 def train_members(run: Prepared, out: Path, progress: Progress, resume: TrainState | None) -> tuple[list, list]:

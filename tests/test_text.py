@@ -376,7 +376,7 @@ def test_inspect_input_draws_the_sentence_with_its_saliency_bars(tmp_path):
     torch.manual_seed(0)
     modality = fitted(["a good film", "a bad film"], max_length=8, embedding_dim=6)
     network = network_for(modality, KIM_BLOCKS, 2)
-    bundle = SimpleNamespace(modality=modality, network=network, labels=["neg", "pos"])
+    bundle = SimpleNamespace(modality=modality, network=network, labels=["neg", "pos"], temperature=1.0)
     result = explain_input(bundle, "a good film", tmp_path / "explained")
     modality.draw(Sample("x", content="a good film"), tmp_path / "plain.png")
     assert png_width(tmp_path / "explained" / "input.png") > png_width(tmp_path / "plain.png")

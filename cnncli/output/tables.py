@@ -27,6 +27,10 @@ def training(summary: dict, stream: TextIO) -> None:
     kept = summary["training"]
     if kept.get("members", 1) > 1:
         console.print(f"members   {kept['members']} (probabilities averaged)")
+    calibration = summary.get("calibration") or {}
+    if calibration.get("fitted_on"):
+        console.print(f"calibration temperature {calibration['temperature']:g} on {calibration['fitted_on']}: "
+                      f"ECE {calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}")
     console.print(Text(f"epochs    {kept['epochs_run']} (kept: {kept['kept']}, epoch {kept['kept_epoch']})  "
                        f"time {kept['total_seconds']:.1f}s on {kept['device']}"))
 
@@ -45,6 +49,12 @@ def evaluation(report: dict, stream: TextIO) -> None:
     heading = Text.assemble((report["data"], "bold"), f"  n={report['n']}  accuracy ",
                             (f"{report['accuracy']:.4f}", "bold"), f"  macro F1 {report['macro_f1']:.4f}")
     console.print(heading)
+    calibration = report.get("calibration")
+    if calibration:
+        fitted = (f"temperature {calibration['temperature']:g}, fitted on {calibration['fitted_on']}"
+                  if calibration.get("fitted_on") else "no temperature in this bundle")
+        console.print(f"expected calibration error {calibration['ece_before']:.4f} before, "
+                      f"{calibration['ece_after']:.4f} after calibration ({fitted})")
     per_class = Table(show_edge=False, header_style="bold")
     for column in ("label", "precision", "recall", "f1", "support"):
         per_class.add_column(column, justify="left" if column == "label" else "right")
@@ -112,6 +122,11 @@ def inspection(summary: dict, stream: TextIO) -> None:
         parts = [f"{part} accuracy {m['accuracy']:.4f} (n={m['n']}{', out-of-fold' if m.get('out_of_fold') else ''})"
                  for part, m in summary["metrics"].items()]
         console.print("  ".join(parts))
+    calibration = summary.get("calibration") or {}
+    if calibration.get("fitted_on"):
+        console.print(f"scores calibrated: temperature {calibration['temperature']:g} fitted on "
+                      f"{calibration['fitted_on']} (ECE {calibration['ece_before']:.4f} -> "
+                      f"{calibration['ece_after']:.4f})")
     if "input" in summary:
         _explained_input(summary["input"], console)
 
