@@ -83,6 +83,7 @@ class TrainConfig:
     max_norm: float | None = None  # clip each output unit's weight norm of the last layer (Kim)
     ensemble: int = 1  # train this many networks (seeds seed, seed+1000, ...) and average their probabilities
     rotate_val: bool = False  # member i validates on its own fold (data.val joins the training data): all data trains
+    auto_members: int = 1  # augment: auto judges each candidate by this many members, each on its own fold
     ema: float | None = None  # decay of a moving average of the weights (e.g. 0.999), used to validate and keep
     keep: Literal["best", "last"] = "best"  # best on validation, or the last epoch's weights
     calibrate: bool = True  # fit a temperature on validation (rotate_val: out-of-fold rows): scores match accuracy
@@ -96,6 +97,8 @@ class TrainConfig:
 class AugmentConfig:
     """Training-time randomness; never applied at evaluation or prediction. Its keys are those
     of every registered modality (see `schema`); a recipe may set only its own modality's."""
+
+    auto: bool = False  # `augment: auto`: validation chooses them among the modality's candidates (autotune.py)
 
 
 @dataclass
@@ -167,8 +170,11 @@ def load_config(source: str | Path | dict, overrides: list[str] = ()) -> Config:
     root = raw.get("data", {}).get("root") if isinstance(raw.get("data"), dict) else None
     if isinstance(root, str) and not Path(root).expanduser().is_absolute():
         raw.setdefault("data", {})["root"] = str(base / root)
-    for override in overrides:
-        apply_override(raw, override)
+    for override in [None, *overrides]:
+        if override is not None:
+            apply_override(raw, override)
+        if raw.get("augment") == "auto":  # `augment: auto` is short for `augment: {auto: true}`
+            raw["augment"] = {"auto": True}
     config = _build(schema(), raw, "", origin)
     check_values(config, origin)
     return config

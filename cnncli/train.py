@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from cnncli import autotune
 from cnncli.atomic import check_writable
 from cnncli.bundle import MODEL_FILE, read_info, save_bundle
 from cnncli.calibration import calibrate
@@ -45,7 +46,7 @@ class TrainOutcome:
 
     def summary(self) -> dict:
         """What `cnncli train` reports: the bundle, each split's accuracy and count, the calibration, the run."""
-        keep = ("accuracy", "n", "out_of_fold")
+        keep = ("accuracy", "n", "out_of_fold", "members")
         return {"bundle": str(self.bundle),
                 "metrics": {part: {key: m[key] for key in keep if key in m} for part, m in self.metrics.items()},
                 "calibration": self.calibration, "training": self.training}
@@ -69,12 +70,19 @@ class Prepared:
     history: list[dict] = field(default_factory=list)  # every epoch record so far, all members
     train_flops: float | None = None  # per training sample; None when the work varies by batch
     peak_gflops: float = 0.0  # this machine's matrix-multiply rate, the yardstick for training speed
+    choice: dict | None = None  # with augment: auto, what was chosen and how each candidate scored
 
     def info(self, **more) -> dict:
         """The bundle's `training` record: where and how the run went, plus `more`."""
+        read = self.splits.record.get("read", {})
+        extra = {"auto": self.choice} if self.choice is not None else {}
+        if read.get("skipped_lines"):
+            extra["skipped_lines"] = {"count": read["skipped_lines"], "lines": read["skipped"]}
+        if read.get("encodings"):
+            extra["encodings"] = read["encodings"]
         return {"device": str(self.device), "threads": torch.get_num_threads(), "encode_seconds": self.seconds,
                 "train_flops_per_sample": self.train_flops, "peak_gflops": round(self.peak_gflops, 1),
-                "skipped": {name: len(failures) for name, failures in self.skipped.items()}, **more}
+                "skipped": {name: len(failures) for name, failures in self.skipped.items()}, **extra, **more}
 
 
 def prepare(config: Config, progress: Progress = Progress(), cache: Path | None = None) -> Prepared:
@@ -89,10 +97,14 @@ def prepare(config: Config, progress: Progress = Progress(), cache: Path | None 
     modality.use_cache(cache)
     check_size(modality, config, classes=2, before_data=True)
     splits = load_splits(config, modality_type)
+    for note in splits.notes:
+        progress.note(note)
     if len(splits.labels) < 2:
         raise CnncliError(f"data.train: found only the label {splits.labels} in the training data; need at least two")
     modality.fit(splits.train)
     check_size(modality, config, classes=len(splits.labels))
+    for note in modality.fitted_notes():
+        progress.note(note)
     parts = {name: encode_split(modality, samples, splits.labels, name, progress)
              for name, samples in (("train", splits.train), ("val", splits.val), ("test", splits.test))}
     folds = None
@@ -159,6 +171,8 @@ def _train(config: Config, out: Path, progress: Progress, resume: TrainState | N
     if resume is not None and run.splits.record.get("test_digest") != read_info(out)["split"].get("test_digest"):
         raise CnncliError(f"{out}: the data have changed since this run started (another test split); "
                           "start a new run instead of resuming")
+    if config.augment.auto:
+        resume = choose_settings(run, out, progress, resume)
     members, results = train_members(run, out, progress, resume)
     run.network = assemble(members)
     metrics, calibration = final_metrics(run, members)
@@ -191,6 +205,8 @@ def final_metrics(run: Prepared, members: list) -> tuple[dict, dict | None]:
             outputs = predict_outputs(run.network, data.inputs, config.train.eval_batch_size, run.device)
             predicted = torch.softmax(outputs, dim=1).argmax(1)  # as before calibration: same ties, same figures
             metrics[name] = classification_report(data.targets.tolist(), predicted.tolist(), run.splits.labels)
+            if len(members) > 1:  # each network alone, beside the ensemble
+                metrics[name]["members"] = [member_accuracy(member, data, run) for member in members]
             if name == "val" and run.folds is None:
                 held_out = (outputs, data.targets, "val")
     return metrics, calibrate(*held_out) if config.train.calibrate else None
@@ -239,6 +255,29 @@ def train_members(run: Prepared, out: Path, progress: Progress, resume: TrainSta
                            checkpoint, state.fit if index == state.member else None))
         members.append(network)
     return members, results
+
+
+def choose_settings(run: Prepared, out: Path, progress: Progress, resume: TrainState | None) -> TrainState | None:
+    """augment: auto: choose the settings on validation (autotune), keep the networks trained
+    for it as the first members, and return the state the ensemble continues from. A resumed
+    run takes the choice its partial bundle recorded."""
+    if resume is not None:
+        run.choice = read_info(out)["training"].get("auto") or {}
+        autotune.apply(run, autotune.chosen_config(run.config, run.choice))
+        return resume
+    choice = autotune.choose(run, member_data, progress)
+    run.choice = choice.record
+    if not choice.members:
+        return None
+    run.network = choice.members[0]
+    return TrainState(member=len(choice.members), finished=[member.state_dict() for member in choice.members],
+                      finished_results=[dataclasses.asdict(result) for result in choice.results],
+                      history=choice.history)
+
+
+def member_accuracy(member, data: TensorData, run: Prepared) -> float:
+    probabilities = predict_probabilities(member, data.inputs, run.config.train.eval_batch_size, run.device)
+    return round(float((probabilities.argmax(1) == data.targets).float().mean()), 5)
 
 
 def training_flops(network, modality: Modality) -> float | None:

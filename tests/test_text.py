@@ -70,7 +70,7 @@ def test_one_file_per_class_takes_the_label_from_the_name_and_counts_positions(t
     samples = read_source(tmp_path / "rt-polarity.pos", data, TextModality)
     assert [(s.label, s.content, s.position) for s in samples] == [("pos", "a charming café comedy", 0),
                                                                   ("pos", "warm", 1)]
-    assert samples[1].locator.endswith("rt-polarity.pos:2")
+    assert samples[1].locator.endswith("rt-polarity.pos:3")  # the line in the file, empty lines counted
 
 
 def test_mr_split_every_tenth_line_of_each_file_is_test(tmp_path):

@@ -103,6 +103,10 @@ class Modality(ABC):
     # the `data.<name>` options it sets there.
     default_blocks: ClassVar[list | None] = None
     default_options: ClassVar[dict] = {}
+    # A whole general recipe (its model, train and augment sections, data.<name> and data keys
+    # such as encoding) that `cnncli train DATA` uses instead of the two above, when the modality
+    # has one (text: recipes/text.yaml).
+    default_recipe: ClassVar[dict | None] = None
 
     # -- building --------------------------------------------------------------------------------
 
@@ -144,11 +148,26 @@ class Modality(ABC):
         own = {item.name for item in dataclasses.fields(cls.augment_type)}
         section = config.augment
         for item in dataclasses.fields(section):
+            if item.name == "auto":  # the core's own key (augment: auto), not a modality's
+                continue
             default = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
             if item.name not in own and getattr(section, item.name) != default:
                 usable = ", ".join(sorted(own)) or "none"
                 raise CnncliError(f"augment.{item.name}: does not apply to {cls.name} data (usable: {usable})")
+            if getattr(section, "auto", False) and getattr(section, item.name) != default:
+                raise CnncliError(f"augment.{item.name}: is chosen by augment: auto; set augment.auto=false "
+                                  "to set it yourself")
         return cls.augment_type(**{name: getattr(section, name) for name in own})
+
+    def regularisation_grid(self, config: Any) -> list[tuple[str, dict[str, Any]]]:
+        """The candidates `augment: auto` chooses among on validation: (name, {dotted recipe key:
+        value}), e.g. augmentation strengths and the dropout that goes with them. The first is
+        the fallback when there is nothing to validate on. Default: none, so nothing is chosen."""
+        return []
+
+    def use_augment(self, config: Any) -> None:
+        """Take the augment settings of `config` (auto tries several on one fitted modality)."""
+        self.augment_config = self.augment_from(config)
 
     # -- fitting and encoding --------------------------------------------------------------------
 
@@ -180,6 +199,10 @@ class Modality(ABC):
                 progress(1)
         stacked = torch.stack(tensors) if tensors else torch.empty((0, *self.input_shape), dtype=self.input_dtype)
         return finite_only(Encoded(stacked, index, failures), samples)
+
+    def fitted_notes(self) -> list[str]:
+        """Lines worth printing about what `fit` chose from the data. Default: none."""
+        return []
 
     def fit_encoded(self, encoded: torch.Tensor) -> None:
         """Learn statistics of the encoded training tensor (e.g. normalisation). Default: nothing."""

@@ -24,6 +24,11 @@ def training(summary: dict, stream: TextIO) -> None:
     for part, metrics in summary["metrics"].items():
         scored = ", out-of-fold" if metrics.get("out_of_fold") else ""
         console.print(f"{part:<9} accuracy {metrics['accuracy']:.4f} (n={metrics['n']}{scored})")
+    for part, metrics in summary["metrics"].items():
+        if metrics.get("members"):
+            alone = metrics["members"]
+            console.print(f"{part:<9} one network: mean {sum(alone) / len(alone):.4f} "
+                          f"(the {len(alone)} members alone: {min(alone):.4f}-{max(alone):.4f})")
     kept = summary["training"]
     if kept.get("members", 1) > 1:
         console.print(f"members   {kept['members']} (probabilities averaged)")
@@ -31,6 +36,16 @@ def training(summary: dict, stream: TextIO) -> None:
     if calibration.get("fitted_on"):
         console.print(f"calibration temperature {calibration['temperature']:g} on {calibration['fitted_on']}: "
                       f"ECE {calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}")
+    if kept.get("auto") and kept["auto"].get("chosen"):
+        auto = kept["auto"]
+        scores = ", ".join(f"{c['name']} {c['val_accuracy']:.4f}" for c in auto.get("candidates", []))
+        console.print(Text(f"auto      chose {auto['chosen']} on validation" + (f" ({scores})" if scores else "")))
+    for path, encoding in kept.get("encodings", {}).items():
+        console.print(Text(f"encoding  {encoding} (detected) {path}"))
+    if kept.get("skipped_lines"):
+        skipped = kept["skipped_lines"]
+        console.print(Text(f"skipped   {skipped['count']} line(s) with a label and no text: "
+                           + ", ".join(skipped["lines"][:5]) + (", ..." if skipped["count"] > 5 else "")))
     console.print(Text(f"epochs    {kept['epochs_run']} (kept: {kept['kept']}, epoch {kept['kept_epoch']})  "
                        f"time {kept['total_seconds']:.1f}s on {kept['device']}"))
 

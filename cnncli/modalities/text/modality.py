@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import math
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -29,7 +30,12 @@ from cnncli.modalities.base import Modality
 from cnncli.modalities.text.augment import crop_spans, hide_words
 from cnncli.modalities.text.embedding import TokenEmbedding, word_ids
 from cnncli.modalities.text.options import (
+    AUTO_LENGTH_CAP,
+    AUTO_LENGTH_PERCENTILE,
+    GENERAL_RECIPE,
     KIM_CNN,
+    REGULARISATION_GRID,
+    UNFITTED_LENGTH,
     TextAugment,
     TextOptions,
     augment_problems,
@@ -53,6 +59,7 @@ class TextModality(Modality):
     augment_type = TextAugment
     text_samples = True
     default_blocks = KIM_CNN
+    default_recipe = GENERAL_RECIPE
 
     def __init__(self, options: TextOptions, encoding: str = "utf-8", augment: TextAugment | None = None,
                  vocabulary: Vocabulary | None = None):
@@ -66,6 +73,7 @@ class TextModality(Modality):
         self.stem: TokenEmbedding | None = None  # the last stem built, so `draw` can show its embeddings
         self.padding_margin: int | None = None  # rows past the longest sentence the backbone needs (adapt_stem)
         self._subword_cache: dict[str, list[int]] = {}
+        self.fit_notes: list[str] = []  # what fitting chose from the data (max_length: auto)
 
     @classmethod
     def from_config(cls, config: Any) -> "TextModality":
@@ -102,7 +110,12 @@ class TextModality(Modality):
         """Learn the vocabulary from the training samples; read pretrained vectors if the recipe names them."""
         options = self.options
         self._subword_cache.clear()  # n-gram ids start after the vocabulary's rows
-        self.vocabulary = Vocabulary.fit(self._readable_tokens(samples), options.min_freq, options.max_vocab)
+        sentences = list(self._readable_tokens(samples))
+        self.vocabulary = Vocabulary.fit(sentences, options.min_freq, options.max_vocab)
+        if options.max_length == "auto":
+            self.options = options = dataclasses.replace(options, max_length=length_from_data(sentences))
+            self.fit_notes = [f"data.text.max_length auto: {options.max_length} tokens (the "
+                              f"{AUTO_LENGTH_PERCENTILE * 100:.0f}th percentile of {len(sentences):,} training samples)"]
         if options.embeddings != "rand":
 
             if not options.vectors:
@@ -112,6 +125,9 @@ class TextModality(Modality):
                 raise CnncliError(f"data.text.vectors: {options.vectors} has a vector for none of the "
                                   f"{len(self.vocabulary) - 2} training tokens; is it the right file?")
             self.vectors_found = found
+
+    def fitted_notes(self) -> list[str]:
+        return list(self.fit_notes)
 
     def _readable_tokens(self, samples: Sequence[Sample]) -> Iterator[list[str]]:
         # An unreadable file is left out here; encoding reports it as a skipped sample.
@@ -141,7 +157,7 @@ class TextModality(Modality):
     def encode(self, sample: Sample) -> torch.Tensor:
         """(max_length,) word ids; with subwords (max_length, 1 + MAX_PER_TOKEN): each word id, then
         its n-grams' ids."""
-        vocabulary, length = self.require_vocabulary(), self.options.max_length
+        vocabulary, length = self.require_vocabulary(), self.length
         tokens = self.tokens(sample)
         ids = vocabulary.ids(tokens, length)
         if not self.options.subword_buckets:
@@ -163,11 +179,15 @@ class TextModality(Modality):
         return True  # the vocabulary is counted at its max_vocab until fitted
 
     @property
+    def length(self) -> int:
+        """Tokens per encoded sample (max_length, or a stand-in while `auto` awaits the data)."""
+        return UNFITTED_LENGTH if self.options.max_length == "auto" else self.options.max_length
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         if self.options.subword_buckets:
-
-            return (self.options.max_length, 1 + MAX_PER_TOKEN)
-        return (self.options.max_length,)
+            return (self.length, 1 + MAX_PER_TOKEN)
+        return (self.length,)
 
     def require_vocabulary(self) -> Vocabulary:
         if self.vocabulary is None:
@@ -220,6 +240,18 @@ class TextModality(Modality):
             keep = min(words.shape[1], int(lengths[rows].max()) + self.padding_margin)
             yield rows, encoded[rows, :keep]
 
+    def regularisation_grid(self, config: Any) -> list[tuple[str, dict[str, Any]]]:
+        """augment: auto's candidates: word crop and word dropout, and the rate of the dropout
+        blocks that open the backbone (the dropout on the embedding picture), when it has them."""
+        leading = []
+        for position, block in enumerate(config.model.blocks):
+            if not (isinstance(block, dict) and list(block) == ["dropout"] and isinstance(block["dropout"], (int, float))):
+                break
+            leading.append(position)
+        return [(name, {"augment.word_crop": crop, "augment.word_dropout": hide,
+                        **{f"model.blocks.{position}.dropout": dropout for position in leading}})
+                for name, crop, hide, dropout in REGULARISATION_GRID]
+
     def augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Word crop, then word dropout: sentences are seen as their random spans (like the labelled
         phrases SST was built from), and some real tokens become <unk>, so no single word is relied on."""
@@ -236,7 +268,7 @@ class TextModality(Modality):
         low, high = options.subword_sizes
         subwords = (f", with character {low}-{high}-grams in {options.subword_buckets} rows"
                     if options.subword_buckets else "")
-        return (f"text {self.channels}x{options.max_length}x{options.embedding_dim}: {options.max_length} tokens "
+        return (f"text {self.channels}x{self.length}x{options.embedding_dim}: {options.max_length} tokens "
                 f"({options.tokenizer} tokenizer, vocabulary {vocabulary}) x {options.embedding_dim}-dim "
                 f"{options.embeddings} embeddings{source}{subwords}")
 
@@ -278,7 +310,7 @@ class TextModality(Modality):
     def explain(self, network: nn.Module, sample: Sample) -> list[dict]:
         """Rows for inspect: each token's gradient x input saliency for the predicted class."""
         known = self.require_vocabulary().index
-        tokens = self.tokens(sample)[:self.options.max_length]
+        tokens = self.tokens(sample)[:self.length]
         scores = token_saliency(network, self.encode(sample))
         return [{"position": position, "token": token, "saliency": round(score, 6), "known": token in known}
                 for position, (token, score) in enumerate(zip(tokens, scores))]
@@ -288,6 +320,16 @@ class TextModality(Modality):
         `network` is given."""
         known = self.require_vocabulary().index
         tokens = [token if token in known else f"{token} (unk)"
-                  for token in self.tokens(sample)[:self.options.max_length]]
+                  for token in self.tokens(sample)[:self.length]]
         stem = network.stem if network is not None else self.stem
         draw_tokens(tokens, self.encode(sample), Path(path), stem, network)
+
+
+def length_from_data(sentences: Sequence[Sequence[str]]) -> int:
+    """max_length: auto: the AUTO_LENGTH_PERCENTILE of the training samples' token counts (at
+    least 1, at most AUTO_LENGTH_CAP), so a rare very long line does not widen every sample."""
+    lengths = sorted(len(tokens) for tokens in sentences)
+    if not lengths:
+        return UNFITTED_LENGTH
+    index = min(len(lengths) - 1, max(0, math.ceil(AUTO_LENGTH_PERCENTILE * len(lengths)) - 1))
+    return max(1, min(lengths[index], AUTO_LENGTH_CAP))
