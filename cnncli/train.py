@@ -71,6 +71,7 @@ class Prepared:
     train_flops: float | None = None  # per training sample; None when the work varies by batch
     peak_gflops: float = 0.0  # this machine's matrix-multiply rate, the yardstick for training speed
     choice: dict | None = None  # with augment: auto, what was chosen and how each candidate scored
+    recipe: Config | None = None  # the recipe as given, which bundles record (`config` may hold auto's choice)
 
     def info(self, **more) -> dict:
         """The bundle's `training` record: where and how the run went, plus `more`."""
@@ -121,7 +122,7 @@ def prepare(config: Config, progress: Progress = Progress(), cache: Path | None 
     torch.manual_seed(config.train.seed)
     network = network_for(modality, config.model.blocks, len(splits.labels))
     return Prepared(config, splits, modality, parts["train"].data, parts["val"].data, parts["test"].data, network,
-                    device, skipped, round(time.perf_counter() - started, 2), folds)
+                    device, skipped, round(time.perf_counter() - started, 2), folds, recipe=config)
 
 
 def check_size(modality: Modality, config: Config, classes: int, before_data: bool = False) -> None:
@@ -244,7 +245,7 @@ def train_members(run: Prepared, out: Path, progress: Progress, resume: TrainSta
             snapshot = TrainState(member=index, finished=[m.state_dict() for m in members],
                                   finished_results=[dataclasses.asdict(r) for r in results], history=run.history,
                                   fit=capture())
-            save_bundle(out, assemble(members + [trained]), config, run.splits.labels, run.modality,
+            save_bundle(out, assemble(members + [trained]), run.recipe or config, run.splits.labels, run.modality,
                         status="partial", split=run.splits.record, metrics={}, log=run.history,
                         training=run.info(epochs_run=record["epoch"], members_done=index),
                         extra_files=to_files(snapshot))

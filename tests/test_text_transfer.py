@@ -5,9 +5,10 @@ general recipe, and each network's own score beside the ensemble's."""
 import json
 
 import pytest
+import torch
 from conftest import REPO
 
-from cnncli.bundle import load_bundle, read_info
+from cnncli.bundle import load_bundle, read_info, read_resume_state
 from cnncli.config import DataConfig, config_to_dict, load_config
 from cnncli.data.sample import Sample
 from cnncli.data.sources import ReadReport, detect_encoding, read_source
@@ -16,6 +17,7 @@ from cnncli.modalities.text import TextModality, TextOptions
 from cnncli.modalities.text.modality import length_from_data
 from cnncli.modalities.text.options import GENERAL_RECIPE, REGULARISATION_GRID
 from cnncli.predict import predict
+from cnncli.progress import Progress
 from cnncli.recipes import recipe_source
 from cnncli.train import train
 
@@ -136,6 +138,12 @@ def auto_run(tmp_path, name, test_lines):
     return train(config, tmp_path / name)
 
 
+def scores(auto: dict) -> list:
+    """What a choice saw and chose, without its timings."""
+    return [auto["chosen"]] + [(c["name"], c["values"], c["val_accuracy"], c["val_loss"], c["kept_epochs"])
+                               for c in auto["candidates"]]
+
+
 def test_auto_tries_every_candidate_on_validation_and_records_the_best(tmp_path):
     outcome = auto_run(tmp_path, "run", 9)
     auto = outcome.training["auto"]
@@ -153,9 +161,7 @@ def test_auto_tries_every_candidate_on_validation_and_records_the_best(tmp_path)
 
 def test_auto_never_looks_at_the_test_split(tmp_path):
     small, large = auto_run(tmp_path, "small", 3), auto_run(tmp_path, "large", 30)
-    scores = [[{key: value for key, value in candidate.items() if key != "seconds"}
-               for candidate in run.training["auto"]["candidates"]] for run in (small, large)]
-    assert scores[0] == scores[1]
+    assert scores(small.training["auto"]) == scores(large.training["auto"])
 
 
 def test_a_fixed_augment_key_under_auto_is_an_error_naming_the_key(tmp_path):
@@ -167,3 +173,31 @@ def test_a_fixed_augment_key_under_auto_is_an_error_naming_the_key(tmp_path):
     fixed = load_config(REPO / "recipes" / "text.yaml", ["augment.auto=false", "augment.word_crop=0.5"])
     assert fixed.augment.word_crop == 0.5 and not fixed.augment.auto
     assert load_config(REPO / "recipes" / "sst2.yaml", ["augment=auto"]).augment.auto
+
+
+class CrashAtEpoch(Progress):
+    """Fails when the n-th epoch of the ensemble (after the choice) is about to be logged."""
+
+    def __init__(self, at: int):
+        self.at, self.seen = at, 0
+
+    def epoch(self, record: dict, members: int = 1) -> None:
+        self.seen += 1
+        if self.seen == self.at:
+            raise KeyboardInterrupt
+
+
+def test_a_resumed_auto_run_keeps_its_choice_and_ends_like_an_uninterrupted_one(tmp_path):
+    write_labelled_lines(tmp_path / "train.txt", 60)
+    config = load_config(REPO / "recipes" / "text.yaml", [
+        f"data.root={tmp_path}", "data.train=train.txt", *TINY, "train.ensemble=3"])
+    whole = train(config, tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "cut", CrashAtEpoch(2))
+    assert read_info(tmp_path / "cut")["training"]["auto"]["chosen"] == whole.training["auto"]["chosen"]
+    saved, state = read_resume_state(tmp_path / "cut")
+    resumed = train(saved, tmp_path / "cut", resume=state)
+    assert resumed.metrics == whole.metrics and scores(resumed.training["auto"]) == scores(whole.training["auto"])
+    for (name, ours), theirs in zip(load_bundle(tmp_path / "cut").network.state_dict().items(),
+                                    load_bundle(tmp_path / "whole").network.state_dict().values()):
+        assert torch.equal(ours, theirs), name
