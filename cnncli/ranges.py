@@ -66,7 +66,8 @@ def _data_checks(data: Any) -> list[tuple[str, bool, str]]:
     every = split.test_every
     test_range = split.test_range
     return [
-        ("data.encoding", is_text_encoding(data.encoding), "unknown text encoding (e.g. utf-8, latin-1, cp1252)"),
+        ("data.encoding", data.encoding == "auto" or is_text_encoding(data.encoding),
+         "unknown text encoding (e.g. utf-8, latin-1, cp1252, or auto: detected per file)"),
         ("data.label_regex", _is_regex(data.label_regex), "not a valid regular expression"),
         ("data.split.test_pattern", _is_regex(split.test_pattern), "not a valid regular expression"),
         ("data.split.test_fraction", 0 <= split.test_fraction < 1, "must be in [0, 1)"),

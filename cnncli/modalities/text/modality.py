@@ -94,7 +94,7 @@ class TextModality(Modality):
                 len(set(tokens)) != len(tokens) or tokens[:2] != ["<pad>", "<unk>"]:
             raise CnncliError("modality.state.vocabulary: expected distinct tokens starting with <pad>, <unk>")
         encoding = state["encoding"]
-        if not isinstance(encoding, str) or not is_text_encoding(encoding):
+        if not isinstance(encoding, str) or not (encoding == "auto" or is_text_encoding(encoding)):
             raise CnncliError(f"modality.state.encoding: unknown text encoding {encoding!r}")
         modality = cls(TextOptions(**state["options"]), encoding, None, Vocabulary.from_state(tokens))
         modality.encoding_hint = f"this bundle reads {encoding} (its data.encoding): convert the file to {encoding}"
@@ -217,7 +217,7 @@ class TextModality(Modality):
         rows = len(self.vocabulary) if self.vocabulary is not None else (options.max_vocab or 2)
         tables = {"static": 1, "non-static": 1, "rand": 1, "multichannel": 2}[options.embeddings]
         learned = options.subword_buckets if options.embeddings != "static" else 0
-        return (self.channels, options.max_length, options.embedding_dim), \
+        return (self.channels, self.length, options.embedding_dim), \
             (rows * tables + learned) * options.embedding_dim
 
     def adapt_stem(self, stem: nn.Module, backbone: nn.Module) -> bool:
