@@ -139,7 +139,7 @@ def train(
         config, state = read_resume_state(resume, overrides)
         with resume_hint(resume):
             outcome = run_training(config, resume, ConsoleProgress(), state, cache=cache)
-        return show("training", outcome.summary(), output_format)
+        return show("training", outcome.summary(), output_format) if outcome.rank == 0 else None
     if recipe is None:
         raise CnncliError("train: give a recipe or a data folder (or --resume BUNDLE)")
     source, name = recipe_source(recipe)
@@ -151,7 +151,8 @@ def train(
         return show("lr_range", lr_range_test(config, out, ConsoleProgress(), cache=cache), output_format)
     with resume_hint(out):
         outcome = run_training(config, out, ConsoleProgress(), cache=cache, overwrite=overwrite)
-    show("training", outcome.summary(), output_format)
+    if outcome.rank == 0:  # under torchrun, only rank 0 prints
+        show("training", outcome.summary(), output_format)
 
 
 @contextlib.contextmanager
