@@ -120,6 +120,8 @@ def train(
       cnncli train recipes/lecture-3.yaml --set data.root=DIR --set train.epochs=3 --out runs/x
 
       cnncli train --resume runs/x      # after a crash or ^C: continue from the last epoch
+
+      torchrun --nproc-per-node 2 -m cnncli train recipes/lecture-3.yaml   # two processes (DDP)
     """
     from cnncli.bundle import read_resume_state
     from cnncli.config import load_config
@@ -364,9 +366,46 @@ def check_batch_size(batch_size: int) -> None:
         raise CnncliError(f"--batch-size {batch_size}: must be from 1 to {MAX_BATCH_SIZE:,}")
 
 
+@app.command()
+@user_errors
+def export(
+    bundle: Path = typer.Argument(..., help="A bundle folder written by `cnncli train`."),
+    export_format: str = typer.Option("onnx", "--format", help="onnx (the only one so far)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write [default: BUNDLE.onnx beside the "
+                                                                 "bundle]; its preprocessing goes to FILE.json."),
+):
+    """Write a bundle's network as an ONNX file for servers without cnncli, with a JSON sidecar
+    stating the preprocessing a server must apply (needs `pip install 'cnncli[export]'`).
+
+    The graph reads the encoded input (uint8 pixels, a dB spectrogram, or token ids) with any
+    batch size and returns class probabilities (an ensemble's averaged).
+
+    Examples:
+
+      cnncli export runs/x --format onnx               # runs/x.onnx + runs/x.onnx.json
+
+      cnncli export runs/fsdd --out serve/fsdd.onnx
+    """
+    from cnncli.export import export_bundle
+    from cnncli.output import show
+
+    show("export", export_bundle(bundle, out, export_format), "table")
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _raise_terminated)
+    quiet_spinning()
     app()
+
+
+def quiet_spinning() -> None:
+    """Idle OpenMP threads sleep at once instead of spinning (the GNU runtime's default spins for
+    a while), unless the user chose a policy: on a shared machine spinning threads take the cores
+    other processes, and our own data workers, need. Set here because it must be set before torch
+    is imported."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 if __name__ == "__main__":
