@@ -16,9 +16,9 @@ from cnncli.errors import CnncliError
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def pick_device(name: str = "auto", local_rank: int = 0):
-    """'auto' -> CUDA when present, else CPU; 'cpu', 'cuda', 'cuda:1' as asked (checked). Under
-    torchrun, a bare 'cuda' means this process's own GPU (its local rank)."""
+def pick_device(name: str = "auto", local_rank: int | None = None):
+    """'auto' -> CUDA when present, else CPU; 'cpu', 'cuda', 'cuda:1' as asked (checked). One of
+    several processes (`local_rank`, its index on its machine) takes its own GPU for 'cuda'."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -27,7 +27,7 @@ def pick_device(name: str = "auto", local_rank: int = 0):
         raise CnncliError(f"--device {name}: not a device name (use auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CnncliError(f"--device {name}: CUDA is not available on this machine (use cpu or auto)")
-    if device.type == "cuda" and device.index is None and local_rank:
+    if device.type == "cuda" and device.index is None and local_rank is not None:
         device = torch.device("cuda", local_rank)
     return device
 
@@ -87,8 +87,9 @@ def pick_precision(name: str, device) -> Precision:
 
 def channels_last_helps(network: nn.Module, device) -> bool:
     """GPUs run 2-d convolutions fastest with channels last (NHWC), tensor cores above all; a CPU
-    keeps the default layout, so that its results stay exactly those of a plain loop."""
-    return device.type == "cuda" and any(isinstance(module, nn.Conv2d) for module in network.modules())
+    keeps the default layout, so that its results stay exactly those of a plain loop. (Subclasses
+    such as the text network's full-width convolution run as 1-d convolutions and gain nothing.)"""
+    return device.type == "cuda" and any(type(module) is nn.Conv2d for module in network.modules())
 
 
 def measure_peak_gflops(device, seconds: float = 0.3) -> float:
