@@ -38,9 +38,11 @@ def weights(bundle) -> dict[str, torch.Tensor]:
     return load_bundle(bundle).network.state_dict()
 
 
-def test_streaming_from_files_trains_exactly_what_memory_does(recipe, tmp_path):
-    held = train(load_config(recipe, ["data.in_memory=true"]), tmp_path / "held")
-    streamed = train(load_config(recipe, ["data.in_memory=false", "data.workers=2"]), tmp_path / "streamed")
+@pytest.mark.parametrize("overrides", [[], ["train.ensemble=2", "train.rotate_val=true"]])
+def test_streaming_from_files_trains_exactly_what_memory_does(recipe, tmp_path, overrides):
+    held = train(load_config(recipe, [*overrides, "data.in_memory=true"]), tmp_path / "held")
+    streamed = train(load_config(recipe, [*overrides, "data.in_memory=false", "data.workers=2"]),
+                     tmp_path / "streamed")
     for (name, ours), theirs in zip(weights(tmp_path / "streamed").items(), weights(tmp_path / "held").values()):
         assert torch.equal(ours, theirs), name
     assert streamed.metrics == held.metrics and streamed.history[-1]["val_loss"] == held.history[-1]["val_loss"]
