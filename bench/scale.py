@@ -85,19 +85,29 @@ def write_folder(folder: Path, count: int) -> None:
         list(pool.map(_write_images, jobs))
 
 
-def decode_seconds(folder: Path, workers: int) -> float:
-    """Seconds cnncli takes to decode the whole folder into memory with `workers` processes."""
-    code = ("import sys, time; from cnncli.config import load_config; from cnncli.data.sources import read_sources; "
-            "from cnncli.encoding import encode_split; from cnncli.modalities.image import ImageModality; "
-            "config = load_config(sys.argv[1]); modality = ImageModality.from_config(config); "
-            "samples = read_sources(config.data.train, config.data, modality); labels = sorted({s.label for s in samples}); "
-            "started = time.perf_counter(); encode_split(modality, samples, labels, 'all', workers=int(sys.argv[2])); "
-            "print(time.perf_counter() - started)")
-    output = subprocess.run([sys.executable, "-c", code, str(folder.parent / "scale.yaml"), str(workers)],
+def decode_seconds(recipe: Path, workers: int) -> float:
+    """Seconds cnncli takes to decode the recipe's whole folder into memory with `workers`
+    processes (in a fresh process, so that nothing is warm)."""
+    output = subprocess.run([sys.executable, __file__, "--decode", str(workers), "--recipe", str(recipe)],
                             env=environment(), capture_output=True, text=True)
     if output.returncode != 0:
         raise SystemExit(f"decoding with {workers} workers failed:\n{output.stderr[-3000:]}")
     return float(output.stdout.strip().splitlines()[-1])
+
+
+def decode(recipe: Path, workers: int) -> float:
+    from cnncli.config import load_config
+    from cnncli.data.sources import read_sources
+    from cnncli.encoding import encode_split
+    from cnncli.modalities.image import ImageModality
+
+    config = load_config(recipe)
+    modality = ImageModality.from_config(config)
+    samples = read_sources(config.data.train, config.data, modality)
+    labels = sorted({sample.label for sample in samples})
+    started = time.perf_counter()
+    encode_split(modality, samples, labels, "all", workers=workers)
+    return time.perf_counter() - started
 
 
 def environment() -> dict:
@@ -160,7 +170,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--workers", help="data.workers for both training runs [default: cnncli's choice]")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--decode", type=int, help=argparse.SUPPRESS)  # one timing, in a fresh process
+    parser.add_argument("--recipe", type=Path, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    if arguments.decode is not None:
+        print(decode(arguments.recipe, arguments.decode))
+        return
     images = arguments.folder / f"images-{arguments.files}"
     started = time.perf_counter()
     write_folder(images, arguments.files)
@@ -169,7 +184,7 @@ def main() -> None:
     recipe.write_text(RECIPE.format(folder=images, size=SIZE, steps=arguments.steps, threads=arguments.threads))
     encoded = arguments.files * 3 * SIZE * SIZE
     figures = {"files": arguments.files, "encoded_bytes": encoded, "threads": arguments.threads}
-    figures["decode_seconds"] = {workers: round(decode_seconds(images, workers), 2) for workers in (1, 2)}
+    figures["decode_seconds"] = {workers: round(decode_seconds(recipe, workers), 2) for workers in (1, 2)}
     speedup = figures["decode_seconds"][1] / figures["decode_seconds"][2]
     print(f"decoding up front: {figures['decode_seconds'][1]:.1f} s with 1 worker, "
           f"{figures['decode_seconds'][2]:.1f} s with 2 ({speedup:.2f}x)")

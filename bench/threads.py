@@ -4,9 +4,10 @@ Trains the lecture-3 network (cnncli's own training step, random 28 x 28 images)
 number of steps in a fresh process per setting, while the machine is quiet, while one other
 process keeps a core busy, and while another 2-thread torch job trains beside it. Settings:
 1 and 2 torch threads (or --threads), each with the GNU OpenMP runtime's default wait policy
-(idle threads spin for a while before they sleep) and with OMP_WAIT_POLICY=PASSIVE (they sleep
-at once; cnncli's entry point sets this unless the user set a policy). Prints samples/s per
-setting and load; the figures go in docs/BENCHMARKS.md.
+(idle threads spin for a while before they sleep), with OMP_WAIT_POLICY=PASSIVE (they sleep at
+once; cnncli's entry point sets this unless the user set a policy) and with GOMP_SPINCOUNT=10000
+(a short spin, then sleep). Prints samples/s per setting and load; the figures go in
+docs/BENCHMARKS.md.
 
     python bench/threads.py [--steps 100] [--threads 1,2] [--loads quiet,spinner,torch]
 
@@ -24,7 +25,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-POLICIES = {"default": None, "PASSIVE": "PASSIVE"}
+# The GNU OpenMP runtime's knobs (read once, when torch loads it): its default lets idle threads spin
+# for a while before they sleep; PASSIVE makes them sleep at once; GOMP_SPINCOUNT shortens the spin.
+POLICIES = {"default": {}, "PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"}, "spin 10k": {"GOMP_SPINCOUNT": "10000"}}
+KNOBS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")
 SPINNER = "while True: pass"
 
 
@@ -63,16 +67,18 @@ def competitor(load: str) -> subprocess.Popen | None:
         command = [sys.executable, "-c", SPINNER]
     else:  # another torch job with 2 threads, under the default wait policy
         command = [sys.executable, __file__, "--worker", "--threads", "2", "--steps", "100000"]
-    environment = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
-    return subprocess.Popen(command, env={**environment, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL)
+    return subprocess.Popen(command, env=plain_environment(), stdout=subprocess.DEVNULL)
 
 
-def measure(threads: int, policy: str | None, steps: int) -> float:
-    environment = {key: value for key, value in os.environ.items() if key not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
-    if policy:
-        environment["OMP_WAIT_POLICY"] = policy
+def plain_environment() -> dict:
+    """This environment without the OpenMP knobs, with the repository on the path."""
+    kept = {key: value for key, value in os.environ.items() if key not in KNOBS}
+    return {**kept, "PYTHONPATH": str(REPO)}
+
+
+def measure(threads: int, policy: dict, steps: int) -> float:
     output = subprocess.run([sys.executable, __file__, "--worker", "--threads", str(threads), "--steps", str(steps)],
-                            env={**environment, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, check=True)
+                            env={**plain_environment(), **policy}, capture_output=True, text=True, check=True)
     return float(output.stdout.strip().splitlines()[-1])
 
 

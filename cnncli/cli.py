@@ -371,11 +371,12 @@ def check_batch_size(batch_size: int) -> None:
 def export(
     bundle: Path = typer.Argument(..., help="A bundle folder written by `cnncli train`."),
     export_format: str = typer.Option("onnx", "--format", help="onnx (the only one so far)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write [default: BUNDLE.onnx beside the "
-                                                                 "bundle]; its preprocessing goes to FILE.json."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write (default: BUNDLE.onnx beside the "
+                                                                 "bundle folder); the preprocessing goes to FILE.json."),
 ):
     """Write a bundle's network as an ONNX file for servers without cnncli, with a JSON sidecar
-    stating the preprocessing a server must apply (needs `pip install 'cnncli[export]'`).
+    stating the preprocessing a server must apply (needs the export extra: onnx, onnxscript,
+    onnxruntime).
 
     The graph reads the encoded input (uint8 pixels, a dB spectrogram, or token ids) with any
     batch size and returns class probabilities (an ensemble's averaged).

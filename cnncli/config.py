@@ -56,7 +56,7 @@ class DataConfig:
     text_column: str = "text"
     encoding: str = "utf-8"
     split: SplitConfig = field(default_factory=SplitConfig)
-    in_memory: Union[bool, Literal["auto"]] = "auto"  # decode every split up front; auto: unless over memory_budget (then stream)
+    in_memory: Union[bool, Literal["auto"]] = "auto"  # hold decoded splits in memory; auto: unless over memory_budget
     memory_budget: float | None = None  # GB the encoded splits may take in memory; None = half of what is available
     workers: int | None = None  # processes decoding files (up front or streaming); None = one per core, at most 8
     # + one section per registered modality, `data.<name>` (see `schema`)

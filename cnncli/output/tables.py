@@ -143,7 +143,8 @@ def _explained_input(explained: dict, console: Console) -> None:
 def export(result: dict, stream: TextIO) -> None:
     console = _console(stream)
     shape = " x ".join(str(n) for n in result["input"]["shape"])
-    console.print(Text(f"wrote     {result['onnx']}\n          {result['sidecar']} (the preprocessing a server applies)"))
+    console.print(Text(f"wrote     {result['onnx']}"))
+    console.print(Text(f"          {result['sidecar']} (the preprocessing a server applies)"))
     console.print(Text(f"input     {result['input']['name']}: {result['input']['dtype']} {shape}"))
     console.print(f"output    probabilities: batch x {result['labels']}")
     gap = result["max_difference"]
