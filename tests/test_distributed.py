@@ -76,7 +76,8 @@ def torchrun(root: Path, *arguments, wait: bool = True):
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(REPO), os.environ.get("PYTHONPATH", "")]),
                    "RECORD_WRITES_UNDER": str(root / "runs"), "RECORD_WRITES_TO": str(records),
                    "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "cnncli", "train",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "cnncli",
+               "train",
                *map(str, arguments), "--format", "json"]
     process = subprocess.Popen(command, cwd=root, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
