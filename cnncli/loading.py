@@ -25,6 +25,7 @@ from cnncli.device import usable_cores
 from cnncli.distributed import Cluster
 from cnncli.encoding import ENCODE_CHUNK, Batch, EncodedSplit, encode_split, encoded_chunks
 from cnncli.errors import CnncliError
+from cnncli.modalities.base import Encoded, finite_only
 from cnncli.progress import Progress
 
 
@@ -115,10 +116,13 @@ class SampleDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, position: int) -> tuple[int, torch.Tensor | None, str | None]:
+        sample = self.samples[position]
         try:
-            return position, self.modality.encode(self.samples[position]), None
+            tensor = self.modality.encode(sample)
         except CnncliError as error:
             return position, None, str(error)
+        checked = finite_only(Encoded(tensor.unsqueeze(0), [0], {}), [sample])  # NaN would poison a batch
+        return (position, tensor, None) if checked.index else (position, None, checked.failures[0])
 
 
 def _collate(items: list) -> tuple[torch.Tensor | None, torch.Tensor, dict[int, str]]:

@@ -19,6 +19,7 @@ from cnncli.config import load_config
 from cnncli.data.sample import Sample
 from cnncli.encoding import encode_split
 from cnncli.errors import CnncliError
+from cnncli.loading import SampleDataset
 from cnncli.modalities.image import ImageModality, ImageOptions
 from cnncli.train import train
 
@@ -104,3 +105,13 @@ def test_worker_processes_decode_into_the_same_tensor(tmp_path):
     assert torch.equal(alone.data.inputs, helped.data.inputs) and torch.equal(alone.data.targets, helped.data.targets)
     assert alone.index == helped.index and len(helped.index) == 598
     assert helped.failures == alone.failures and "007.png" in helped.failures[0] and "300.png" in helped.failures[1]
+
+
+def test_a_streamed_sample_that_decodes_to_nan_counts_as_unreadable():
+    class Broken(ImageModality):
+        def encode(self, sample):
+            return torch.full((1, 2, 2), float("nan"))
+
+    dataset = SampleDataset(Broken(ImageOptions(size=[2, 2])), [Sample("x.png", label="a")], [0])
+    position, tensor, error = dataset[0]
+    assert position == 0 and tensor is None and error == "x.png: decodes to values that are not finite (NaN or infinity)"
