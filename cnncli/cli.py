@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import signal
 from pathlib import Path
 from typing import List, Optional
@@ -374,18 +375,11 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write (default: BUNDLE.onnx beside the "
                                                                  "bundle folder); the preprocessing goes to FILE.json."),
 ):
-    """Write a bundle's network as an ONNX file for servers without cnncli, with a JSON sidecar
-    stating the preprocessing a server must apply (needs the export extra: onnx, onnxscript,
-    onnxruntime).
-
-    The graph reads the encoded input (uint8 pixels, a dB spectrogram, or token ids) with any
-    batch size and returns class probabilities (an ensemble's averaged).
-
-    Examples:
+    """Write a bundle's network as ONNX for servers without cnncli, and FILE.json: the preprocessing
+    a server must apply (needs the export extra). The graph reads encoded inputs (pixels, a dB
+    spectrogram, token ids) at any batch size and returns class probabilities. Example:
 
       cnncli export runs/x --format onnx               # runs/x.onnx + runs/x.onnx.json
-
-      cnncli export runs/fsdd --out serve/fsdd.onnx
     """
     from cnncli.export import export_bundle
     from cnncli.output import show
@@ -395,18 +389,10 @@ def export(
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _raise_terminated)
-    quiet_spinning()
-    app()
-
-
-def quiet_spinning() -> None:
-    """Idle OpenMP threads sleep at once instead of spinning (the GNU runtime's default spins for
-    a while), unless the user chose a policy: on a shared machine spinning threads take the cores
-    other processes, and our own data workers, need. Set here because it must be set before torch
-    is imported."""
-    import os
-
+    # Idle OpenMP threads sleep at once instead of spinning a while (the GNU runtime's default) unless the
+    # user chose: spinning threads take the cores other processes need (bench/threads.py). Before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    app()
 
 
 if __name__ == "__main__":
