@@ -83,7 +83,8 @@ def _try(run: Any, member_data, name: str, values: dict, judged: list[int],
         torch.manual_seed(settings.seed)
         network = network_for(run.modality, config.model.blocks, len(run.splits.labels)).to(run.device)
         train_data, val_data = member_data(run, index)
-        result = fit(network, run.modality, train_data, val_data, settings, run.device, progress)
+        result = fit(network, run.modality, train_data, val_data, settings, run.device, progress,
+                     cluster=run.cluster)
         kept = result.history[result.kept_epoch - 1]
         accuracies.append(kept["val_accuracy"])
         losses.append(kept["val_loss"])

@@ -203,12 +203,13 @@ def read_weights(weights_file: Path, network) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------------------------------------
 # The resume state of a partial bundle
 
-RESUME_MAY_CHANGE = {"train.threads", "train.device"}  # where and how fast a run goes, not what it computes
+# Where and how fast a run goes (threads, device, decoding processes, memory), not what it computes.
+RESUME_MAY_CHANGE = {"train.threads", "train.device", "data.workers", "data.in_memory", "data.memory_budget"}
 
 
 def read_resume_state(path: str | Path, overrides: list[str] = ()) -> tuple[Any, TrainState]:
     """The recipe and training state saved in a partial bundle, for `train --resume`. Only where
-    and how fast it runs may change (train.threads, train.device)."""
+    and how fast it runs may change (threads, device, decoding workers, memory)."""
 
     path = Path(path)
     info = read_info(path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import signal
 from pathlib import Path
 from typing import List, Optional
@@ -120,6 +121,8 @@ def train(
       cnncli train recipes/lecture-3.yaml --set data.root=DIR --set train.epochs=3 --out runs/x
 
       cnncli train --resume runs/x      # after a crash or ^C: continue from the last epoch
+
+      torchrun --nproc-per-node 2 -m cnncli train recipes/lecture-3.yaml   # two processes (DDP)
     """
     from cnncli.bundle import read_resume_state
     from cnncli.config import load_config
@@ -139,7 +142,7 @@ def train(
         config, state = read_resume_state(resume, overrides)
         with resume_hint(resume):
             outcome = run_training(config, resume, ConsoleProgress(), state, cache=cache)
-        return show("training", outcome.summary(), output_format)
+        return show("training", outcome.summary(), output_format) if outcome.rank == 0 else None
     if recipe is None:
         raise CnncliError("train: give a recipe or a data folder (or --resume BUNDLE)")
     source, name = recipe_source(recipe)
@@ -151,7 +154,8 @@ def train(
         return show("lr_range", lr_range_test(config, out, ConsoleProgress(), cache=cache), output_format)
     with resume_hint(out):
         outcome = run_training(config, out, ConsoleProgress(), cache=cache, overwrite=overwrite)
-    show("training", outcome.summary(), output_format)
+    if outcome.rank == 0:  # under torchrun, only rank 0 prints
+        show("training", outcome.summary(), output_format)
 
 
 @contextlib.contextmanager
@@ -363,8 +367,31 @@ def check_batch_size(batch_size: int) -> None:
         raise CnncliError(f"--batch-size {batch_size}: must be from 1 to {MAX_BATCH_SIZE:,}")
 
 
+@app.command()
+@user_errors
+def export(
+    bundle: Path = typer.Argument(..., help="A bundle folder written by `cnncli train`."),
+    export_format: str = typer.Option("onnx", "--format", help="onnx (the only one so far)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write (default: BUNDLE.onnx beside the "
+                                                                 "bundle folder); the preprocessing goes to FILE.json."),
+):
+    """Write a bundle's network as ONNX for servers without cnncli, and FILE.json: the preprocessing
+    a server must apply (needs the export extra). The graph reads encoded inputs (pixels, a dB
+    spectrogram, token ids) at any batch size and returns class probabilities. Example:
+
+      cnncli export runs/x --format onnx               # runs/x.onnx + runs/x.onnx.json
+    """
+    from cnncli.export import export_bundle
+    from cnncli.output import show
+
+    show("export", export_bundle(bundle, out, export_format), "table")
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _raise_terminated)
+    # Idle OpenMP threads sleep at once instead of spinning a while (the GNU runtime's default) unless the
+    # user chose: spinning threads take the cores other processes need (bench/threads.py). Before torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app()
 
 

@@ -56,6 +56,9 @@ class DataConfig:
     text_column: str = "text"
     encoding: str = "utf-8"
     split: SplitConfig = field(default_factory=SplitConfig)
+    in_memory: Union[bool, Literal["auto"]] = "auto"  # hold decoded splits in memory; auto: unless over memory_budget
+    memory_budget: float | None = None  # GB the encoded splits may take in memory; None = half of what is available
+    workers: int | None = None  # processes decoding files (up front or streaming); None = one per core, at most 8
     # + one section per registered modality, `data.<name>` (see `schema`)
 
 
@@ -90,6 +93,8 @@ class TrainConfig:
     early_stopping: int | None = None  # stop after this many epochs without a better val loss
     seed: int = 0
     device: str = "auto"  # auto = cuda when present, else cpu
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto = bf16 (older GPUs: fp16) on CUDA, fp32 on CPU
+    sync_batch_norm: bool = False  # under torchrun on GPUs: batch norm statistics over the whole global batch
     threads: int | None = None  # CPU threads for torch; None = torch's default
 
 
@@ -141,11 +146,6 @@ def schema() -> type[Config]:
             ("data", data, field(default_factory=data)),
             ("augment", augment, field(default_factory=augment))], bases=(Config,))
     return _SCHEMA[MODALITIES.version]
-
-
-def default_config() -> Config:
-    """A Config with every default (what an empty recipe resolves to)."""
-    return schema()()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,21 +247,17 @@ def _type_at(parts: list[str]) -> Any:
             if part not in hints:
                 return None
             current = hints[part]
-        elif _origin(current) in (list, dict) or current is Any:
+        elif typing.get_origin(current) in (list, dict) or current is Any:
             return _ANY_PATH if index < len(parts) else current
         else:
             return None
     return current
 
 
-def _origin(tp: Any) -> Any:
-    return typing.get_origin(tp)
-
-
 def _accepts_str(tp: Any) -> bool:
     if tp is str:
         return True
-    return _origin(tp) in (Union, types.UnionType) and str in typing.get_args(tp)
+    return typing.get_origin(tp) in (Union, types.UnionType) and str in typing.get_args(tp)
 
 
 def _parse_scalar(text: str, key: str) -> Any:
@@ -275,7 +271,7 @@ def _build(tp: Any, value: Any, key: str, origin: str) -> Any:
     where = f"{origin}: {key or 'recipe'}"
     if tp is Any:
         return value
-    origin_type = _origin(tp)
+    origin_type = typing.get_origin(tp)
     if origin_type in (Union, types.UnionType):
         return _build_union(tp, value, key, origin)
     if origin_type is Literal:

@@ -77,6 +77,8 @@ def _data_checks(data: Any) -> list[tuple[str, bool, str]]:
         ("data.split.test_range", test_range is None or (len(test_range) == 2 and 0 <= test_range[0] < test_range[1]),
          "must be [start, end) with 0 <= start < end"),
         ("data.split.seed", *_between(split.seed, 0, MAX_SEED)),
+        ("data.workers", *_between(data.workers, 0, MAX_THREADS, optional=True)),
+        ("data.memory_budget", data.memory_budget is None or data.memory_budget > 0, "must be positive, in GB (or null)"),
     ]
 
 

@@ -4,7 +4,8 @@ After each epoch the trainer writes this beside the partial bundle (resume.safet
 resume.json), so `cnncli train --resume BUNDLE` continues a crashed or interrupted run and ends
 with the same weights as a run that never stopped: the raw (not averaged) weights, the optimiser
 and schedule state, the three random streams (dropout, augmentation, batch order), the weight
-average, the best epoch so far, and for an ensemble the members already trained. Tensors go to
+average, the best epoch so far, and for an ensemble the members already trained (a run of
+several processes keeps each rank's own random streams too, as `rankN.` entries). Tensors go to
 safetensors and the rest to JSON, so reading a checkpoint runs no code, like reading a bundle.
 """
 
@@ -39,6 +40,7 @@ class FitState:
     random: dict[str, torch.Tensor]
     best: dict[str, torch.Tensor] | None = None
     average: dict[str, torch.Tensor] | None = None
+    scaler: dict[str, Any] | None = None  # fp16's gradient scaler (plain numbers)
 
 
 @dataclass
@@ -75,7 +77,8 @@ def to_files(state: TrainState) -> dict[str, bytes]:
         meta["fit"] = {"epoch": fit.epoch, "step": fit.step, "history": fit.history, "best_score": fit.best_score,
                        "kept_epoch": fit.kept_epoch, "epochs_without_gain": fit.epochs_without_gain,
                        "optimizer": optimizer_meta, "schedule": _json_only(fit.schedule),
-                       "has_best": fit.best is not None, "has_average": fit.average is not None}
+                       "has_best": fit.best is not None, "has_average": fit.average is not None,
+                       "scaler": fit.scaler}
     return {TENSORS_FILE: save(tensors) if tensors else save({"empty": torch.zeros(0)}),
             STATE_FILE: (dumps(meta, STATE_FILE) + "\n").encode()}
 
@@ -98,7 +101,8 @@ def from_files(tensors: dict[str, torch.Tensor], meta: Any, where: str = STATE_F
             kept_epoch=fit["kept_epoch"], epochs_without_gain=fit["epochs_without_gain"],
             network=group("network"), optimizer=_join_optimizer(group("optimizer"), fit["optimizer"]),
             schedule=fit["schedule"], random=group("random"),
-            best=group("best") if fit["has_best"] else None, average=group("average") if fit["has_average"] else None)
+            best=group("best") if fit["has_best"] else None, average=group("average") if fit["has_average"] else None,
+            scaler=fit.get("scaler"))
     return state
 
 
@@ -135,6 +139,8 @@ def check_meta(meta: Any, tensors: dict[str, torch.Tensor], where: str) -> None:
     names = [name for name in tensors if name.startswith("optimizer/")]
     if not all(name[len("optimizer/"):].partition(".")[0].isdigit() for name in names):
         raise CnncliError(f"{where}: the optimizer tensors are not named by parameter")
+    if not isinstance(fit.get("scaler"), (dict, type(None))):
+        raise CnncliError(f"{where}: fit.scaler: expected the fp16 gradient scaler's state (an object) or null")
     for needed in ("random/torch", "random/augment", "random/order"):
         if needed not in tensors:
             raise CnncliError(f"{where}: the tensor {needed} is missing from {TENSORS_FILE}")

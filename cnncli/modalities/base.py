@@ -99,6 +99,9 @@ class Modality(ABC):
     retired_options: ClassVar[dict[str, str]] = {}
     # Whether a sample may be a line of text itself (a sentence) rather than a file to read.
     text_samples: ClassVar[bool] = False
+    # Whether training may stream samples from their files, `encode` running in DataLoader worker
+    # processes, when the encoded splits would not fit in memory (data.in_memory).
+    can_stream: ClassVar[bool] = True
     # The backbone `cnncli train DATA_FOLDER` uses (None: the small CNN of cnncli.recipes), and
     # the `data.<name>` options it sets there.
     default_blocks: ClassVar[list | None] = None
@@ -207,6 +210,15 @@ class Modality(ABC):
     def fit_encoded(self, encoded: torch.Tensor) -> None:
         """Learn statistics of the encoded training tensor (e.g. normalisation). Default: nothing."""
 
+    def fit_encoded_chunks(self, chunks: Iterable[torch.Tensor]) -> None:
+        """The same as `fit_encoded`, from the training tensor's rows in consecutive chunks, so that
+        a streamed training set is never held whole. Default: `fit_encoded` on the chunks put
+        together (a modality whose statistics can be summed chunk by chunk overrides this)."""
+        if type(self).fit_encoded is not Modality.fit_encoded:
+            parts = list(chunks)
+            if parts:
+                self.fit_encoded(torch.cat(parts))
+
     def augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Random training-time transforms of an encoded batch (on its device). Default: none."""
         return batch
@@ -252,6 +264,13 @@ class Modality(ABC):
     @abstractmethod
     def describe(self) -> str:
         """One line for the input row of `inspect`: what the network sees and how it was made."""
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What a server must do to a raw input to make the encoded input an exported network
+        reads (`cnncli export` writes it beside the ONNX file), as JSON. The exported graph starts
+        at the encoded input and includes the stem (normalisation, embeddings). Default: the
+        modality's state, which is everything cnncli itself uses."""
+        return {"state": self.state_dict()}
 
     def expand_inputs(self, arguments: Iterable[str]) -> Iterable[Sample]:
         """Turn `predict` arguments into samples. Default: files, folders and globs ('-' reads

@@ -25,6 +25,7 @@ from cnncli.errors import CnncliError
 from cnncli.limits import MAX_IMAGE_PIXELS
 from cnncli.modalities.base import Encoded, Modality, state_numbers
 
+STATISTICS_CHUNK = 64  # images per float64 pass when fitting the normalisation (14 MB at 96 x 96 RGB)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
 # The decoders those suffixes need (MPO: the multi-picture JPEG of some cameras). Pillow's other
 # plugins stay off: EPS, for one, hands the file to Ghostscript.
@@ -159,16 +160,26 @@ class ImageModality(Modality):
         return super().encode_many(samples, progress)
 
     def fit_encoded(self, encoded: torch.Tensor) -> None:
-        if not self.options.normalize or len(encoded) == 0:
+        self.fit_encoded_chunks(encoded.split(STATISTICS_CHUNK))
+
+    def fit_encoded_chunks(self, chunks) -> None:
+        """Per-channel mean and std over every training pixel, summed a few hundred images at a
+        time in float64, so memory stays flat for any number of images."""
+        if not self.options.normalize:
             return
         mean = torch.zeros(self.channels, dtype=torch.float64)
         square = torch.zeros(self.channels, dtype=torch.float64)
-        for chunk in encoded.split(4096):  # bounded memory for large image sets
-            values = chunk.to(torch.float64) / 255.0
-            mean += values.mean(dim=(2, 3)).sum(dim=0)
-            square += (values ** 2).mean(dim=(2, 3)).sum(dim=0)
-        mean /= len(encoded)
-        variance = square / len(encoded) - mean ** 2
+        count = 0
+        for chunk in chunks:
+            for part in chunk.split(STATISTICS_CHUNK):
+                values = part.to(torch.float64) / 255.0
+                mean += values.mean(dim=(2, 3)).sum(dim=0)
+                square += (values ** 2).mean(dim=(2, 3)).sum(dim=0)
+                count += len(part)
+        if count == 0:
+            return
+        mean /= count
+        variance = square / count - mean ** 2
         self.mean = [round(float(m), 6) for m in mean]
         self.std = [round(max(float(v), 1e-12) ** 0.5, 6) for v in variance]
 
@@ -200,6 +211,21 @@ class ImageModality(Modality):
         height, width = self.options.size or ("?", "?")
         stats = f"mean {self.mean} std {self.std}" if self.options.normalize else "no normalisation"
         return f"image {self.channels}x{height}x{width} {self.options.color}, resize {self.options.resize}, {stats}"
+
+    def preprocessing(self) -> dict[str, Any]:
+        """For a server: decode, turn upright, convert, resize to the encoded uint8 pixels; the
+        network normalises them itself."""
+        _, height, width = self.input_shape
+        fits = {"stretch": "resize to height x width, ignoring the aspect ratio",
+                "pad": "scale to fit inside height x width keeping the aspect ratio, centre it, pad with black",
+                "crop": "scale to cover height x width keeping the aspect ratio, crop the centre"}
+        mode = "grayscale (PIL mode L)" if self.channels == 1 else "RGB (PIL mode RGB)"
+        return {"steps": ["decode the image file", "turn it upright by its EXIF orientation", f"convert to {mode}",
+                          f"{fits[self.options.resize]} (bilinear, as PIL's Image.resize / ImageOps)",
+                          "stack as uint8 (channels, height, width)"],
+                "color": self.options.color, "size": [height, width], "resize": self.options.resize,
+                "interpolation": "bilinear", "mean": self.mean, "std": self.std,
+                "normalization": "inside the graph: (pixels / 255 - mean) / std per channel"}
 
     def draw(self, sample: Sample, path: Path, network: nn.Module | None = None) -> None:
         from cnncli.plots import save_image

@@ -155,4 +155,17 @@ def _explained_input(explained: dict, console: Console) -> None:
         console.print(Text(f"wrote {path}"))
 
 
-TABLES = {"training": training, "lr_range": lr_range, "evaluation": evaluation, "inspection": inspection}
+def export(result: dict, stream: TextIO) -> None:
+    console = _console(stream)
+    shape = " x ".join(str(n) for n in result["input"]["shape"])
+    console.print(Text(f"wrote     {result['onnx']}"))
+    console.print(Text(f"          {result['sidecar']} (the preprocessing a server applies)"))
+    console.print(Text(f"input     {result['input']['name']}: {result['input']['dtype']} {shape}"))
+    console.print(f"output    probabilities: batch x {result['labels']}")
+    gap = result["max_difference"]
+    console.print("checked   " + (f"onnxruntime agrees with cnncli within {gap:.1e}" if gap is not None
+                                 else "not checked (onnxruntime is not installed)"))
+
+
+TABLES = {"training": training, "lr_range": lr_range, "evaluation": evaluation, "inspection": inspection,
+          "export": export}

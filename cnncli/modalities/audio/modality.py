@@ -36,6 +36,7 @@ from cnncli.modalities.audio.windows import sliding_windows
 from cnncli.modalities.base import Encoded, Modality, ProgressCallback, finite_only, state_numbers
 
 FEATURE_BATCH = 256  # recordings per feature call: large enough to amortise, small enough for memory
+STATISTICS_CHUNK = 256  # recordings per float64 pass when fitting the normalisation
 
 
 class BandNormalize(nn.Module):
@@ -157,17 +158,25 @@ class AudioModality(Modality):
     # -- fitting and the stem ------------------------------------------------------------------
 
     def fit_encoded(self, encoded: torch.Tensor) -> None:
-        """Per-band mean and std over every training recording and frame."""
-        if not self.options.normalize or len(encoded) == 0:
+        self.fit_encoded_chunks(encoded.split(STATISTICS_CHUNK))
+
+    def fit_encoded_chunks(self, chunks) -> None:
+        """Per-band mean and std over every training recording and frame, summed in float64 a
+        chunk at a time, so memory stays flat for any number of recordings."""
+        if not self.options.normalize:
             return
-        bands = encoded.shape[2]
+        bands = band_count(self.options)
         total = torch.zeros(bands, dtype=torch.float64)
         square = torch.zeros(bands, dtype=torch.float64)
-        for chunk in encoded.split(2048):
-            values = chunk.to(torch.float64)
-            total += values.sum(dim=(0, 1, 3))
-            square += (values ** 2).sum(dim=(0, 1, 3))
-        count = len(encoded) * encoded.shape[1] * encoded.shape[3]
+        count = 0
+        for chunk in chunks:
+            for part in chunk.split(STATISTICS_CHUNK):
+                values = part.to(torch.float64)
+                total += values.sum(dim=(0, 1, 3))
+                square += (values ** 2).sum(dim=(0, 1, 3))
+                count += len(part) * part.shape[1] * part.shape[3]
+        if count == 0:
+            return
         mean = total / count
         variance = (square / count - mean ** 2).clamp(min=1e-8)
         self.mean = [round(float(m), 6) for m in mean]
@@ -235,6 +244,28 @@ class AudioModality(Modality):
         return (f"audio {options.features} 1x{bands}x{frames}: {options.sample_rate} Hz mono, "
                 f"{options.duration:g} s pad/centre-crop, n_fft {options.n_fft} hop {options.hop_length} "
                 f"win {options.win_length or options.n_fft}, {kind[options.features]}{top_db}, {norm}")
+
+    def preprocessing(self) -> dict[str, Any]:
+        """For a server: the waveform and spectrogram parameters that make the encoded dB picture;
+        the network normalises each band itself."""
+        options = self.options
+        spectrogram = {"n_fft": options.n_fft, "hop_length": options.hop_length,
+                       "win_length": options.win_length or options.n_fft, "window": "periodic Hann",
+                       "center": True, "pad_mode": "constant (zeros)", "power": 2.0}
+        if options.features != "stft":
+            spectrogram.update(n_mels=options.n_mels, f_min=options.f_min,
+                               f_max=options.f_max or options.sample_rate / 2, mel_scale="slaney", mel_norm="slaney")
+        if options.features == "mfcc":
+            spectrogram.update(n_mfcc=options.n_mfcc, dct="type II, orthonormal, of the dB mel bands")
+        return {"steps": ["decode the audio file", "mix to mono (mean of the channels)",
+                          f"resample to {options.sample_rate} Hz (windowed sinc, as torchaudio.functional.resample)",
+                          f"centre-crop or zero-pad both sides to {target_length(options)} samples",
+                          f"{options.features} power spectrogram (librosa's conventions)",
+                          "decibels: 10 log10(max(power, 1e-10)), floored at top_db below each recording's peak",
+                          "shape (1, bands, frames), row 0 the lowest band"],
+                "sample_rate": options.sample_rate, "duration": options.duration, "features": options.features,
+                "spectrogram": spectrogram, "top_db": options.top_db, "mean": self.mean, "std": self.std,
+                "normalization": "inside the graph: (decibels - mean) / std per band"}
 
     def draw(self, sample: Sample, path: Path, network: nn.Module | None = None) -> None:
         """The spectrogram after the stem (what the first convolution reads), seconds by Hz."""

@@ -45,7 +45,7 @@ from cnncli.modalities.text.saliency import draw_tokens, token_saliency
 from cnncli.modalities.text.subwords import MAX_PER_TOKEN, subword_ids
 from cnncli.modalities.text.tokenize import tokenize
 from cnncli.modalities.text.vectors import load_vectors
-from cnncli.modalities.text.vocabulary import PAD_ID, Vocabulary
+from cnncli.modalities.text.vocabulary import PAD_ID, UNK_ID, Vocabulary
 from cnncli.model import padding_margin
 from cnncli.ranges import is_text_encoding
 
@@ -58,6 +58,7 @@ class TextModality(Modality):
     options_type = TextOptions
     augment_type = TextAugment
     text_samples = True
+    can_stream = False  # sentences are in memory already, and their ids take less room than their text
     default_blocks = KIM_CNN
     default_recipe = GENERAL_RECIPE
 
@@ -271,6 +272,26 @@ class TextModality(Modality):
         return (f"text {self.channels}x{self.length}x{options.embedding_dim}: {options.max_length} tokens "
                 f"({options.tokenizer} tokenizer, vocabulary {vocabulary}) x {options.embedding_dim}-dim "
                 f"{options.embeddings} embeddings{source}{subwords}")
+
+    def preprocessing(self) -> dict[str, Any]:
+        """For a server: tokenize, look up ids in the vocabulary (its position is the id), pad or
+        cut to max_length; the network holds the embeddings."""
+        options = self.options
+        steps = ["lowercase the sentence" if options.lowercase else "keep the sentence's case",
+                 f"split it into tokens with cnncli's {options.tokenizer!r} tokenizer "
+                 "(cnncli.modalities.text.tokenize)",
+                 f"map each token to its position in the vocabulary; unknown tokens to {UNK_ID}",
+                 f"keep the first {options.max_length} ids and pad with {PAD_ID} to exactly {options.max_length}"]
+        described = {"tokenizer": options.tokenizer, "lowercase": options.lowercase, "max_length": options.max_length,
+                     "pad_id": PAD_ID, "unknown_id": UNK_ID, "vocabulary": self.require_vocabulary().state_dict()}
+        if options.subword_buckets:
+            low, high = options.subword_sizes
+            steps.append(f"beside each word id, the ids of the token's character {low}- to {high}-grams of "
+                         f"'<token>', shortest first, at most {MAX_PER_TOKEN}: {len(self.require_vocabulary())} + "
+                         f"CRC-32 of the n-gram's UTF-8 bytes mod {options.subword_buckets}, padded with {PAD_ID} "
+                         f"(cnncli.modalities.text.subwords.subword_ids); padding tokens have none")
+            described.update(subword_buckets=options.subword_buckets, subword_sizes=options.subword_sizes)
+        return {"steps": steps, **described}
 
     # -- predict and inspect ---------------------------------------------------------------------
 
