@@ -177,6 +177,14 @@ def evaluate(
                                                 "[default: the recipe's test split]."),
     output_format: str = typer.Option("table", "--format", help=RESULT_FORMAT_HELP),
     plot: Optional[Path] = typer.Option(None, help="Also write the confusion matrix as a PNG here."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write a report to this folder: metrics.json, "
+                                          "confusion matrices, per-class scores, the most confident mistakes, "
+                                          "training curves, calibration."),
+    html: Optional[Path] = typer.Option(None, "--html", help="With --report: also the report as one "
+                                                             "self-contained HTML page here."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="Grad-CAM at this layer of the report's walk "
+                                                              "through the network (e.g. conv2) [default: the last "
+                                                              "convolution]."),
     batch_size: int = typer.Option(512, help="Inputs per forward pass."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
@@ -189,33 +197,42 @@ def evaluate(
       cnncli eval runs/x
 
       cnncli eval runs/fsdd new_speaker_recordings/ --format json
+
+      cnncli eval runs/x --report runs/x/report --html runs/x/report.html
     """
     from cnncli.bundle import load_bundle
     from cnncli.device import pick_device
-    from cnncli.evaluate import evaluate as run_evaluation
-    from cnncli.output import check_format, show, warn
+    from cnncli.evaluate import run_evaluation
+    from cnncli.output import check_format, show, warn, wrote
     from cnncli.progress import ConsoleProgress
 
     check_format(output_format)
     check_batch_size(batch_size)
-    if plot:
-        from cnncli.atomic import check_writable
-
-        check_writable(plot, "--plot")
+    if html and not report:
+        raise CnncliError("--html: give --report DIR too (the page shows the report's pictures)")
+    check_outputs((plot, "--plot", False), (report, "--report", True), (html, "--html", False))
     loaded = load_bundle(bundle)
     warn_if_partial(loaded)
     loaded.modality.use_cache(run_cache(cache_dir, no_cache))
-    report = run_evaluation(loaded, data or [], batch_size, pick_device(device), ConsoleProgress())
+    evaluation = run_evaluation(loaded, data or [], batch_size, pick_device(device), ConsoleProgress())
     if plot:
         from cnncli.atomic import write_file
         from cnncli.plots import confusion_png
 
-        write_file(plot, confusion_png(report))
-    for message in report["skipped"][:10]:
+        write_file(plot, confusion_png(evaluation.report))
+    if report:
+        from cnncli.output.pages import write_page
+        from cnncli.report import write_report
+
+        written = write_report(loaded, evaluation, report, layer)
+        if html:
+            write_page("report", written, html)
+        wrote(written["files"] + ([str(html)] if html else []))
+    for message in evaluation.report["skipped"][:10]:
         warn(f"skipped: {message}")
-    for message in report["notes"]:
+    for message in evaluation.report["notes"]:
         warn(f"note: {message}")
-    show("evaluation", report, output_format)
+    show("evaluation", evaluation.report, output_format)
 
 
 @app.command()
@@ -321,39 +338,74 @@ def _stream_predictions(loaded, source, form: str, output: Optional[str], resume
 @app.command()
 @user_errors
 def inspect(
-    target: str = typer.Argument(..., help="A bundle folder or a recipe (.yaml)."),
+    target: str = typer.Argument(..., help="A bundle folder, a recipe (.yaml), or a data folder."),
     input_file: Optional[str] = typer.Option(None, "--input", help="Show what the network sees of this input."),
-    out: Path = typer.Option(Path("inspect"), "--out", help="Folder for the pictures of --input."),
+    out: Path = typer.Option(Path("inspect"), "--out", help="Folder for the pictures of --input or of the data."),
+    html: Optional[Path] = typer.Option(None, "--html", help="With --input: also one self-contained HTML page "
+                                                             "that walks through the network for that input."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="With --input: Grad-CAM at this layer (e.g. conv2, "
+                                                              "parallel1.branch0.conv1) [default: the last "
+                                                              "convolution]."),
+    data: bool = typer.Option(False, "--data", help="For a recipe: look at its data (counts, sizes, samples, "
+                                                    "warnings) instead of its network."),
     output_format: str = typer.Option("table", "--format", help=RESULT_FORMAT_HELP),
     resolved: bool = typer.Option(False, "--resolved", help="Print the fully resolved recipe (YAML) instead."),
-    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP + " (recipes only)"),
+    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP + " (recipes and data folders only)"),
 ):
     """Layers, shapes, parameters, connections and receptive fields; with --input, the input as
-    the network sees it, its feature maps and the prediction.
+    the network sees it, its feature maps, Grad-CAM and the prediction; on a data folder (or a
+    recipe with --data), the data before training.
 
     Examples:
 
       cnncli inspect recipes/lecture-1.yaml
 
-      cnncli inspect runs/x --input digit.png --out inspect/
+      cnncli inspect runs/x --input digit.png --out inspect/ --html digit.html
+
+      cnncli inspect photos/                       # class counts, sizes, samples, warnings
+
+      cnncli inspect recipes/fsdd.yaml --data
     """
-    from cnncli.inspection import describe_target
-    from cnncli.output import check_format, show
+    from cnncli.inspection import describe_target, is_data_folder
+    from cnncli.output import check_format, show, wrote
 
     check_format(output_format)
-    if input_file:
-        from cnncli.atomic import check_writable
+    if (html or layer) and not input_file:
+        raise CnncliError(f"{'--html' if html else '--layer'}: applies with --input (or to eval --report)")
+    if data or is_data_folder(target):
+        from cnncli.data_view import describe_data
+        from cnncli.progress import ConsoleProgress
 
-        check_writable(out, "--out", folder=True)
+        check_outputs((out, "--out", True))
+        summary = describe_data(target, set_, out, ConsoleProgress())
+        wrote(summary["files"])
+        return show("data", summary, output_format)
+    if input_file:
+        check_outputs((out, "--out", True), (html, "--html", False))
     summary = describe_target(target, set_, resolved)
     if resolved:
         return show("resolved", summary["resolved"], output_format)
     if input_file:
         from cnncli.bundle import load_bundle
-        from cnncli.inspection import explain_input
+        from cnncli.explain import explain_input
 
-        summary["input"] = explain_input(load_bundle(target), input_file, out)
+        summary["input"] = explain_input(load_bundle(target), input_file, out, layer)
+        if html:
+            from cnncli.output.pages import write_page
+
+            write_page("explainer", summary, html)
+        wrote(summary["input"]["files"] + ([str(html)] if html else []))
     show("inspection", summary, output_format)
+
+
+def check_outputs(*outputs: tuple[Optional[Path], str, bool]) -> None:
+    """Fail before any work if one of the (path, flag, is a folder) outputs given could not be
+    written (cnncli.atomic.check_writable)."""
+    from cnncli.atomic import check_writable
+
+    for path, flag, folder in outputs:
+        if path is not None:
+            check_writable(path, flag, folder=folder)
 
 
 def check_batch_size(batch_size: int) -> None:
