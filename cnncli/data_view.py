@@ -138,7 +138,7 @@ def warnings(result: dict, parts: dict[str, list[Sample]]) -> list[str]:
     """One line for each problem found."""
     lines = []
     if result["unreadable"]:
-        lines.append(f"{len(result['unreadable'])} samples cannot be read, e.g. {result['unreadable'][0]}")
+        lines.append(f"{counted(len(result['unreadable']), 'sample')} cannot be read, e.g. {result['unreadable'][0]}")
     training = {label: row["train"] for label, row in result["classes"].items()}
     if training and min(training.values()) > 0:
         largest, smallest = max(training, key=training.get), min(training, key=training.get)
@@ -156,13 +156,18 @@ def warnings(result: dict, parts: dict[str, list[Sample]]) -> list[str]:
         copies = sum(len(group["samples"]) - 1 for group in groups)
         conflicting = sum(len(set(group["labels"])) > 1 for group in groups)
         example = " = ".join(groups[0]["samples"][:2])
-        lines.append(f"{copies} samples duplicate another by content ({len(groups)} groups"
-                     f"{f', {conflicting} with different labels' if conflicting else ''}), e.g. {example}")
+        labelled = f", {conflicting} with different labels" if conflicting else ""
+        lines.append(f"duplicates: {counted(copies, 'sample')} with the same content as another "
+                     f"({counted(len(groups), 'group')}{labelled}), e.g. {example}")
     if result["overlap"]:
         first = result["overlap"][0]
-        lines.append(f"{len(result['overlap'])} of {len(parts['test'])} test samples are also in the training "
-                     f"data (by content), e.g. {first['test']} = {first['train']}")
+        lines.append(f"test overlaps training: {len(result['overlap'])} of {len(parts['test'])} test samples have "
+                     f"the content of a training sample, e.g. {first['test']} = {first['train']}")
     return lines
+
+
+def counted(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def draw_data(modality, labels: list[str], train: list[Sample], facts: dict[int, dict], out_dir: Path) -> list[str]:

@@ -1,6 +1,7 @@
 """`cnncli inspect BUNDLE --input X`: what a network makes of one input, block by block.
 
-For one sample: the picture the network reads (drawn by its modality), the output of every
+For one sample: the picture the network reads (drawn by its modality), the whole way at a
+glance (the first maps of every block in a row, as CNN Explainer draws it), the output of every
 block of the backbone (feature maps, or a strip for a vector), the first layer's filters, the
 class probabilities, a Grad-CAM heat map drawn over the input by its modality, and the
 modality's own explanation (text: token saliency). Everything is written as PNGs to one
@@ -20,6 +21,7 @@ from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
 from cnncli.gradcam import grad_cam
 from cnncli.layers import named_blocks
+from cnncli.modalities.base import stem_picture
 from cnncli.model import members_of
 
 TOP_CLASSES = 10  # bars in the probability chart
@@ -56,7 +58,7 @@ def explain_input(bundle, locator: str, out_dir: Path, layer: str | None = None)
 def explain_sample(bundle, sample: Sample, out_dir: Path, layer: str | None = None) -> dict:
     """Every picture of one sample's way through the network, written to `out_dir`, and what
     they show: {"input", "description", "top", "pictures", "blocks", "gradcam", "files", ...}."""
-    from cnncli.plots import filters_png, probabilities_png
+    from cnncli.plots import filters_png, overview_png, probabilities_png
 
     modality, network, labels = bundle.modality, bundle.network, bundle.labels
     encoded = modality.encode(sample)
@@ -66,13 +68,17 @@ def explain_sample(bundle, sample: Sample, out_dir: Path, layer: str | None = No
     modality.draw(sample, pictures["input"], network)
     outputs, probabilities = block_outputs(network, encoded, bundle.temperature)
     blocks = _draw_blocks(outputs, out_dir, modality.rows_upward)
+    pictures["overview"] = saved(out_dir / "overview.png", overview_png(
+        stem_picture(network, encoded), _changing(outputs), labels, probabilities, modality.rows_upward))
     cam = grad_cam(network, encoded, layer)
     caption = f"Grad-CAM for {labels[cam.target]} at {', '.join(cam.layers)}"
     pictures["gradcam"] = saved(out_dir / "gradcam.png", modality.draw_heatmap(sample, cam.heat, network, caption))
-    pictures["probabilities"] = saved(out_dir / "probabilities.png", probabilities_png(labels, probabilities, TOP_CLASSES))
+    pictures["probabilities"] = saved(out_dir / "probabilities.png",
+                                      probabilities_png(labels, probabilities, TOP_CLASSES))
     first = next((m for m in members_of(network)[0].backbone.modules() if isinstance(m, nn.Conv2d)), None)
     if first is not None:
-        title = f"first-layer filters: {first.out_channels} of {first.in_channels}x{'x'.join(map(str, first.kernel_size))}"
+        kernel = "x".join(map(str, first.kernel_size))
+        title = f"first-layer filters: {first.out_channels} of {first.in_channels}x{kernel}"
         pictures["filters"] = saved(out_dir / "filters.png", filters_png(first.weight, title))
     scores, indices = probabilities.topk(min(3, len(labels)))
     result = {"input": sample.locator, "description": modality.describe(),
@@ -86,6 +92,16 @@ def explain_sample(bundle, sample: Sample, out_dir: Path, layer: str | None = No
     if explanation:
         result["explanation"] = explanation
     return result
+
+
+def _changing(outputs: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+    """The blocks whose output differs from the one before (dropout does nothing at inference)."""
+    kept, previous = [], None
+    for name, activation in outputs.items():
+        if previous is None or activation.shape != previous.shape or not torch.equal(activation, previous):
+            kept.append((name, activation))
+        previous = activation
+    return kept
 
 
 def saved(path: Path, content: bytes) -> Path:

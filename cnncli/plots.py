@@ -262,3 +262,57 @@ def histograms_png(values: dict[str, Sequence[float]]) -> bytes:
         axis.set_ylabel("samples")
         axis.grid(alpha=0.3)
     return figure_png(figure)
+
+
+def overview_png(picture, blocks: Sequence[tuple[str, torch.Tensor]], labels: Sequence[str], probabilities,
+                 upward: bool = False, maps: int = 6) -> bytes:
+    """The whole way at a glance, as CNN Explainer draws it: the picture the backbone reads, a
+    column per block with its first `maps` outputs stacked (a strip for a vector, and for maps
+    one cell wide a picture of positions down by channels across), then the five most probable
+    classes. Row 0 of the maps is at the bottom when `upward` (spectrograms)."""
+    height = 4.2  # inches of maps
+    image = _unit(picture.detach().float().cpu().mean(0))
+    columns = [("input", list(picture.shape), image.flip(0) if upward else image,
+                height * min(1.6, max(0.5, image.shape[1] / image.shape[0])))]
+    for name, activation in blocks:
+        column, width = _overview_column(activation.detach().float().cpu(), maps, upward, height / maps)
+        columns.append((name, list(activation.shape), column, width))
+    widths = [width for *_, width in columns] + [1.8]
+    figure, axes = plt.subplots(1, len(widths), figsize=(sum(widths) * 1.25 + 0.6, height + 0.9),
+                                gridspec_kw={"width_ratios": widths, "wspace": 0.25 * len(widths) / sum(widths)})
+    for axis, (name, shape, column, _) in zip(axes, columns):
+        colours = matplotlib.colormaps["gray" if name == "input" else "viridis"].with_extremes(bad="white")
+        axis.imshow(column.numpy(), cmap=colours, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+        axis.set_title(f"{name.replace('.', chr(10))}\n{'x'.join(map(str, shape))}", fontsize=6.5)
+        axis.axis("off")
+    scores = [float(p) for p in probabilities]
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])[:5]
+    bars = axes[-1]
+    bars.barh(range(len(order)), [scores[i] for i in order], color=["tab:orange"] + ["tab:blue"] * 4)
+    bars.set_yticks(range(len(order)), [str(labels[i]) for i in order], fontsize=7)
+    bars.yaxis.tick_right()
+    bars.invert_yaxis()
+    bars.set_xlim(0, 1)
+    bars.tick_params(axis="x", labelsize=6)
+    bars.set_title("probabilities", fontsize=7)
+    return figure_png(figure)
+
+
+def _unit(values: torch.Tensor) -> torch.Tensor:
+    """Scaled to 0..1 (a constant becomes 0)."""
+    return (values - values.min()) / (values.max() - values.min()).clamp_min(1e-12)
+
+
+def _overview_column(activation: torch.Tensor, maps: int, upward: bool, map_height: float) -> tuple[torch.Tensor, float]:
+    """A block's column for the overview, and its width in inches when a map is `map_height` high."""
+    if activation.dim() == 3 and min(activation.shape[1:]) > 1:
+        count, height, width = min(maps, activation.shape[0]), *activation.shape[1:]
+        gap = max(1, height // 6)
+        column = torch.full((count * (height + gap) - gap, width), float("nan"))
+        for index in range(count):
+            tile = _unit(activation[index])
+            column[index * (height + gap):index * (height + gap) + height] = tile.flip(0) if upward else tile
+        return column, map_height * min(3.0, width / height)
+    if activation.dim() == 3 and activation[0].numel() > 1:  # maps one cell wide (text): positions x channels
+        return _unit(activation[:maps * 4].reshape(min(maps * 4, activation.shape[0]), -1).T), 0.9
+    return _unit(activation.reshape(-1, 1)[:64]), 0.35

@@ -23,7 +23,6 @@ from cnncli.explain import explain_sample
 from cnncli.layers import layer_table
 
 MISTAKES = 12  # in the gallery
-GALLERY_COLUMNS = 4
 
 
 def write_report(bundle: Bundle, evaluation: Evaluation, out_dir: Path, layer: str | None = None) -> dict:
@@ -75,7 +74,8 @@ def mistakes_png(bundle: Bundle, evaluation: Evaluation, mistakes: list[dict]) -
     modality, network = bundle.modality, bundle.network
     cells = [(lambda axis, sample=evaluation.samples[m["row"]]: modality.draw_thumbnail(sample, axis, network),
               f"{m['true']} -> {m['predicted']} ({m['confidence']:.2f})") for m in mistakes]
-    rows = [("", cells[start:start + GALLERY_COLUMNS]) for start in range(0, len(cells), GALLERY_COLUMNS)]
+    columns = min(6, max(2, int(8 / modality.thumbnail_aspect)))  # a page wide: 6 images, 4 sounds, 3 sentences
+    rows = [("", cells[start:start + columns]) for start in range(0, len(cells), columns)]
     return thumbnail_grid_png(rows, modality.thumbnail_aspect, "most confident mistakes (true -> predicted)")
 
 

@@ -37,7 +37,11 @@ def walkthrough(explained: dict, table_summary: dict, first_step: int = 1) -> st
     """The sections that follow one input from the input to the label, and the layer table."""
     rows = {row["name"]: row for row in block_rows(table_summary["layers"][1:])}
     pictures = explained["pictures"]
-    steps = [("The input, as the network reads it", _card("input", explained["description"], None,
+    steps = [("The whole way at a glance", picture(pictures["overview"], "the input, the first maps of every block "
+                                                                        "and the class probabilities")
+              + '<p class="note">each column: the first maps of a block\'s output, each scaled to its own range; '
+                "the steps below show every block in full</p>"),
+             ("The input, as the network reads it", _card("input", explained["description"], None,
                                                           picture(pictures["input"], "the input"))),
              ("Layer by layer", _flow(explained["blocks"], rows)),
              ("The classifier's probabilities", _classifier(explained, rows)),

@@ -22,7 +22,12 @@ from cnncli.atomic import write_file
 from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
 from cnncli.modalities.audio.cache import FeatureCache
-from cnncli.modalities.audio.decoding import AUDIO_EXTENSIONS, decode, read_bytes, recording_facts
+from cnncli.modalities.audio.decoding import (
+    AUDIO_EXTENSIONS,
+    decode,
+    read_bytes,
+    recording_facts,
+)
 from cnncli.modalities.audio.drawing import heatmap_png, spectrogram_png, thumbnail
 from cnncli.modalities.audio.features import (
     FeatureExtractor,
