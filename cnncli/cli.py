@@ -346,8 +346,8 @@ def inspect(
     layer: Optional[str] = typer.Option(None, "--layer", help="With --input: Grad-CAM at this layer (e.g. conv2, "
                                                               "parallel1.branch0.conv1) [default: the last "
                                                               "convolution]."),
-    data: bool = typer.Option(False, "--data", help="For a recipe: look at its data (counts, sizes, samples, "
-                                                    "warnings) instead of its network."),
+    data: bool = typer.Option(False, "--data", help="For a recipe or a bundle: look at its data (counts, sizes, "
+                                                    "samples, warnings) instead of its network."),
     output_format: str = typer.Option("table", "--format", help=RESULT_FORMAT_HELP),
     resolved: bool = typer.Option(False, "--resolved", help="Print the fully resolved recipe (YAML) instead."),
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP + " (recipes and data folders only)"),
@@ -372,7 +372,7 @@ def inspect(
     check_format(output_format)
     if (html or layer) and not input_file:
         raise CnncliError(f"{'--html' if html else '--layer'}: applies with --input (or to eval --report)")
-    if data or is_data_folder(target):
+    if (data or is_data_folder(target)) and not resolved:
         from cnncli.data_view import describe_data
         from cnncli.progress import ConsoleProgress
 

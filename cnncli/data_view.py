@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cnncli.atomic import write_file
-from cnncli.config import load_config
+from cnncli.bundle import MODEL_FILE, read_info
+from cnncli.config import config_from_dict, load_config
 from cnncli.data.sample import Sample
 from cnncli.data.split import load_splits
 from cnncli.errors import CnncliError
@@ -34,9 +35,14 @@ EXAMPLES = 3  # examples named in a warning
 
 def describe_data(target: str, overrides: Sequence[str] = (), out_dir: Path = Path("inspect"),
                   progress: Progress = Progress()) -> dict:
-    """The data view of a data folder or a recipe's data; writes samples.png and measures.png."""
-    source, _ = recipe_source(target)
-    config = load_config(source, list(overrides))
+    """The data view of a data folder, or of the data a recipe or a bundle reads; writes
+    samples.png and measures.png to `out_dir`."""
+    if (Path(target) / MODEL_FILE).exists():
+        if overrides:
+            raise CnncliError("--set applies to recipes; a bundle's recipe is fixed")
+        config = config_from_dict(read_info(target)["recipe"], origin=str(Path(target) / MODEL_FILE))
+    else:
+        config = load_config(recipe_source(target)[0], list(overrides))
     modality_type = modality_class(config.data.modality)
     modality = modality_type.from_config(config)
     splits = load_splits(config, modality_type)

@@ -68,8 +68,9 @@ def explain_sample(bundle, sample: Sample, out_dir: Path, layer: str | None = No
     modality.draw(sample, pictures["input"], network)
     outputs, probabilities = block_outputs(network, encoded, bundle.temperature)
     blocks = _draw_blocks(outputs, out_dir, modality.rows_upward)
+    picture = stem_picture(network, encoded)
     pictures["overview"] = saved(out_dir / "overview.png", overview_png(
-        stem_picture(network, encoded), _changing(outputs), labels, probabilities, modality.rows_upward))
+        picture, _changing(picture, outputs), labels, probabilities, modality.rows_upward))
     cam = grad_cam(network, encoded, layer)
     caption = f"Grad-CAM for {labels[cam.target]} at {', '.join(cam.layers)}"
     pictures["gradcam"] = saved(out_dir / "gradcam.png", modality.draw_heatmap(sample, cam.heat, network, caption))
@@ -94,11 +95,11 @@ def explain_sample(bundle, sample: Sample, out_dir: Path, layer: str | None = No
     return result
 
 
-def _changing(outputs: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
-    """The blocks whose output differs from the one before (dropout does nothing at inference)."""
-    kept, previous = [], None
+def _changing(picture: torch.Tensor, outputs: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+    """The blocks whose output differs from their input (dropout does nothing at inference)."""
+    kept, previous = [], picture
     for name, activation in outputs.items():
-        if previous is None or activation.shape != previous.shape or not torch.equal(activation, previous):
+        if activation.shape != previous.shape or not torch.equal(activation, previous):
             kept.append((name, activation))
         previous = activation
     return kept

@@ -273,7 +273,7 @@ def overview_png(picture, blocks: Sequence[tuple[str, torch.Tensor]], labels: Se
     height = 4.2  # inches of maps
     image = _unit(picture.detach().float().cpu().mean(0))
     columns = [("input", list(picture.shape), image.flip(0) if upward else image,
-                height * min(1.6, max(0.5, image.shape[1] / image.shape[0])))]
+                height * min(1.2, max(0.5, image.shape[1] / image.shape[0])))]  # wide pictures squeezed
     for name, activation in blocks:
         column, width = _overview_column(activation.detach().float().cpu(), maps, upward, height / maps)
         columns.append((name, list(activation.shape), column, width))
@@ -312,7 +312,7 @@ def _overview_column(activation: torch.Tensor, maps: int, upward: bool, map_heig
         for index in range(count):
             tile = _unit(activation[index])
             column[index * (height + gap):index * (height + gap) + height] = tile.flip(0) if upward else tile
-        return column, map_height * min(3.0, width / height)
+        return column, map_height * min(1.4, width / height)
     if activation.dim() == 3 and activation[0].numel() > 1:  # maps one cell wide (text): positions x channels
         return _unit(activation[:maps * 4].reshape(min(maps * 4, activation.shape[0]), -1).T), 0.9
     return _unit(activation.reshape(-1, 1)[:64]), 0.35

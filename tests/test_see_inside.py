@@ -116,7 +116,7 @@ def test_inspect_input_html_walks_through_every_block(trained, tmp_path):
 
 
 def test_inspect_recipe_data_counts_classes_and_draws_samples(trained, tmp_path):
-    kind, _ = trained
+    kind, bundle = trained
     result = cli("inspect", REPO / "recipes" / CASES[kind][0], "--data", *overrides(kind), "--out", tmp_path,
                  "--format", "json")
     assert result.exit_code == 0, result.output
@@ -127,3 +127,5 @@ def test_inspect_recipe_data_counts_classes_and_draws_samples(trained, tmp_path)
     assert summary["measures"][measure]["min"] > 0 and summary["unreadable"] == []
     assert_png(tmp_path / "samples.png")
     assert_png(tmp_path / "measures.png")
+    from_bundle = cli("inspect", bundle, "--data", "--out", tmp_path / "bundle", "--format", "json")
+    assert json.loads(from_bundle.stdout)["classes"] == summary["classes"]  # the data it was trained on
