@@ -208,8 +208,8 @@ def evaluate(
 
     check_format(output_format)
     check_batch_size(batch_size)
-    if html and not report:
-        raise CnncliError("--html: give --report DIR too (the page shows the report's pictures)")
+    if (html or layer) and not report:
+        raise CnncliError(f"{'--html' if html else '--layer'}: give --report DIR too (the page shows its pictures)")
     check_outputs((plot, "--plot", False), (report, "--report", True), (html, "--html", False))
     loaded = load_bundle(bundle)
     warn_if_partial(loaded)
@@ -372,6 +372,8 @@ def inspect(
     check_format(output_format)
     if (html or layer) and not input_file:
         raise CnncliError(f"{'--html' if html else '--layer'}: applies with --input (or to eval --report)")
+    if data and input_file:
+        raise CnncliError("--data: not with --input (one looks at the data, the other at one input)")
     if (data or is_data_folder(target)) and not resolved:
         from cnncli.data_view import describe_data
         from cnncli.progress import ConsoleProgress

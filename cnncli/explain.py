@@ -89,6 +89,9 @@ def explain_sample(bundle, sample: Sample, out_dir: Path, layer: str | None = No
               "blocks": blocks, "members": len(members_of(network))}
     result["files"] = [result["pictures"]["input"]] + [b["picture"] for b in blocks] + [
         str(path) for key, path in pictures.items() if key != "input"]
+    if result["members"] > 1:
+        result["maps_from"] = (f"the first of the {result['members']} members (the probabilities and Grad-CAM "
+                               "are the ensemble's)")
     explanation = modality.explain(network, sample)
     if explanation:
         result["explanation"] = explanation

@@ -28,7 +28,7 @@ CASES = {
               str(SAMPLES / "audio" / "3_theo_3.wav")),
     "text": ("sst2.yaml", [f"data.root={SAMPLES / 'text'}", "data.train=sentences.tsv", "data.val=null",
                            "data.test=null", "data.format=manifest", "train.ensemble=2", "train.epochs=1"],
-             "a stirring , funny and finally transporting film"),
+             "<script>alert(1)</script> a stirring , funny & finally transporting film"),
 }
 REPORT_PICTURES = ["confusion.png", "confusion-normalised.png", "per-class.png", "mistakes.png", "curves.png",
                    "reliability.png"]
@@ -106,11 +106,13 @@ def test_inspect_input_html_walks_through_every_block(trained, tmp_path):
         assert "parallel1.branch2.conv1" in blocks and explained["members"] == 2
         assert explained["gradcam"]["layers"] == [f"parallel1.branch{i}.conv1" for i in range(3)]
         assert "averaged over the 2 members" in explained["gradcam"]["members"]
+        assert explained["maps_from"].startswith("the first of the 2 members")
     else:
         assert explained["gradcam"]["layers"] == ["conv3" if kind == "image" else "conv4"]
     for block in explained["blocks"]:
         assert_png(Path(block["picture"]), smallest=40)
-    html = assert_self_contained(tmp_path / "page.html")
+    html = assert_self_contained(tmp_path / "page.html")  # a sentence's <script> is shown, not run
+    assert kind != "text" or "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert all(f"<code>{name}</code>" in html for name in blocks)
     assert html.count("data:image/png") == len(blocks) + len(INPUT_PICTURES)
 
@@ -129,3 +131,26 @@ def test_inspect_recipe_data_counts_classes_and_draws_samples(trained, tmp_path)
     assert_png(tmp_path / "measures.png")
     from_bundle = cli("inspect", bundle, "--data", "--out", tmp_path / "bundle", "--format", "json")
     assert json.loads(from_bundle.stdout)["classes"] == summary["classes"]  # the data it was trained on
+
+
+def test_layer_names_any_convolution_of_the_layer_table_and_a_wrong_one_is_one_line(trained, tmp_path):
+    kind, bundle = trained
+    layer = {"image": "conv1", "audio": "conv2.conv", "text": "parallel1.branch1.conv1"}[kind]
+    result = cli("inspect", bundle, "--input", CASES[kind][2], "--layer", layer, "--out", tmp_path, "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["input"]["gradcam"]["layers"] == [layer]
+    wrong = cli("inspect", bundle, "--input", CASES[kind][2], "--layer", "fc9", "--out", tmp_path)
+    assert wrong.exit_code == 2 and wrong.stderr.count("\n") == 1
+    assert wrong.stderr.startswith("error: --layer fc9: no such layer (convolutions: ")
+
+
+def test_options_that_need_another_are_one_line_errors(tmp_path):
+    bundle = REPO / "tests" / "fixtures" / "bundles-v1" / "image"
+    for args, message in [(["eval", bundle, "--html", tmp_path / "x.html"], "--html: give --report DIR too"),
+                          (["eval", bundle, "--layer", "conv1"], "--layer: give --report DIR too"),
+                          (["inspect", bundle, "--html", tmp_path / "x.html"], "--html: applies with --input"),
+                          (["inspect", bundle, "--data", "--input", "x.png"], "--data: not with --input")]:
+        result = cli(*args)
+        assert result.exit_code == 2, args
+        assert result.stderr.startswith(f"error: {message}") and result.stderr.count("\n") == 1
+    assert not (tmp_path / "x.html").exists()

@@ -152,6 +152,8 @@ def _explained_input(explained: dict, console: Console) -> None:
     cam = explained["gradcam"]
     console.print(Text(f"Grad-CAM for {cam['class']} at {', '.join(cam['layers'])} ({cam['members']}): "
                        f"hottest at row {cam['peak'][0]}, column {cam['peak'][1]} of the input"))
+    if "maps_from" in explained:
+        console.print(Text(f"block outputs drawn for {explained['maps_from']}"))
     for row in explained.get("explanation", [])[:40]:
         console.print(Text("  " + "  ".join(f"{k}={v}" for k, v in row.items())))
 
