@@ -221,7 +221,8 @@ def per_class_png(report: dict) -> bytes:
     for offset, key in enumerate(("precision", "recall", "f1")):
         values = [report["per_class"][label][key] for label in labels]
         axis.bar([i + (offset - 1) * width for i in range(len(labels))], values, width, label=key)
-    axis.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) > 8 else 0, ha="right" if len(labels) > 8 else "center")
+    crowded = len(labels) > 8
+    axis.set_xticks(range(len(labels)), labels, rotation=45 if crowded else 0, ha="right" if crowded else "center")
     axis.set_ylim(0, 1.05)
     axis.set_title(f"per class (macro F1 {report['macro_f1']:.4f})", fontsize=9)
     axis.legend(fontsize=8, ncols=3, loc="lower right")
@@ -303,7 +304,8 @@ def _unit(values: torch.Tensor) -> torch.Tensor:
     return (values - values.min()) / (values.max() - values.min()).clamp_min(1e-12)
 
 
-def _overview_column(activation: torch.Tensor, maps: int, upward: bool, map_height: float) -> tuple[torch.Tensor, float]:
+def _overview_column(activation: torch.Tensor, maps: int, upward: bool,
+                     map_height: float) -> tuple[torch.Tensor, float]:
     """A block's column for the overview, and its width in inches when a map is `map_height` high."""
     if activation.dim() == 3 and min(activation.shape[1:]) > 1:
         count, height, width = min(maps, activation.shape[0]), *activation.shape[1:]

@@ -51,7 +51,8 @@ def write_report(bundle: Bundle, evaluation: Evaluation, out_dir: Path, layer: s
         write_file(out_dir / name, content)
     shown = evaluation.samples[mistakes[0]["row"]] if mistakes else evaluation.samples[0]
     walkthrough = explain_sample(bundle, shown, out_dir / "walkthrough", layer)
-    walkthrough["why"] = "the most confident mistake" if mistakes else "the first sample (no mistakes)"
+    walkthrough["why"] = (f"the most confident mistake, a {mistakes[0]['true']} taken for a {mistakes[0]['predicted']}"
+                          if mistakes else "the first sample (there are no mistakes)")
     return {"report": str(out_dir), "metrics": report, "calibration": calibration, "mistakes": mistakes,
             "files": [str(out_dir / name) for name in files] + walkthrough["files"], "walkthrough": walkthrough,
             "layers": layer_table(bundle.network, tuple(bundle.modality.input_shape), bundle.modality.describe())}

@@ -74,7 +74,8 @@ def test_a_test_set_that_overlaps_training_is_found_by_content(tmp_path):
     summary = json.loads(result.stdout)
     assert summary["overlap"] == [{"test": str(tmp_path / "test" / "a" / "renamed.png"),
                                    "train": str(tmp_path / "train" / "a" / "1-03.png")}]
-    assert any(line.startswith("test overlaps training: 1 of 3 test samples have the content") for line in summary["warnings"])
+    assert any(line.startswith("test overlaps training: 1 of 3 test samples have the content")
+               for line in summary["warnings"])
     assert any(line.startswith("no test samples for class 'b'") for line in summary["warnings"])
     layers = json.loads(cli("inspect", recipe, "--format", "json").stdout)  # without --data: the network, as before
     assert layers["kind"] == "recipe" and "layers" in layers and "warnings" not in layers

@@ -43,7 +43,8 @@ def corner_bundle(tmp_path_factory):
     config = load_config({
         "data": {"modality": "image", "root": str(root / "data"), "image": {"size": [SIZE, SIZE], "color": "grayscale"},
                  "split": {"test_fraction": 0.25, "val_fraction": 0.0}},
-        "model": {"blocks": [{"conv": {"channels": 8, "kernel": 3, "padding": "same"}}, {"pool": {"type": "max", "size": 2}},
+        "model": {"blocks": [{"conv": {"channels": 8, "kernel": 3, "padding": "same"}},
+                             {"pool": {"type": "max", "size": 2}},
                              {"conv": {"channels": 16, "kernel": 3, "padding": "same"}},
                              {"pool": {"type": "avg", "size": "global"}}]},
         "train": {"epochs": 8, "batch_size": 8, "lr": 0.01, "threads": 1, "keep": "last"}})

@@ -19,7 +19,8 @@ from cnncli.cli import app
 runner = CliRunner()
 SAMPLES = REPO / "sample_data"
 
-# Each shipped recipe on the sample data, trained for one epoch (so it still makes mistakes to show): (recipe, --set, an input).
+# Each shipped recipe on the sample data, trained for one epoch (so it still makes mistakes to show):
+# (recipe, --set, an input to explain).
 CASES = {
     "image": ("lecture-3.yaml", [f"data.root={SAMPLES / 'images'}", "data.train=.", "data.test=null",
                                  "data.split.val_fraction=0.1", "train.epochs=1", "train.batch_size=32"],

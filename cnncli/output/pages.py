@@ -81,8 +81,9 @@ def _flow(blocks: list[dict], rows: dict) -> str:
                 branch = blocks[index]["name"][len(parallel) + 1:].split(".")[0]
                 branches.setdefault(branch, []).append(_block_card(blocks[index], rows))
                 index += 1
-            columns = "".join(f'<div class="branch"><div class="label">{text(branch)}</div>'
-                              + '<div class="arrow">↓</div>'.join(cards) + "</div>" for branch, cards in branches.items())
+            arrow = '<div class="arrow">↓</div>'
+            columns = "".join(f'<div class="branch"><div class="label">{text(branch)}</div>{arrow.join(cards)}</div>'
+                              for branch, cards in branches.items())
             parts.append(f'<div class="branches">{columns}</div>')
             continue
         parts.append(_block_card(blocks[index], rows))
@@ -137,14 +138,14 @@ def report_page(result: dict) -> str:
                      [(m["input"], m["true"], m["predicted"], f"{m['confidence']:.3f}") for m in result["mistakes"]],
                      numeric=[3])
     sections = [
-        ("Per class", '<div class="pair">' + per_class + picture(folder / "per-class.png", "per-class scores") + "</div>"),
+        ("Per class", f'<div class="pair">{per_class}{picture(folder / "per-class.png", "per-class scores")}</div>'),
         ("Confusion", '<div class="pair">' + picture(folder / "confusion.png", "confusion matrix, counts")
          + picture(folder / "confusion-normalised.png", "confusion matrix, rows normalised") + "</div>"),
         ("Calibration", "<p>Do the probabilities mean what they say? Samples binned by their top probability: "
          "a calibrated model's bars reach the diagonal.</p>" + picture(folder / "reliability.png", "reliability")),
         ("The most confident mistakes", (picture(folder / "mistakes.png", "mistakes") + mistakes)
          if result["mistakes"] else "<p>none: every sample was predicted right</p>"),
-        ("Training", picture(folder / "curves.png", "training curves") if (folder / "curves.png").exists()
+        ("Training", picture(folder / "curves.png", "training curves") if str(folder / "curves.png") in result["files"]
          else '<p class="note">the bundle has no training log</p>'),
     ]
     body = "".join(section(i + 1, title, content) for i, (title, content) in enumerate(sections))

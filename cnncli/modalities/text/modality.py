@@ -347,7 +347,8 @@ class TextModality(Modality):
 
     def _shown_tokens(self, sample: Sample) -> list[str]:
         known = self.require_vocabulary().index
-        return [token if token in known else f"{token} (unk)" for token in self.tokens(sample)[:self.length]]
+        tokens = self.tokens(sample)[:self.length]
+        return [token if token in known else f"{token} (unk)" for token in tokens]
 
 
 def length_from_data(sentences: Sequence[Sequence[str]]) -> int:
