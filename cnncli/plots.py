@@ -240,7 +240,8 @@ def reliability_png(bins: Sequence[dict], error: float) -> bytes:
     axis.bar([b["lower"] for b in filled], [b["accuracy"] for b in filled], width, align="edge",
              edgecolor="black", linewidth=0.5, label="accuracy")
     axis.bar([b["lower"] for b in filled], [b["confidence"] - b["accuracy"] for b in filled], width,
-             bottom=[b["accuracy"] for b in filled], align="edge", color="tab:red", alpha=0.35, label="gap")
+             bottom=[b["accuracy"] for b in filled], align="edge", facecolor="none", edgecolor="tab:red",
+             hatch="//", linewidth=0.5, label="gap to confidence")
     axis.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1)
     axis.set_ylim(0, 1)
     axis.set_ylabel("accuracy")

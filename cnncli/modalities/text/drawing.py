@@ -5,6 +5,8 @@ grids of samples.
 
 from __future__ import annotations
 
+import textwrap
+
 import torch
 from torch import nn
 
@@ -39,7 +41,7 @@ def tokens_png(tokens: list[str], ids: torch.Tensor, stem: nn.Module | None, sco
         bar_axis.set_ylim(len(tokens) - 0.5, -0.5)
         bar_axis.set_yticks(range(len(tokens)), tokens, fontsize=8)
         bar_axis.axvline(0, color="black", linewidth=0.6)
-        bar_axis.set_title(score_title, fontsize=9)
+        bar_axis.set_title(textwrap.fill(score_title, 42), fontsize=9)
     return figure_png(figure)
 
 
