@@ -62,6 +62,7 @@ def explain_sample(bundle, sample: Sample, out_dir: Path, layer: str | None = No
 
     modality, network, labels = bundle.modality, bundle.network, bundle.labels
     encoded = modality.encode(sample)
+    cam = grad_cam(network, encoded, layer)  # first: a wrong --layer fails before anything is drawn
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pictures = {"input": out_dir / "input.png"}
@@ -71,7 +72,6 @@ def explain_sample(bundle, sample: Sample, out_dir: Path, layer: str | None = No
     picture = stem_picture(network, encoded)
     pictures["overview"] = saved(out_dir / "overview.png", overview_png(
         picture, _changing(picture, outputs), labels, probabilities, modality.rows_upward))
-    cam = grad_cam(network, encoded, layer)
     caption = f"Grad-CAM for {labels[cam.target]} at {', '.join(cam.layers)}"
     pictures["gradcam"] = saved(out_dir / "gradcam.png", modality.draw_heatmap(sample, cam.heat, network, caption))
     pictures["probabilities"] = saved(out_dir / "probabilities.png",
