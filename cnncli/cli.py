@@ -203,7 +203,7 @@ def evaluate(
     from cnncli.bundle import load_bundle
     from cnncli.device import pick_device
     from cnncli.evaluate import run_evaluation
-    from cnncli.output import check_format, show, warn, wrote
+    from cnncli.output import check_format, show, warn
     from cnncli.progress import ConsoleProgress
 
     check_format(output_format)
@@ -221,13 +221,10 @@ def evaluate(
 
         write_file(plot, confusion_png(evaluation.report))
     if report:
-        from cnncli.output.pages import write_page
         from cnncli.report import write_report
 
         written = write_report(loaded, evaluation, report, layer)
-        if html:
-            write_page("report", written, html)
-        wrote(written["files"] + ([str(html)] if html else []))
+        write_page_and_list("report", written, written["files"], html)
     for message in evaluation.report["skipped"][:10]:
         warn(f"skipped: {message}")
     for message in evaluation.report["notes"]:
@@ -367,7 +364,7 @@ def inspect(
       cnncli inspect recipes/fsdd.yaml --data
     """
     from cnncli.inspection import describe_target, is_data_folder
-    from cnncli.output import check_format, show, wrote
+    from cnncli.output import check_format, show
 
     check_format(output_format)
     if (html or layer) and not input_file:
@@ -375,13 +372,7 @@ def inspect(
     if data and input_file:
         raise CnncliError("--data: not with --input (one looks at the data, the other at one input)")
     if (data or is_data_folder(target)) and not resolved:
-        from cnncli.data_view import describe_data
-        from cnncli.progress import ConsoleProgress
-
-        check_outputs((out, "--out", True))
-        summary = describe_data(target, set_, out, ConsoleProgress())
-        wrote(summary["files"])
-        return show("data", summary, output_format)
+        return show_data(target, set_, out, output_format)
     if input_file:
         check_outputs((out, "--out", True), (html, "--html", False))
     summary = describe_target(target, set_, resolved)
@@ -392,12 +383,31 @@ def inspect(
         from cnncli.explain import explain_input
 
         summary["input"] = explain_input(load_bundle(target), input_file, out, layer)
-        if html:
-            from cnncli.output.pages import write_page
-
-            write_page("explainer", summary, html)
-        wrote(summary["input"]["files"] + ([str(html)] if html else []))
+        write_page_and_list("explainer", summary, summary["input"]["files"], html)
     show("inspection", summary, output_format)
+
+
+def show_data(target: str, overrides: List[str], out: Path, output_format: str) -> None:
+    """inspect DATA_FOLDER (or RECIPE --data): the data view, its pictures in `out`."""
+    from cnncli.data_view import describe_data
+    from cnncli.output import show, wrote
+    from cnncli.progress import ConsoleProgress
+
+    check_outputs((out, "--out", True))
+    summary = describe_data(target, overrides, out, ConsoleProgress())
+    wrote(summary["files"])
+    show("data", summary, output_format)
+
+
+def write_page_and_list(kind: str, result: dict, files: List[str], html: Optional[Path]) -> None:
+    """The `kind` HTML page of a result where --html names one; then every file written, on stderr."""
+    from cnncli.output import wrote
+
+    if html:
+        from cnncli.output.pages import write_page
+
+        write_page(kind, result, html)
+    wrote(files + ([str(html)] if html else []))
 
 
 def check_outputs(*outputs: tuple[Optional[Path], str, bool]) -> None:

@@ -81,7 +81,9 @@ def content_digest(sample: Sample) -> str:
     hasher = hashlib.sha256()
     if sample.content is None:
         try:
-            hasher.update(Path(sample.locator).read_bytes())
+            with open(sample.locator, "rb") as stream:  # a block at a time: a huge file costs no memory
+                for block in iter(lambda: stream.read(1 << 20), b""):
+                    hasher.update(block)
         except OSError:
             hasher.update(b"unreadable:" + sample.locator.encode())
     elif isinstance(sample.content, str):

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 
 from cnncli.atomic import write_file
@@ -20,7 +20,10 @@ from cnncli.calibration import ECE_BINS, expected_calibration_error, reliability
 from cnncli.errors import CnncliError
 from cnncli.evaluate import Evaluation
 from cnncli.explain import explain_sample
+from cnncli.jsontext import dumps, loads
 from cnncli.layers import layer_table
+from cnncli.limits import MAX_LOG_BYTES
+from cnncli.reading import read_limited
 
 MISTAKES = 12  # in the gallery
 
@@ -30,19 +33,19 @@ def write_report(bundle: Bundle, evaluation: Evaluation, out_dir: Path, layer: s
     from cnncli.plots import confusion_png, curves_png, per_class_png, reliability_png
 
     out_dir = Path(out_dir)
+    history = read_log(bundle)  # first: a damaged log fails before anything is drawn
     report = evaluation.report
     bins = reliability_bins(evaluation.probabilities, evaluation.targets, ECE_BINS)
     calibration = {"expected_calibration_error": round(expected_calibration_error(
         evaluation.probabilities, evaluation.targets, ECE_BINS), 6), "bins": bins}
     mistakes = confident_mistakes(evaluation, bundle.labels)
-    files = {"metrics.json": json.dumps(report, indent=2).encode() + b"\n",
+    files = {"metrics.json": _json(report, out_dir / "metrics.json"),
              "confusion.png": confusion_png(report),
              "confusion-normalised.png": confusion_png(report, normalised=True),
              "per-class.png": per_class_png(report),
              "reliability.png": reliability_png(bins, calibration["expected_calibration_error"]),
-             "calibration.json": json.dumps(calibration, indent=2).encode() + b"\n",
-             "mistakes.json": json.dumps(mistakes, indent=2).encode() + b"\n"}
-    history = read_log(bundle)
+             "calibration.json": _json(calibration, out_dir / "calibration.json"),
+             "mistakes.json": _json(mistakes, out_dir / "mistakes.json")}
     if history:
         files["curves.png"] = curves_png(history)
     if mistakes:
@@ -80,16 +83,39 @@ def mistakes_png(bundle: Bundle, evaluation: Evaluation, mistakes: list[dict]) -
     return thumbnail_grid_png(rows, modality.thumbnail_aspect, "most confident mistakes (true -> predicted)")
 
 
+def _json(value, path: Path) -> bytes:
+    return (dumps(value, str(path), indent=2) + "\n").encode()
+
+
+CURVE_KEYS = ("train_loss", "train_accuracy")  # what every epoch record must hold to be drawn
+
+
 def read_log(bundle: Bundle) -> list[dict]:
-    """The bundle's epoch records (empty when it has no log)."""
+    """The bundle's epoch records (empty when it has no log), each checked to hold what the
+    curves draw: a bundle is the user's file, so a damaged log is one line naming its line."""
     path = Path(bundle.path) / LOG_FILE
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
+    if not path.exists():
         return []
-    except (OSError, UnicodeDecodeError) as error:
-        raise CnncliError(f"{path}: unreadable training log ({error})") from None
+    content = read_limited(path, MAX_LOG_BYTES, "training log")
     try:
-        return [json.loads(line) for line in lines if line.strip()]
-    except json.JSONDecodeError as error:
-        raise CnncliError(f"{path}:{error.lineno}: not a JSON line ({error.msg})") from None
+        lines = content.decode("utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise CnncliError(f"{path}: byte {error.start} is not UTF-8; not a training log") from None
+    records = [(number, loads(line, f"{path}:{number}")) for number, line in enumerate(lines, start=1)
+               if line.strip()]
+    for number, record in records:
+        if not isinstance(record, dict):
+            raise CnncliError(f"{path}:{number}: expected an epoch record (a JSON object)")
+    # validation curves are drawn when the first record has them, so then every record needs them
+    wanted = ("epoch",) + CURVE_KEYS + tuple(key for key in ("val_loss", "val_accuracy")
+                                             if records and key in records[0][1])
+    for number, record in records:
+        wrong = next((key for key in wanted + ("member",) if (key in wanted or key in record) and
+                      not _number(record.get(key))), None)
+        if wrong:
+            raise CnncliError(f"{path}:{number}: {wrong}: expected a finite number in each epoch record")
+    return [record for _, record in records]
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

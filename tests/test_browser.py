@@ -32,7 +32,7 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 # recipe, --set for a short run, where its data must be, and the input to explain
 CASES = {
     "image": ("lecture-3.yaml", ["train.epochs=1"], FASHION / "t10k-images-idx3-ubyte.gz", None),
-    "audio": ("fsdd.yaml", ["train.epochs=6", "data.audio.cache=null"], SHARED_DATA / "fsdd" / "recordings",
+    "audio": ("fsdd.yaml", ["train.epochs=6"], SHARED_DATA / "fsdd" / "recordings",
               str(SHARED_DATA / "fsdd" / "recordings" / "3_theo_0.wav")),
     "text": ("sst2.yaml", ["train.epochs=3"], SHARED_DATA / "sst2" / "stsa.binary.test",
              "it 's a charming and often affecting journey ."),

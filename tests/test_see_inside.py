@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ CASES = {
     "image": ("lecture-3.yaml", [f"data.root={SAMPLES / 'images'}", "data.train=.", "data.test=null",
                                  "data.split.val_fraction=0.1", "train.epochs=1", "train.batch_size=32"],
               str(SAMPLES / "images" / "7" / sorted((SAMPLES / "images" / "7").iterdir())[0].name)),
-    "audio": ("fsdd.yaml", [f"data.root={SAMPLES / 'audio'}", "data.audio.cache=null", "train.epochs=1"],
+    "audio": ("fsdd.yaml", [f"data.root={SAMPLES / 'audio'}", "train.epochs=1"],
               str(SAMPLES / "audio" / "3_theo_3.wav")),
     "text": ("sst2.yaml", [f"data.root={SAMPLES / 'text'}", "data.train=sentences.tsv", "data.val=null",
                            "data.test=null", "data.format=manifest", "train.ensemble=2", "train.epochs=1"],
@@ -156,3 +157,34 @@ def test_options_that_need_another_are_one_line_errors(tmp_path):
         assert result.exit_code == 2, args
         assert result.stderr.startswith(f"error: {message}") and result.stderr.count("\n") == 1
     assert not (tmp_path / "x.html").exists()
+
+
+def test_report_page_and_picture_paths_are_checked_before_any_work(tmp_path):
+    bundle = REPO / "tests" / "fixtures" / "bundles-v1" / "image"
+    (tmp_path / "file").write_text("a file, not a folder")
+    for args, message in [
+            (["eval", bundle, "--report", tmp_path / "file"], f"--report {tmp_path / 'file'}: exists and is not a folder"),
+            (["eval", bundle, "--report", tmp_path / "report", "--html", "/proc/cnncli-x.html"],
+             "--html /proc/cnncli-x.html: cannot write there"),
+            (["inspect", bundle, "--input", tmp_path / "missing.png", "--out", tmp_path / "seen", "--html", tmp_path],
+             f"--html {tmp_path}: is a folder"),
+            (["inspect", SAMPLES / "images", "--out", "/proc/cnncli-x"], "--out /proc/cnncli-x: cannot write there")]:
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.startswith(f"error: {message}") and result.stderr.count("\n") == 1, result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["file"]  # nothing was written
+
+
+@pytest.mark.parametrize("damage", [lambda record: {**record, "train_loss": "high"},
+                                    lambda record: json.dumps(record).replace("0.2,", "NaN,", 1)])
+def test_a_damaged_training_log_is_one_line_naming_its_line(tmp_path, damage):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(REPO / "tests" / "fixtures" / "bundles-v1" / "image", bundle)
+    lines = (bundle / "log.jsonl").read_text().splitlines()
+    damaged = damage(json.loads(lines[0]))
+    lines[0] = damaged if isinstance(damaged, str) else json.dumps(damaged)
+    (bundle / "log.jsonl").write_text("\n".join(lines) + "\n")
+    result = cli("eval", bundle, SAMPLES / "images", "--report", tmp_path / "report")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert result.stderr.startswith(f"error: {bundle / 'log.jsonl'}:1: ")
+    assert not (tmp_path / "report").exists()  # refused before anything was drawn
