@@ -92,6 +92,7 @@ CACHE_DIR_HELP = "Folder for the audio feature cache [default: $CNNCLI_CACHE_DIR
 NO_CACHE_HELP = "Do not read or write the audio feature cache."
 RESULT_FORMAT_HELP = "table or json."
 ROW_FORMAT_HELP = "table, csv, jsonl or json (one array)."
+LAYER_HELP = "Grad-CAM at this layer (e.g. conv2, parallel1.branch0.conv1) [default: the last convolution]."
 
 
 @app.command()
@@ -178,13 +179,9 @@ def evaluate(
     output_format: str = typer.Option("table", "--format", help=RESULT_FORMAT_HELP),
     plot: Optional[Path] = typer.Option(None, help="Also write the confusion matrix as a PNG here."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write a report to this folder: metrics.json, "
-                                          "confusion matrices, per-class scores, the most confident mistakes, "
-                                          "training curves, calibration."),
-    html: Optional[Path] = typer.Option(None, "--html", help="With --report: also the report as one "
-                                                             "self-contained HTML page here."),
-    layer: Optional[str] = typer.Option(None, "--layer", help="Grad-CAM at this layer of the report's walk "
-                                                              "through the network (e.g. conv2) [default: the last "
-                                                              "convolution]."),
+                                          "confusion, per class, confident mistakes, curves, calibration."),
+    html: Optional[Path] = typer.Option(None, "--html", help="With --report: the report as one HTML file here."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="With --report: " + LAYER_HELP),
     batch_size: int = typer.Option(512, help="Inputs per forward pass."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
@@ -200,16 +197,17 @@ def evaluate(
 
       cnncli eval runs/x --report runs/x/report --html runs/x/report.html
     """
+    from cnncli.atomic import check_outputs
     from cnncli.bundle import load_bundle
     from cnncli.device import pick_device
     from cnncli.evaluate import run_evaluation
+    from cnncli.flag_checks import check_batch_size, check_report_options
     from cnncli.output import check_format, show, warn
     from cnncli.progress import ConsoleProgress
 
     check_format(output_format)
     check_batch_size(batch_size)
-    if (html or layer) and not report:
-        raise CnncliError(f"{'--html' if html else '--layer'}: give --report DIR too (the page shows its pictures)")
+    check_report_options(report, html, layer)
     check_outputs((plot, "--plot", False), (report, "--report", True), (html, "--html", False))
     loaded = load_bundle(bundle)
     warn_if_partial(loaded)
@@ -221,6 +219,7 @@ def evaluate(
 
         write_file(plot, confusion_png(evaluation.report))
     if report:
+        from cnncli.output.pages import write_page_and_list
         from cnncli.report import write_report
 
         written = write_report(loaded, evaluation, report, layer)
@@ -278,6 +277,7 @@ def predict(
       cnncli predict runs/fsdd long.wav --window 1.0 --hop 0.5
     """
     from cnncli.bundle import load_bundle
+    from cnncli.flag_checks import check_prediction_options
     from cnncli.output import row_format, warn
     from cnncli.predict import prediction_inputs
 
@@ -293,20 +293,6 @@ def predict(
     if errors:
         warn(f"{errors} of {total} inputs could not be read (see the error column)")
         raise typer.Exit(1)
-
-
-def check_prediction_options(top_k: int, batch_size: int, window: Optional[float], hop: Optional[float],
-                             output: Optional[str]) -> None:
-    """predict's options that can be wrong before any work: one line naming the flag."""
-    if top_k < 1:
-        raise CnncliError("--top-k: must be at least 1")
-    check_batch_size(batch_size)
-    if (window is not None and window <= 0) or (hop is not None and (hop <= 0 or window is None)):
-        raise CnncliError("--window, --hop: positive seconds, and --hop only with --window")
-    if output not in (None, "-"):
-        from cnncli.atomic import check_writable
-
-        check_writable(output, "--output")
 
 
 def _stream_predictions(loaded, source, form: str, output: Optional[str], resume: bool, settings: dict,
@@ -340,9 +326,7 @@ def inspect(
     out: Path = typer.Option(Path("inspect"), "--out", help="Folder for the pictures of --input or of the data."),
     html: Optional[Path] = typer.Option(None, "--html", help="With --input: also one self-contained HTML page "
                                                              "that walks through the network for that input."),
-    layer: Optional[str] = typer.Option(None, "--layer", help="With --input: Grad-CAM at this layer (e.g. conv2, "
-                                                              "parallel1.branch0.conv1) [default: the last "
-                                                              "convolution]."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="With --input: " + LAYER_HELP),
     data: bool = typer.Option(False, "--data", help="For a recipe or a bundle: look at its data (counts, sizes, "
                                                     "samples, warnings) instead of its network."),
     output_format: str = typer.Option("table", "--format", help=RESULT_FORMAT_HELP),
@@ -363,14 +347,13 @@ def inspect(
 
       cnncli inspect recipes/fsdd.yaml --data
     """
+    from cnncli.atomic import check_outputs
+    from cnncli.flag_checks import check_inspect_options
     from cnncli.inspection import describe_target, is_data_folder
     from cnncli.output import check_format, show
 
     check_format(output_format)
-    if (html or layer) and not input_file:
-        raise CnncliError(f"{'--html' if html else '--layer'}: applies with --input (or to eval --report)")
-    if data and input_file:
-        raise CnncliError("--data: not with --input (one looks at the data, the other at one input)")
+    check_inspect_options(input_file, html, layer, data)
     if (data or is_data_folder(target)) and not resolved:
         return show_data(target, set_, out, output_format)
     if input_file:
@@ -381,6 +364,7 @@ def inspect(
     if input_file:
         from cnncli.bundle import load_bundle
         from cnncli.explain import explain_input
+        from cnncli.output.pages import write_page_and_list
 
         summary["input"] = explain_input(load_bundle(target), input_file, out, layer)
         write_page_and_list("explainer", summary, summary["input"]["files"], html)
@@ -389,6 +373,7 @@ def inspect(
 
 def show_data(target: str, overrides: List[str], out: Path, output_format: str) -> None:
     """inspect DATA_FOLDER (or RECIPE --data): the data view, its pictures in `out`."""
+    from cnncli.atomic import check_outputs
     from cnncli.data_view import describe_data
     from cnncli.output import show, wrote
     from cnncli.progress import ConsoleProgress
@@ -397,34 +382,6 @@ def show_data(target: str, overrides: List[str], out: Path, output_format: str) 
     summary = describe_data(target, overrides, out, ConsoleProgress())
     wrote(summary["files"])
     show("data", summary, output_format)
-
-
-def write_page_and_list(kind: str, result: dict, files: List[str], html: Optional[Path]) -> None:
-    """The `kind` HTML page of a result where --html names one; then every file written, on stderr."""
-    from cnncli.output import wrote
-
-    if html:
-        from cnncli.output.pages import write_page
-
-        write_page(kind, result, html)
-    wrote(files + ([str(html)] if html else []))
-
-
-def check_outputs(*outputs: tuple[Optional[Path], str, bool]) -> None:
-    """Fail before any work if one of the (path, flag, is a folder) outputs given could not be
-    written (cnncli.atomic.check_writable)."""
-    from cnncli.atomic import check_writable
-
-    for path, flag, folder in outputs:
-        if path is not None:
-            check_writable(path, flag, folder=folder)
-
-
-def check_batch_size(batch_size: int) -> None:
-    from cnncli.limits import MAX_BATCH_SIZE
-
-    if not 1 <= batch_size <= MAX_BATCH_SIZE:
-        raise CnncliError(f"--batch-size {batch_size}: must be from 1 to {MAX_BATCH_SIZE:,}")
 
 
 def main() -> None:

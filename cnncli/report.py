@@ -5,7 +5,8 @@
     per-class.png             precision, recall and F1 of each class
     mistakes.png              the most confident mistakes, drawn by their modality; mistakes.json
     curves.png                training curves from the bundle's log
-    reliability.png           calibration: accuracy against confidence; calibration.json (ECE, bins)
+    reliability.png           calibration of the scores predict gives (the bundle's temperature
+                              applied): accuracy against confidence; calibration.json (ECE, bins)
     walkthrough/              the most confident mistake's way through the network (cnncli.explain)
 """
 
@@ -36,8 +37,9 @@ def write_report(bundle: Bundle, evaluation: Evaluation, out_dir: Path, layer: s
     history = read_log(bundle)  # first: a damaged log fails before anything is drawn
     report = evaluation.report
     bins = reliability_bins(evaluation.probabilities, evaluation.targets, ECE_BINS)
-    calibration = {"expected_calibration_error": round(expected_calibration_error(
-        evaluation.probabilities, evaluation.targets, ECE_BINS), 6), "bins": bins}
+    calibration = {"temperature": bundle.temperature,  # the scores binned are divided by it, as predict's
+                   "expected_calibration_error": round(expected_calibration_error(
+                       evaluation.probabilities, evaluation.targets, ECE_BINS), 6), "bins": bins}
     mistakes = confident_mistakes(evaluation, bundle.labels)
     files = {"metrics.json": _json(report, out_dir / "metrics.json"),
              "confusion.png": confusion_png(report),

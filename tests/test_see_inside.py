@@ -86,6 +86,9 @@ def test_eval_report_writes_every_file_and_metrics_json_is_what_eval_prints(trai
     calibration = json.loads((report / "calibration.json").read_text())
     assert 0 <= calibration["expected_calibration_error"] <= 1
     assert sum(b["count"] for b in calibration["bins"]) == json.loads(printed.stdout)["n"]
+    scored = json.loads(printed.stdout)["calibration"]  # the diagram bins the scores eval calls calibrated
+    assert calibration["temperature"] == scored["temperature"]
+    assert calibration["expected_calibration_error"] == pytest.approx(scored["ece_after"], abs=1e-4)
     mistakes = json.loads((report / "mistakes.json").read_text())
     assert mistakes == sorted(mistakes, key=lambda m: -m["confidence"]) and all(m["true"] != m["predicted"]
                                                                                 for m in mistakes)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnncli.atomic import write_file
+from cnncli.output import wrote
 from cnncli.output.html import document, picture, section, table, text
 from cnncli.output.tables import SHORT_TYPES, block_rows
 
@@ -22,6 +23,14 @@ def write_page(kind: str, result: dict, path: str | Path) -> None:
     """Write the `kind` page ("explainer" or "report") of a verb's result to `path`."""
     page = explainer_page(result) if kind == "explainer" else report_page(result)
     write_file(path, page.encode("utf-8"))
+
+
+def write_page_and_list(kind: str, result: dict, files: list[str], path: str | Path | None) -> None:
+    """The `kind` page of a result where --html names one (`path`), then every file written,
+    named on stderr."""
+    if path:
+        write_page(kind, result, path)
+    wrote(files + ([str(path)] if path else []))
 
 
 def explainer_page(summary: dict) -> str:
@@ -124,13 +133,21 @@ def _layer_table(summary: dict) -> str:
                  numeric=[4, 5]) + totals
 
 
+def _temperature(metrics: dict) -> str:
+    """What calibration did, where the bundle has a temperature (cnncli.calibration)."""
+    fitted = metrics.get("calibration") or {}
+    if not fitted.get("fitted_on"):
+        return ""
+    return f" (scores divided by temperature {fitted['temperature']:g}; {fitted['ece_before']:.4f} before)"
+
+
 def report_page(result: dict) -> str:
     metrics, calibration = result["metrics"], result["calibration"]
     folder = Path(result["report"])
     header = (f"<h1>Evaluation of {text(Path(metrics['bundle']).name)}</h1><p>{text(metrics['data'])}</p>"
               f'<p class="verdict">accuracy <b>{metrics["accuracy"]:.4f}</b> on {metrics["n"]} samples, '
               f"macro F1 {metrics['macro_f1']:.4f}, expected calibration error "
-              f"{calibration['expected_calibration_error']:.4f}</p>")
+              f"{calibration['expected_calibration_error']:.4f}{_temperature(metrics)}</p>")
     per_class = table(["class", "precision", "recall", "F1", "support"],
                       [(label, f"{s['precision']:.3f}", f"{s['recall']:.3f}", f"{s['f1']:.3f}", s["support"])
                        for label, s in metrics["per_class"].items()], numeric=[1, 2, 3, 4])
