@@ -321,7 +321,8 @@ def _stream_predictions(loaded, source, form: str, output: Optional[str], resume
 @app.command()
 @user_errors
 def inspect(
-    target: str = typer.Argument(..., help="A bundle folder, a recipe (.yaml), or a data folder."),
+    target: str = typer.Argument(..., help="A bundle folder, a recipe (.yaml), or data: a folder, "
+                                               "or a file of sentences."),
     input_file: Optional[str] = typer.Option(None, "--input", help="Show what the network sees of this input."),
     out: Path = typer.Option(Path("inspect"), "--out", help="Folder for the pictures of --input or of the data."),
     html: Optional[Path] = typer.Option(None, "--html", help="With --input: also one self-contained HTML page "
@@ -349,12 +350,12 @@ def inspect(
     """
     from cnncli.atomic import check_outputs
     from cnncli.flag_checks import check_inspect_options
-    from cnncli.inspection import describe_target, is_data_folder
+    from cnncli.inspection import describe_target, is_data
     from cnncli.output import check_format, show
 
     check_format(output_format)
     check_inspect_options(input_file, html, layer, data)
-    if (data or is_data_folder(target)) and not resolved:
+    if (data or is_data(target)) and not resolved:
         return show_data(target, set_, out, output_format)
     if input_file:
         check_outputs((out, "--out", True), (html, "--html", False))
@@ -372,7 +373,7 @@ def inspect(
 
 
 def show_data(target: str, overrides: List[str], out: Path, output_format: str) -> None:
-    """inspect DATA_FOLDER (or RECIPE --data): the data view, its pictures in `out`."""
+    """inspect DATA (or RECIPE --data): the data view, its pictures in `out`."""
     from cnncli.atomic import check_outputs
     from cnncli.data_view import describe_data
     from cnncli.output import show, wrote

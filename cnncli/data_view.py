@@ -4,9 +4,9 @@ The data are read and split as `cnncli train` would (a folder gets the default r
 how many samples each class has in each part, what each modality measures of its samples
 (Modality.measure: image sizes, recording durations, sentence lengths), a grid of samples per
 class drawn by the modality, histograms of the measures, and warnings about what would spoil a
-training run or its test figure: unreadable files, class imbalance, a class absent from the
-test part, duplicate samples (by a hash of their content), and test samples that are also in
-the training data.
+training run or its test figure: unreadable files, lines skipped while reading (as train
+reports them), class imbalance, a class absent from the test part, duplicate samples (by a hash
+of their content), and test samples that are also in the training data.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def describe_data(target: str, overrides: Sequence[str] = (), out_dir: Path = Pa
               "measures": summarise([fact for fact in facts.values()]),
               "unreadable": unreadable,
               "duplicates": duplicate_groups(everything, digests),
-              "overlap": test_overlap(parts, digests)}
+              "overlap": test_overlap(parts, digests),
+              "notes": splits.notes}  # what reading found, as train prints it (encodings, skipped lines)
     result["warnings"] = warnings(result, parts)
     result["files"] = draw_data(modality, splits.labels, parts["train"], facts, Path(out_dir))
     return result
@@ -144,7 +145,7 @@ def test_overlap(parts: dict[str, list[Sample]], digests: dict[int, str]) -> lis
 
 def warnings(result: dict, parts: dict[str, list[Sample]]) -> list[str]:
     """One line for each problem found."""
-    lines = []
+    lines = [note.removeprefix("warning: ") for note in result["notes"] if note.startswith("warning: ")]
     if result["unreadable"]:
         lines.append(f"{counted(len(result['unreadable']), 'sample')} cannot be read, e.g. {result['unreadable'][0]}")
     training = {label: row["train"] for label, row in result["classes"].items()}

@@ -14,12 +14,16 @@ from cnncli.errors import CnncliError
 from cnncli.layers import layer_table
 from cnncli.modalities import modality_class
 from cnncli.model import network_for
-from cnncli.recipes import recipe_source
+from cnncli.recipes import RECIPE_SUFFIXES, recipe_source, text_data_file
 
 
-def is_data_folder(target: str) -> bool:
-    """A folder that is not a bundle: `inspect` looks at its data."""
-    return Path(target).is_dir() and not (Path(target) / MODEL_FILE).exists()
+def is_data(target: str) -> bool:
+    """A folder that is not a bundle, or a file of sentences (what `cnncli train` reads with the
+    default text recipe): `inspect` looks at its data."""
+    path = Path(target)
+    if path.is_dir():
+        return not (path / MODEL_FILE).exists()
+    return path.is_file() and path.suffix.lower() not in RECIPE_SUFFIXES and text_data_file(path)
 
 
 def describe_target(target: str, overrides: list[str], resolved: bool) -> dict:

@@ -95,3 +95,22 @@ def test_idx_images_and_sentences_are_compared_by_what_they_hold(tmp_path):
                                       "parts": ["train", "train"], "labels": ["0", "1"]}]
     assert content_digest(Sample("x", content="a film")) == content_digest(Sample("y", content="a film"))
     assert content_digest(Sample("x", content="a film")) != content_digest(Sample("x", content="a films"))
+
+
+def test_a_file_of_sentences_is_looked_at_as_train_would_read_it(tmp_path):
+    # The general text recipe (cnncli train FILE): data.encoding auto, max_length auto, lines with a
+    # label and no text skipped; inspect FILE says so instead of drawing the network.
+    lines = [f"{'pos' if i % 2 else 'neg'} {'a fine' if i % 2 else 'a dull'} café film number {i}" for i in range(40)]
+    lines[6] = "neg"  # a label, no text
+    data = tmp_path / "sentences.txt"
+    data.write_bytes("\n".join(lines).encode("latin-1") + b"\n")
+    result = cli("inspect", data, "--out", tmp_path / "seen", "--format", "json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert sum(row["train"] + row["val"] + row["test"] for row in summary["classes"].values()) == 39
+    assert summary["measures"]["tokens"]["max"] == 6 and "cut" not in summary["measures"]  # max_length: auto
+    assert any("skipped 1 line(s) with a label and no text" in line and f"{data}:7" in line
+               for line in summary["warnings"])
+    assert any(note.startswith(f"{data}: encoding ") for note in summary["notes"])
+    table = cli("inspect", data, "--out", tmp_path / "seen")
+    assert f"note: {data}: encoding" in table.stdout and "warning: skipped 1 line(s)" in table.stdout

@@ -181,6 +181,9 @@ def data(summary: dict, stream: TextIO) -> None:
             text = ", ".join(f"{name} ({count})" for name, count in value["values"].items())
             text += f"  ({value['distinct']} distinct)" if value["distinct"] > len(value["values"]) else ""
         console.print(Text(f"{key:<12} {text}"))
+    for note in summary["notes"]:
+        if not note.startswith("warning: "):  # those are among the warnings
+            console.print(Text(f"note: {note}"))
     for line in summary["warnings"]:
         console.print(Text(f"warning: {line}", style="yellow"))
     if not summary["warnings"]:
