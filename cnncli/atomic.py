@@ -84,6 +84,14 @@ def check_writable(path: str | Path, what: str, folder: bool = False) -> None:
         raise CnncliError(f"{what} {target}: cannot write there ({where}: {error.strerror})") from None
 
 
+def check_outputs(*outputs: tuple[str | Path | None, str, bool]) -> None:
+    """`check_writable` for each (path, flag, is a folder) of a command's outputs that was given
+    (a None path was not asked for)."""
+    for path, what, folder in outputs:
+        if path is not None:
+            check_writable(path, what, folder=folder)
+
+
 def write_file(path: str | Path, content: bytes, durable: bool = True) -> None:
     """Write `content` to `path` atomically (`durable=False`: skip the fsyncs, for a cache whose
     entries can be recomputed)."""

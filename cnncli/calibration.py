@@ -31,16 +31,37 @@ def expected_calibration_error(probabilities: torch.Tensor, targets: torch.Tenso
     """Weighted mean |accuracy - confidence| over `bins` equal-width bins of the top score."""
     if len(targets) == 0:
         return 0.0
-    confidence, predicted = probabilities.max(dim=1)
-    correct = (predicted == targets).double()
-    which = (confidence.double() * bins).ceil().clamp(1, bins).long() - 1  # (0, 1/bins] is bin 0
+    which, confidence, correct = _binned(probabilities, targets, bins)
     total = 0.0
     for index in range(bins):
         members = which == index
         if members.any():
-            gap = correct[members].mean() - confidence[members].double().mean()
+            gap = correct[members].mean() - confidence[members].mean()
             total += float(gap.abs()) * int(members.sum())
     return total / len(targets)
+
+
+def reliability_bins(probabilities: torch.Tensor, targets: torch.Tensor, bins: int = ECE_BINS) -> list[dict]:
+    """The reliability diagram's numbers (`eval --report`): for each of the ECE's bins, its
+    bounds, how many predictions fall in it, their mean top score and their accuracy (both 0
+    when empty)."""
+    which, confidence, correct = _binned(probabilities, targets, bins)
+    rows = []
+    for index in range(bins):
+        members = which == index
+        count = int(members.sum())
+        rows.append({"lower": round(index / bins, 6), "upper": round((index + 1) / bins, 6), "count": count,
+                     "confidence": round(float(confidence[members].mean()), 6) if count else 0.0,
+                     "accuracy": round(float(correct[members].mean()), 6) if count else 0.0})
+    return rows
+
+
+def _binned(probabilities: torch.Tensor, targets: torch.Tensor,
+            bins: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(bin of each prediction, its top score, 1.0 where it is right), in float64."""
+    confidence, predicted = probabilities.max(dim=1)
+    which = (confidence.double() * bins).ceil().clamp(1, bins).long() - 1  # (0, 1/bins] is bin 0
+    return which, confidence.double(), (predicted == targets).double()
 
 
 def negative_log_likelihood(outputs: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> float:

@@ -7,7 +7,6 @@ Heavy libraries (torch, torchaudio, librosa) are imported inside the commands, s
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import signal
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import List, Optional
 import typer
 
 from cnncli.errors import CnncliError
+from cnncli.exits import Terminated, fail, raise_terminated, user_errors
 
 app = typer.Typer(
     help="Train, evaluate, run and explain convolutional networks on images, sound and text.",
@@ -24,51 +24,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler's kill, `timeout`), handled like ^C: temporary files are removed and
-    the last checkpoint is kept, instead of the process vanishing mid-write."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
-def user_errors(command):
-    """Turn CnncliError into one red line on stderr and exit status 2; running out of memory
-    too; ^C into status 130 and SIGTERM into 143; a closed pipe into a quiet exit (141, like a
-    program killed by SIGPIPE)."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except CnncliError as error:
-            _fail(str(error), 2)
-        except MemoryError:
-            _fail("out of memory; try a smaller --batch-size or train.batch_size, or a smaller network", 2)
-        except RuntimeError as error:
-            if "can't allocate memory" not in str(error) and type(error).__name__ != "OutOfMemoryError":
-                raise
-            _fail(f"out of memory ({str(error).splitlines()[0]}); try a smaller batch size or network", 2)
-        except KeyboardInterrupt as interrupt:
-            _fail("terminated" if isinstance(interrupt, Terminated) else "interrupted",
-                  143 if isinstance(interrupt, Terminated) else 130)
-        except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as SIGPIPE would
-            from cnncli.output import quiet_closed_pipe
-
-            quiet_closed_pipe()
-            raise typer.Exit(141) from None
-
-    return wrapper
-
-
-def _fail(message: str, status: int):
-    """One red line on stderr (a newline in a file name cannot break it in two), then exit."""
-    typer.secho(f"error: {message}".replace("\n", "\\n") if status == 2 else message, fg=typer.colors.RED,
-                err=True)
-    raise typer.Exit(status) from None
 
 
 def warn_if_partial(bundle) -> None:
@@ -93,6 +48,7 @@ CACHE_DIR_HELP = "Folder for the audio feature cache [default: $CNNCLI_CACHE_DIR
 NO_CACHE_HELP = "Do not read or write the audio feature cache."
 RESULT_FORMAT_HELP = "table or json."
 ROW_FORMAT_HELP = "table, csv, jsonl or json (one array)."
+LAYER_HELP = "Grad-CAM at this layer (e.g. conv2, parallel1.branch0.conv1) [default: the last convolution]."
 
 
 @app.command()
@@ -168,7 +124,7 @@ def resume_hint(out: Path):
 
         if (Path(out) / STATE_FILE).exists():
             terminated = isinstance(interrupt, Terminated)
-            _fail(f"{'terminated' if terminated else 'interrupted'}; continue with: cnncli train --resume {out}",
+            fail(f"{'terminated' if terminated else 'interrupted'}; continue with: cnncli train --resume {out}",
                   143 if terminated else 130)
         raise
 
@@ -181,6 +137,10 @@ def evaluate(
                                                 "[default: the recipe's test split]."),
     output_format: str = typer.Option("table", "--format", help=RESULT_FORMAT_HELP),
     plot: Optional[Path] = typer.Option(None, help="Also write the confusion matrix as a PNG here."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write a report to this folder: metrics.json, "
+                                          "confusion, per class, confident mistakes, curves, calibration."),
+    html: Optional[Path] = typer.Option(None, "--html", help="With --report: the report as one HTML file here."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="With --report: " + LAYER_HELP),
     batch_size: int = typer.Option(512, help="Inputs per forward pass."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
@@ -193,33 +153,41 @@ def evaluate(
       cnncli eval runs/x
 
       cnncli eval runs/fsdd new_speaker_recordings/ --format json
+
+      cnncli eval runs/x --report runs/x/report --html runs/x/report.html
     """
+    from cnncli.atomic import check_outputs
     from cnncli.bundle import load_bundle
     from cnncli.device import pick_device
-    from cnncli.evaluate import evaluate as run_evaluation
+    from cnncli.evaluate import run_evaluation
+    from cnncli.flag_checks import check_batch_size, check_report_options
     from cnncli.output import check_format, show, warn
     from cnncli.progress import ConsoleProgress
 
     check_format(output_format)
     check_batch_size(batch_size)
-    if plot:
-        from cnncli.atomic import check_writable
-
-        check_writable(plot, "--plot")
+    check_report_options(report, html, layer)
+    check_outputs((plot, "--plot", False), (report, "--report", True), (html, "--html", False))
     loaded = load_bundle(bundle)
     warn_if_partial(loaded)
     loaded.modality.use_cache(run_cache(cache_dir, no_cache))
-    report = run_evaluation(loaded, data or [], batch_size, pick_device(device), ConsoleProgress())
+    evaluation = run_evaluation(loaded, data or [], batch_size, pick_device(device), ConsoleProgress())
     if plot:
         from cnncli.atomic import write_file
         from cnncli.plots import confusion_png
 
-        write_file(plot, confusion_png(report))
-    for message in report["skipped"][:10]:
+        write_file(plot, confusion_png(evaluation.report))
+    if report:
+        from cnncli.output.pages import write_page_and_list
+        from cnncli.report import write_report
+
+        written = write_report(loaded, evaluation, report, layer)
+        write_page_and_list("report", written, written["files"], html)
+    for message in evaluation.report["skipped"][:10]:
         warn(f"skipped: {message}")
-    for message in report["notes"]:
+    for message in evaluation.report["notes"]:
         warn(f"note: {message}")
-    show("evaluation", report, output_format)
+    show("evaluation", evaluation.report, output_format)
 
 
 @app.command()
@@ -268,6 +236,7 @@ def predict(
       cnncli predict runs/fsdd long.wav --window 1.0 --hop 0.5
     """
     from cnncli.bundle import load_bundle
+    from cnncli.flag_checks import check_prediction_options
     from cnncli.output import row_format, warn
     from cnncli.predict import prediction_inputs
 
@@ -283,20 +252,6 @@ def predict(
     if errors:
         warn(f"{errors} of {total} inputs could not be read (see the error column)")
         raise typer.Exit(1)
-
-
-def check_prediction_options(top_k: int, batch_size: int, window: Optional[float], hop: Optional[float],
-                             output: Optional[str]) -> None:
-    """predict's options that can be wrong before any work: one line naming the flag."""
-    if top_k < 1:
-        raise CnncliError("--top-k: must be at least 1")
-    check_batch_size(batch_size)
-    if (window is not None and window <= 0) or (hop is not None and (hop <= 0 or window is None)):
-        raise CnncliError("--window, --hop: positive seconds, and --hop only with --window")
-    if output not in (None, "-"):
-        from cnncli.atomic import check_writable
-
-        check_writable(output, "--output")
 
 
 def _stream_predictions(loaded, source, form: str, output: Optional[str], resume: bool, settings: dict,
@@ -325,46 +280,68 @@ def _stream_predictions(loaded, source, form: str, output: Optional[str], resume
 @app.command()
 @user_errors
 def inspect(
-    target: str = typer.Argument(..., help="A bundle folder or a recipe (.yaml)."),
+    target: str = typer.Argument(..., help="A bundle folder, a recipe (.yaml), or data: a folder, "
+                                               "or a file of sentences."),
     input_file: Optional[str] = typer.Option(None, "--input", help="Show what the network sees of this input."),
-    out: Path = typer.Option(Path("inspect"), "--out", help="Folder for the pictures of --input."),
+    out: Path = typer.Option(Path("inspect"), "--out", help="Folder for the pictures of --input or of the data."),
+    html: Optional[Path] = typer.Option(None, "--html", help="With --input: also one self-contained HTML page "
+                                                             "that walks through the network for that input."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="With --input: " + LAYER_HELP),
+    data: bool = typer.Option(False, "--data", help="For a recipe or a bundle: look at its data (counts, sizes, "
+                                                    "samples, warnings) instead of its network."),
     output_format: str = typer.Option("table", "--format", help=RESULT_FORMAT_HELP),
     resolved: bool = typer.Option(False, "--resolved", help="Print the fully resolved recipe (YAML) instead."),
-    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP + " (recipes only)"),
+    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP + " (recipes and data folders only)"),
 ):
     """Layers, shapes, parameters, connections and receptive fields; with --input, the input as
-    the network sees it, its feature maps and the prediction.
+    the network sees it, its feature maps, Grad-CAM and the prediction; on a data folder (or a
+    recipe with --data), the data before training.
 
     Examples:
 
       cnncli inspect recipes/lecture-1.yaml
 
-      cnncli inspect runs/x --input digit.png --out inspect/
+      cnncli inspect runs/x --input digit.png --out inspect/ --html digit.html
+
+      cnncli inspect photos/                       # class counts, sizes, samples, warnings
+
+      cnncli inspect recipes/fsdd.yaml --data
     """
-    from cnncli.inspection import describe_target
+    from cnncli.atomic import check_outputs
+    from cnncli.flag_checks import check_inspect_options
+    from cnncli.inspection import describe_target, is_data
     from cnncli.output import check_format, show
 
     check_format(output_format)
+    check_inspect_options(input_file, html, layer, data)
+    if (data or is_data(target)) and not resolved:
+        return show_data(target, set_, out, output_format)
     if input_file:
-        from cnncli.atomic import check_writable
-
-        check_writable(out, "--out", folder=True)
+        check_outputs((out, "--out", True), (html, "--html", False))
     summary = describe_target(target, set_, resolved)
     if resolved:
         return show("resolved", summary["resolved"], output_format)
     if input_file:
         from cnncli.bundle import load_bundle
-        from cnncli.inspection import explain_input
+        from cnncli.explain import explain_input
+        from cnncli.output.pages import write_page_and_list
 
-        summary["input"] = explain_input(load_bundle(target), input_file, out)
+        summary["input"] = explain_input(load_bundle(target), input_file, out, layer)
+        write_page_and_list("explainer", summary, summary["input"]["files"], html)
     show("inspection", summary, output_format)
 
 
-def check_batch_size(batch_size: int) -> None:
-    from cnncli.limits import MAX_BATCH_SIZE
+def show_data(target: str, overrides: List[str], out: Path, output_format: str) -> None:
+    """inspect DATA (or RECIPE --data): the data view, its pictures in `out`."""
+    from cnncli.atomic import check_outputs
+    from cnncli.data_view import describe_data
+    from cnncli.output import show, wrote
+    from cnncli.progress import ConsoleProgress
 
-    if not 1 <= batch_size <= MAX_BATCH_SIZE:
-        raise CnncliError(f"--batch-size {batch_size}: must be from 1 to {MAX_BATCH_SIZE:,}")
+    check_outputs((out, "--out", True))
+    summary = describe_data(target, overrides, out, ConsoleProgress())
+    wrote(summary["files"])
+    show("data", summary, output_format)
 
 
 @app.command()
@@ -388,7 +365,7 @@ def export(
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGTERM, raise_terminated)
     # Idle OpenMP threads sleep at once instead of spinning a while (the GNU runtime's default) unless the
     # user chose: spinning threads take the cores other processes need (bench/threads.py). Before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

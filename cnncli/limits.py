@@ -23,6 +23,7 @@ AUDIO_RATES = (1000, 768_000)  # plausible native sample rates, Hz
 
 # Recipes and bundles
 MAX_RECIPE_BYTES = 10_000_000  # a recipe or model.json larger than this is not one
+MAX_LOG_BYTES = 500_000_000  # a bundle's log.jsonl: about 2 million epoch records (MAX_EPOCHS and more)
 MAX_YAML_NODES = 100_000  # nodes of a recipe once its aliases are expanded (a YAML alias bomb)
 MAX_EPOCHS = 1_000_000
 MAX_STEPS = 10 ** 12

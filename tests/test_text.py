@@ -21,7 +21,7 @@ from cnncli.data.sources import read_source
 from cnncli.data.split import load_splits
 from cnncli.errors import CnncliError
 from cnncli.evaluate import evaluate
-from cnncli.inspection import explain_input
+from cnncli.explain import explain_input
 from cnncli.modalities.text import TextAugment, TextModality, TextOptions
 from cnncli.modalities.text.saliency import token_saliency
 from cnncli.modalities.text.subwords import MAX_PER_TOKEN, char_ngrams, subword_ids

@@ -110,6 +110,11 @@ class Modality(ABC):
     # such as encoding) that `cnncli train DATA` uses instead of the two above, when the modality
     # has one (text: recipes/text.yaml).
     default_recipe: ClassVar[dict | None] = None
+    # Width / height of one sample's cell in a grid of samples (Modality.draw_thumbnail).
+    thumbnail_aspect: ClassVar[float] = 1.0
+    # Whether row 0 of the picture the backbone reads belongs at the bottom (audio: the lowest
+    # band), so that feature maps are drawn the right way up.
+    rows_upward: ClassVar[bool] = False
 
     # -- building --------------------------------------------------------------------------------
 
@@ -298,3 +303,35 @@ class Modality(ABC):
     def explain(self, network: nn.Module, sample: Sample) -> list[dict]:
         """Rows for `inspect --input` on what drove the prediction (text: token saliency). Default: none."""
         return []
+
+    def draw_heatmap(self, sample: Sample, heat: torch.Tensor, network: nn.Module, caption: str) -> bytes:
+        """PNG of a heat map (Grad-CAM: (H, W), 0..1, on the grid of the stem's output) over the
+        sample as the network sees it. Default: over the stem's output, averaged over channels."""
+        from cnncli.plots import heatmap_png
+
+        return heatmap_png(stem_picture(network, self.encode(sample)).mean(0), heat, caption)
+
+    def draw_thumbnail(self, sample: Sample, axis: Any, network: nn.Module | None = None) -> None:
+        """Draw one sample small, into a matplotlib axis of a grid (a gallery of mistakes, the
+        samples of a class); with `network`, what the network makes of it where that fits in a
+        cell (text: each word's saliency). Default: the stem's output, or the encoded sample."""
+        encoded = self.encode(sample)
+        picture = stem_picture(network, encoded) if network is not None else encoded.float()
+        picture = picture.mean(0) if picture.dim() == 3 else picture.view(1, -1) if picture.dim() == 1 else picture
+        axis.imshow(picture.numpy(), cmap="viridis", aspect="auto", interpolation="nearest")
+        axis.axis("off")
+
+    def measure(self, sample: Sample) -> dict[str, Any]:
+        """What `inspect DATA` counts of one sample before training (image: height, width and
+        colour mode; audio: seconds, rate, channels; text: tokens), read as cheaply as a full
+        check allows; raise CnncliError naming the sample when it cannot be read. Numbers are
+        summarised by range and median, strings by their most common values. Default: the
+        encoded shape."""
+        return {"shape": "x".join(str(size) for size in self.encode(sample).shape)}
+
+
+def stem_picture(network: nn.Module, encoded: torch.Tensor) -> torch.Tensor:
+    """What the backbone reads of one encoded sample: the (C, H, W) output of the network's stem."""
+    device = next(network.parameters()).device
+    with torch.no_grad():
+        return network.stem(encoded.unsqueeze(0).to(device))[0].float().cpu()

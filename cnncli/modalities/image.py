@@ -7,9 +7,11 @@ so normalisation travels with the weights and every caller of the model gets it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -232,6 +234,38 @@ class ImageModality(Modality):
 
         save_image(self.encode(sample), path, title=Path(sample.locator).name)
 
+    def draw_heatmap(self, sample: Sample, heat: torch.Tensor, network: nn.Module, caption: str) -> bytes:
+        """The image's own pixels (colour kept) with the heat map over them."""
+        from cnncli.plots import figure_png, overlay_heat, plt
+
+        figure, axis = plt.subplots(figsize=(4.5, 4.5))
+        self._show(axis, self.encode(sample))
+        overlay_heat(axis, heat)
+        axis.set_title(caption, fontsize=9)
+        return figure_png(figure)
+
+    def draw_thumbnail(self, sample: Sample, axis, network: nn.Module | None = None) -> None:
+        self._show(axis, self.encode(sample))
+
+    @staticmethod
+    def _show(axis, pixels: torch.Tensor) -> None:
+        array = pixels.numpy()
+        if array.shape[0] == 1:
+            axis.imshow(array[0], cmap="gray", vmin=0, vmax=255, interpolation="nearest", aspect="auto")
+        else:
+            axis.imshow(array.transpose(1, 2, 0), interpolation="nearest", aspect="auto")
+        axis.axis("off")
+
+    def measure(self, sample: Sample) -> dict[str, Any]:
+        """Height, width and colour mode as stored (before resizing), after a full decode."""
+        if isinstance(sample.content, torch.Tensor):
+            image = sample.content
+            channels = 1 if image.dim() == 2 else image.shape[0]
+            return {"height": int(image.shape[-2]), "width": int(image.shape[-1]),
+                    "mode": {1: "L", 3: "RGB"}.get(channels, f"{channels} channels")}
+        with _opened(sample.locator) as upright:
+            return {"height": upright.height, "width": upright.width, "mode": upright.mode}
+
     # -- decoding ------------------------------------------------------------------------------
 
     def _decode(self, sample: Sample) -> torch.Tensor:
@@ -245,22 +279,10 @@ class ImageModality(Modality):
                 image = image.float().mean(0, keepdim=True).round()
             return image.to(torch.uint8)
 
-        try:
-            with Image.open(sample.locator, formats=PILLOW_FORMATS) as opened:
-                width, height = opened.size
-                if width * height > MAX_IMAGE_PIXELS:
-                    raise CnncliError(f"{sample.locator}: {width:,} x {height:,} pixels is more than the "
-                                      f"{MAX_IMAGE_PIXELS:,} an image may have")
-                opened.load()
-                upright = ImageOps.exif_transpose(opened)  # phone photos store their rotation in EXIF
-                converted = upright.convert("L" if self.channels == 1 else "RGB")
-                if self.options.size and list(converted.size[::-1]) != list(self.options.size):
-                    converted = self._resize_pil(converted)
-        except FileNotFoundError:
-            raise CnncliError(f"{sample.locator}: no such file") from None
-        except DECODE_ERRORS as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise CnncliError(f"{sample.locator}: not a readable image ({reason})") from None
+        with _opened(sample.locator) as upright:
+            converted = upright.convert("L" if self.channels == 1 else "RGB")
+            if self.options.size and list(converted.size[::-1]) != list(self.options.size):
+                converted = self._resize_pil(converted)
         return _to_chw(np.asarray(converted, dtype=np.uint8))
 
     def _resize_pil(self, image):
@@ -274,6 +296,25 @@ class ImageModality(Modality):
     def _resize_tensor(self, image: torch.Tensor, sample: Sample) -> torch.Tensor:
         array = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
         return _to_chw(np.asarray(self._resize_pil(Image.fromarray(array))))
+
+
+@contextlib.contextmanager
+def _opened(locator: str) -> Iterator[Image.Image]:
+    """An image file fully decoded and turned upright (phone photos store their rotation in
+    EXIF); any failure to read it, here or in the caller's block, is one error naming the file."""
+    try:
+        with Image.open(locator, formats=PILLOW_FORMATS) as opened:
+            width, height = opened.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise CnncliError(f"{locator}: {width:,} x {height:,} pixels is more than the "
+                                  f"{MAX_IMAGE_PIXELS:,} an image may have")
+            opened.load()
+            yield ImageOps.exif_transpose(opened)
+    except FileNotFoundError:
+        raise CnncliError(f"{locator}: no such file") from None
+    except DECODE_ERRORS as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CnncliError(f"{locator}: not a readable image ({reason})") from None
 
 
 def _to_chw(array) -> torch.Tensor:

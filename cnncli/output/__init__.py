@@ -39,7 +39,8 @@ def check_format(name: str, rows: bool = False) -> str:
 
 
 def show(kind: str, result: dict, form: str, stream: TextIO | None = None) -> None:
-    """Print one verb's result: `kind` is training, lr_range, evaluation, inspection or resolved."""
+    """Print one verb's result: `kind` is training, lr_range, evaluation, inspection, data
+    or resolved."""
     stream = stream or sys.stdout
     if kind == "resolved":  # the resolved recipe reads best as the YAML it came from
 
@@ -86,6 +87,16 @@ def format_epoch(record: dict, members: int = 1) -> str:
     if "peak_share" in record:
         text += f" ({record['gflops']:.1f} GFLOP/s, {record['peak_share']:.0%} of matmul peak)"
     return text + f"  {record['seconds']:.1f}s"
+
+
+def wrote(paths: Iterable[str]) -> None:
+    """One line on stderr per folder written to, naming its new files (stdout keeps the result)."""
+    folders: dict[str, list[str]] = {}
+    for path in map(str, paths):
+        folder, _, name = path.rpartition("/")
+        folders.setdefault(folder, []).append(name)
+    for folder, names in folders.items():
+        typer.echo(f"wrote {folder + '/' if folder else ''}{', '.join(names)}", err=True)
 
 
 def warn(message: str) -> None:

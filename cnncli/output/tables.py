@@ -149,10 +149,13 @@ def inspection(summary: dict, stream: TextIO) -> None:
 def _explained_input(explained: dict, console: Console) -> None:
     tops = ", ".join(f"{t['label']} {t['score']:.3f}" for t in explained["top"])
     console.print(Text(f"{explained['input']}: {tops}"))
+    cam = explained["gradcam"]
+    console.print(Text(f"Grad-CAM for {cam['class']} at {', '.join(cam['layers'])} ({cam['members']}): "
+                       f"hottest at row {cam['peak'][0]}, column {cam['peak'][1]} of the input"))
+    if "maps_from" in explained:
+        console.print(Text(f"block outputs drawn for {explained['maps_from']}"))
     for row in explained.get("explanation", [])[:40]:
         console.print(Text("  " + "  ".join(f"{k}={v}" for k, v in row.items())))
-    for path in explained["files"]:
-        console.print(Text(f"wrote {path}"))
 
 
 def export(result: dict, stream: TextIO) -> None:
@@ -167,5 +170,38 @@ def export(result: dict, stream: TextIO) -> None:
                                  else "not checked (onnxruntime is not installed)"))
 
 
+def data(summary: dict, stream: TextIO) -> None:
+    """`inspect DATA`: counts per class and part, the measures, and the warnings."""
+    console = _console(stream)
+    console.print(Text.assemble((summary["target"], "bold"), f"  {summary['description']}"))
+    split = summary["split"]
+    console.print(Text(f"test: {split['test_rule']}; val: {split['val_rule']}"))
+    parts = list(split["counts"])
+    numeric = [key for key, value in summary["measures"].items() if "median" in value]
+    table = Table(show_edge=False, header_style="bold")
+    for column in ["class", *parts, *[f"median {key}" for key in numeric]]:
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for label, row in summary["classes"].items():
+        table.add_row(Text(label), *[str(row[part]) for part in parts],
+                      *[f"{row['median'].get(key, '-')}" for key in numeric])
+    table.add_row(Text("all", style="bold"), *[str(split["counts"][part]) for part in parts], *[""] * len(numeric))
+    console.print(table)
+    for key, value in summary["measures"].items():
+        if "median" in value:
+            text = f"min {value['min']}  median {value['median']}  mean {value['mean']}  max {value['max']}"
+        else:
+            text = ", ".join(f"{name} ({count})" for name, count in value["values"].items())
+            text += f"  ({value['distinct']} distinct)" if value["distinct"] > len(value["values"]) else ""
+        console.print(Text(f"{key:<12} {text}"))
+    for note in summary["notes"]:
+        if not note.startswith("warning: "):  # those are among the warnings
+            console.print(Text(f"note: {note}"))
+    for line in summary["warnings"]:
+        console.print(Text(f"warning: {line}", style="yellow"))
+    if not summary["warnings"]:
+        console.print(Text("no warnings: every sample readable, classes balanced, no duplicates, no test overlap",
+                           style="green"))
+
+
 TABLES = {"training": training, "lr_range": lr_range, "evaluation": evaluation, "inspection": inspection,
-          "export": export}
+          "data": data, "export": export}

@@ -43,6 +43,20 @@ def read_bytes(path: str | Path) -> bytes:
 
 def decode(path: str | Path, content: bytes, sample_rate: int) -> torch.Tensor:
     """File bytes -> float32 mono waveform at `sample_rate` (1-D tensor)."""
+    samples, native_rate = _decode_any(path, content)
+    return to_mono_rate(samples, native_rate, sample_rate)
+
+
+def recording_facts(path: str | Path) -> dict:
+    """Duration in seconds, sample rate and channels of a recording as stored, after a full
+    decode (so a truncated or corrupt file is found)."""
+    samples, native_rate = _decode_any(path, read_bytes(path))
+    channels = {1: "mono", 2: "stereo"}.get(samples.shape[1], f"{samples.shape[1]} channels")
+    return {"seconds": round(samples.shape[0] / native_rate, 4), "rate": f"{native_rate} Hz", "channels": channels}
+
+
+def _decode_any(path: str | Path, content: bytes) -> tuple[np.ndarray, int]:
+    """(frames, channels) samples and their rate, by libsndfile or, for mp3, librosa."""
     try:
         samples, native_rate = _decode_soundfile(path, content)
     except CnncliError:
@@ -54,7 +68,7 @@ def decode(path: str | Path, content: bytes, sample_rate: int) -> torch.Tensor:
     check_rate(path, native_rate)
     if not np.isfinite(samples).all():
         raise CnncliError(f"{path}: holds samples that are not finite numbers (NaN or infinity)")
-    return to_mono_rate(samples, native_rate, sample_rate)
+    return samples, native_rate
 
 
 def check_rate(path: str | Path, native_rate: int) -> None:

@@ -22,7 +22,13 @@ from cnncli.atomic import write_file
 from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
 from cnncli.modalities.audio.cache import FeatureCache
-from cnncli.modalities.audio.decoding import AUDIO_EXTENSIONS, decode, read_bytes
+from cnncli.modalities.audio.decoding import (
+    AUDIO_EXTENSIONS,
+    decode,
+    read_bytes,
+    recording_facts,
+)
+from cnncli.modalities.audio.drawing import heatmap_png, spectrogram_png, thumbnail
 from cnncli.modalities.audio.features import (
     FeatureExtractor,
     band_count,
@@ -33,7 +39,7 @@ from cnncli.modalities.audio.features import (
 )
 from cnncli.modalities.audio.options import AudioAugment, AudioOptions, augment_problems, option_problems
 from cnncli.modalities.audio.windows import sliding_windows
-from cnncli.modalities.base import Encoded, Modality, ProgressCallback, finite_only, state_numbers
+from cnncli.modalities.base import Encoded, Modality, ProgressCallback, finite_only, state_numbers, stem_picture
 
 FEATURE_BATCH = 256  # recordings per feature call: large enough to amortise, small enough for memory
 STATISTICS_CHUNK = 256  # recordings per float64 pass when fitting the normalisation
@@ -57,6 +63,8 @@ class AudioModality(Modality):
     options_type = AudioOptions
     augment_type = AudioAugment
     retired_options = {"cache": "the feature cache folder is --cache-dir or CNNCLI_CACHE_DIR (--no-cache: none)"}
+    thumbnail_aspect = 2.0
+    rows_upward = True
 
     def __init__(self, options: AudioOptions, augment: AudioAugment | None = None,
                  mean: list[float] | None = None, std: list[float] | None = None):
@@ -269,40 +277,27 @@ class AudioModality(Modality):
 
     def draw(self, sample: Sample, path: Path, network: nn.Module | None = None) -> None:
         """The spectrogram after the stem (what the first convolution reads), seconds by Hz."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from cnncli.plots import figure_png
-
-        options = self.options
+        stem = network.stem if network is not None else self.build_stem()
         with torch.no_grad():
-            picture = self.build_stem()(self.encode(sample).unsqueeze(0))[0, 0].numpy()
-        bands = picture.shape[0]
-        nyquist = options.sample_rate / 2
-        figure, axis = plt.subplots(figsize=(7, 3.6))
-        if options.features == "stft":
-            extent, ylabel = (0, options.duration, 0, nyquist), "frequency (Hz)"
-        else:
-            extent = (0, options.duration, -0.5, bands - 0.5)
-            ylabel = "MFCC coefficient" if options.features == "mfcc" else "mel band centre (Hz)"
-        image = axis.imshow(picture, origin="lower", aspect="auto", extent=extent, cmap="magma",
-                            interpolation="nearest")
-        if options.features == "logmel":
-            import librosa
+            picture = stem(self.encode(sample).unsqueeze(0))[0, 0].numpy()
+        title = f"{Path(sample.locator).name}: {self.options.features}"
+        write_file(path, spectrogram_png(picture, self.options, title, self.options.normalize and any(self.mean)))
 
-            centres = librosa.mel_frequencies(options.n_mels + 2, fmin=options.f_min,
-                                              fmax=options.f_max or nyquist, htk=False)[1:-1]
-            ticks = sorted(set(int(round(i)) for i in [k * (bands - 1) / 5 for k in range(6)]))
-            axis.set_yticks(ticks, [f"{centres[i]:.0f}" for i in ticks])
-        axis.set_xlabel("time (s)")
-        axis.set_ylabel(ylabel)
-        axis.set_title(f"{Path(sample.locator).name}: {options.features}", fontsize=9)
-        fitted = options.normalize and any(self.mean)
-        unit = "MFCC value" if options.features == "mfcc" else "dB"
-        figure.colorbar(image, ax=axis, label=f"{unit}, normalised per band" if fitted else unit)
-        write_file(path, figure_png(figure))
+    def draw_heatmap(self, sample: Sample, heat: torch.Tensor, network: nn.Module, caption: str) -> bytes:
+        """The heat map over the picture after the stem, on time and frequency axes."""
+        return heatmap_png(stem_picture(network, self.encode(sample))[0].numpy(), heat, self.options, caption)
+
+    def draw_thumbnail(self, sample: Sample, axis, network: nn.Module | None = None) -> None:
+        """The picture (after the stem with a network, else in dB) above the waveform it came from."""
+        encoded = self.encode(sample)
+        picture = stem_picture(network, encoded) if network is not None else encoded.float()
+        waveform = fit_length(decode(sample.locator, read_bytes(sample.locator), self.options.sample_rate),
+                              target_length(self.options))
+        thumbnail(axis, picture[0].numpy(), waveform, self.options)
+
+    def measure(self, sample: Sample) -> dict[str, Any]:
+        """Duration, sample rate and channels as stored, after a full decode."""
+        return recording_facts(sample.locator)
 
 
 def _random_stripes(count: int, widest: int, size: int, generator: torch.Generator, device) -> torch.Tensor:

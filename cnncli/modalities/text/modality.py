@@ -23,11 +23,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnncli.atomic import write_file
 from cnncli.data.sample import Sample
 from cnncli.data.sources import ENCODING_HINT, list_files, read_lines
 from cnncli.errors import CnncliError
 from cnncli.modalities.base import Modality
 from cnncli.modalities.text.augment import crop_spans, hide_words
+from cnncli.modalities.text.drawing import tokens_png, words_thumbnail
 from cnncli.modalities.text.embedding import TokenEmbedding, word_ids
 from cnncli.modalities.text.options import (
     AUTO_LENGTH_CAP,
@@ -41,7 +43,7 @@ from cnncli.modalities.text.options import (
     augment_problems,
     option_problems,
 )
-from cnncli.modalities.text.saliency import draw_tokens, token_saliency
+from cnncli.modalities.text.saliency import token_saliency
 from cnncli.modalities.text.subwords import MAX_PER_TOKEN, subword_ids
 from cnncli.modalities.text.tokenize import tokenize
 from cnncli.modalities.text.vectors import load_vectors
@@ -61,6 +63,7 @@ class TextModality(Modality):
     can_stream = False  # sentences are in memory already, and their ids take less room than their text
     default_blocks = KIM_CNN
     default_recipe = GENERAL_RECIPE
+    thumbnail_aspect = 2.6
 
     def __init__(self, options: TextOptions, encoding: str = "utf-8", augment: TextAugment | None = None,
                  vocabulary: Vocabulary | None = None):
@@ -339,11 +342,34 @@ class TextModality(Modality):
     def draw(self, sample: Sample, path: Path, network: nn.Module | None = None) -> None:
         """The sentence as the network sees it (its embedding matrix), with token saliency when
         `network` is given."""
-        known = self.require_vocabulary().index
-        tokens = [token if token in known else f"{token} (unk)"
-                  for token in self.tokens(sample)[:self.length]]
         stem = network.stem if network is not None else self.stem
-        draw_tokens(tokens, self.encode(sample), Path(path), stem, network)
+        ids = self.encode(sample)
+        scores = token_saliency(network, ids) if network is not None else None
+        write_file(path, tokens_png(self._shown_tokens(sample), ids, stem, scores,
+                                    "saliency for the predicted class"))
+
+    def draw_heatmap(self, sample: Sample, heat: torch.Tensor, network: nn.Module, caption: str) -> bytes:
+        """The heat map as one bar per token (its row of the picture), beside the embedding matrix."""
+        tokens = self._shown_tokens(sample)
+        return tokens_png(tokens, self.encode(sample), network.stem, heat.mean(dim=1)[:len(tokens)].tolist(), caption)
+
+    def draw_thumbnail(self, sample: Sample, axis, network: nn.Module | None = None) -> None:
+        """The sentence's words; with a network, coloured by their saliency for its predicted class."""
+        scores = token_saliency(network, self.encode(sample)) if network is not None else None
+        words_thumbnail(axis, self.tokens(sample)[:self.length], scores)
+
+    def measure(self, sample: Sample) -> dict[str, Any]:
+        """How many tokens the sentence has, and whether max_length cuts it (not known before
+        training with max_length: auto)."""
+        count = len(self.tokens(sample))
+        if self.options.max_length == "auto":
+            return {"tokens": count}
+        return {"tokens": count, "cut": "yes" if count > self.options.max_length else "no"}
+
+    def _shown_tokens(self, sample: Sample) -> list[str]:
+        known = self.require_vocabulary().index
+        tokens = self.tokens(sample)[:self.length]
+        return [token if token in known else f"{token} (unk)" for token in tokens]
 
 
 def length_from_data(sentences: Sequence[Sequence[str]]) -> int:
