@@ -192,6 +192,70 @@ BUILDERS = {"conv": build_conv, "pool": build_pool, "dropout": build_dropout,
             "flatten": build_flatten, "linear": build_linear}
 
 
+# ---------------------------------------------------------------------------------------------
+# Sizes from the specs alone, before anything is built
+
+
+def estimate_blocks(specs: Any, shape: tuple[int, ...], key: str) -> tuple[tuple[int, ...], int, int]:
+    """(output shape, parameters, values output per sample) of block specs on inputs of `shape`,
+    worked out from the specs without building a layer, so that a network too large to build is
+    refused before its memory is asked for. Mistakes are reported as `build_blocks` reports them."""
+    if not isinstance(specs, list):
+        raise CnncliError(f"{key}: expected a list of blocks")
+    parameters = activations = 0
+    for index, spec in enumerate(specs):
+        where = f"{key}[{index}]"
+        kind, options = parse_block(spec, where)
+        if kind == "parallel":
+            if not isinstance(options, list) or not options:
+                raise CnncliError(f"{where}.parallel: expected a list of branches, each a list of blocks")
+            branches = [estimate_blocks(branch, shape, f"{where}.parallel[{i}]") for i, branch in enumerate(options)]
+            shape = (sum(branch[0][0] for branch in branches), *branches[0][0][1:])
+            block_parameters, block_values = sum(b[1] for b in branches), sum(b[2] for b in branches)
+        else:
+            shape, block_parameters, layers = _estimate_block(kind, options, shape, where)
+            block_values = math.prod(shape) * layers
+        if any(size <= 0 for size in shape):
+            raise CnncliError(f"{where}: its output would be empty for its input")
+        parameters += block_parameters
+        activations += block_values
+    return shape, parameters, activations
+
+
+def _estimate_block(kind: str, options: dict, shape: tuple[int, ...], where: str) -> tuple[tuple, int, int]:
+    """(output shape, parameters, layers) of one block that is not `parallel`."""
+    if kind in ("conv", "pool") and len(shape) != 3:
+        raise CnncliError(f"{where}: {kind} needs a (channels, height, width) input, got {shape}")
+    if kind == "conv":
+        in_channels, height, width = shape
+        channels = _positive_int(options.get("channels"), f"{where}.conv.channels")
+        kernel = _pair(options.get("kernel", 3), f"{where}.conv.kernel", full=(height, width))
+        stride = _pair(options.get("stride", 1), f"{where}.conv.stride")
+        padding = options.get("padding", "valid")
+        if padding == "same":
+            out = [math.ceil(size / s) for size, s in zip((height, width), stride)]
+        else:
+            pad = (0, 0) if padding == "valid" else _pair(padding, f"{where}.conv.padding", minimum=0)
+            out = [(size + 2 * p - k) // s + 1 for size, p, k, s in zip((height, width), pad, kernel, stride)]
+        batch_norm = options.get("batch_norm") is True
+        weights = in_channels * channels * kernel[0] * kernel[1] + channels * (2 if batch_norm else 1)
+        return (channels, *out), weights, 2 + batch_norm + bool(options.get("dropout"))
+    if kind == "pool":
+        if options.get("size", 2) == "global":
+            return (shape[0], 1, 1), 0, 1
+        size = _pair(options.get("size", 2), f"{where}.pool.size", full=shape[1:])
+        stride = _pair(options.get("stride", size), f"{where}.pool.stride")
+        return (shape[0], *[(n - k) // s + 1 for n, k, s in zip(shape[1:], size, stride)]), 0, 1
+    if kind == "linear":
+        features = _positive_int(options.get("features"), f"{where}.linear.features")
+        batch_norm = options.get("batch_norm") is True
+        weights = math.prod(shape) * features + features * (2 if batch_norm else 1)
+        return (features,), weights, 2 + batch_norm + bool(options.get("dropout"))
+    if kind == "flatten":
+        return (math.prod(shape),), 0, 1
+    return shape, 0, 1  # dropout
+
+
 def output_shape(module: nn.Module, shape: tuple[int, ...], dtype=torch.float32) -> tuple[int, ...]:
     """Shape of one sample after `module`, found by a dry run in eval mode."""
     was_training = module.training
@@ -249,7 +313,7 @@ def _bool(value: Any, key: str) -> bool:
 def _activation(name: Any, key: str) -> nn.Module:
     if name is None:
         name = "none"
-    if name not in ACTIVATIONS:
+    if not isinstance(name, str) or name not in ACTIVATIONS:
         raise CnncliError(f"{key}: unknown activation {name!r} (known: {', '.join(ACTIVATIONS)})")
     return ACTIVATIONS[name]()
 

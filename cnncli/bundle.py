@@ -7,12 +7,15 @@
       *.png                curves and the confusion matrix, when written
 
 Writes go to a temporary sibling folder that is then swapped with the target (cnncli.atomic),
-so a crash leaves either the previous bundle or the new one, never half of one.
+so a crash leaves either the previous bundle or the new one, never half of one. Loading checks
+the bundle whole before building anything (cnncli.bundle_schema): model.json's keys and limits,
+the recipe, the modality's state, then the weights' names and shapes against the network they
+must fill, and that they are finite numbers.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import platform
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -20,19 +23,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from cnncli import __version__
-from cnncli.atomic import staged_folder
-from cnncli.config import Config, config_from_dict, config_to_dict, load_config
+from cnncli.atomic import give_umask_permissions, staged_folder
+from cnncli.bundle_schema import FORMAT, FORMAT_VERSION, check_info
+from cnncli.config import Config, build_typed, config_from_dict, config_to_dict, load_config
 from cnncli.errors import CnncliError
+from cnncli.jsontext import dumps, loads
+from cnncli.limits import MAX_RECIPE_BYTES
 from cnncli.modalities import MODALITIES, modality_class
-from cnncli.model import Ensemble, members_of, network_for
+from cnncli.reading import read_limited
+from cnncli.model import Ensemble, check_network_size, members_of, network_for
 from cnncli.resume_state import STATE_FILE, TENSORS_FILE, TrainState, from_files
 
-FORMAT = "cnncli-bundle"
-FORMAT_VERSION = 1
+__all__ = ["FORMAT", "FORMAT_VERSION", "Bundle", "load_bundle", "read_info", "save_bundle"]
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
 LOG_FILE = "log.jsonl"
@@ -49,6 +55,11 @@ class Bundle:
     network: Any  # cnncli.model.Network with its weights loaded
     info: dict = field(default_factory=dict)  # the whole model.json
 
+    @property
+    def temperature(self) -> float:
+        """The calibration temperature training fitted; 1.0 (scores as they were) when it has none."""
+        return float((self.info.get("calibration") or {}).get("temperature") or 1.0)
+
 
 def versions() -> dict[str, str]:
     """The versions that made a bundle (read from package metadata: nothing is imported for it)."""
@@ -62,8 +73,9 @@ def versions() -> dict[str, str]:
 
 def save_bundle(path: Path, network, config: Config, labels: list[str], modality, *, status: str,
                 split: dict, metrics: dict, training: dict, log: list[dict],
-                extra_files: dict[str, bytes] | None = None) -> Path:
-    """Write a whole bundle atomically at `path` (replacing an older bundle there)."""
+                extra_files: dict[str, bytes] | None = None, calibration: dict | None = None) -> Path:
+    """Write a whole bundle atomically at `path` (replacing an older bundle there). `calibration`
+    holds the temperature predict and eval divide the outputs by (cnncli.calibration)."""
 
     path = Path(path)
     if path.exists() and not (path / MODEL_FILE).exists():
@@ -79,6 +91,7 @@ def save_bundle(path: Path, network, config: Config, labels: list[str], modality
         "modality": {"name": modality.name, "state": modality.state_dict()},
         "split": split,
         "metrics": metrics,
+        **({"calibration": calibration} if calibration else {}),
         "training": training,
         "seed": config.train.seed,
         "versions": versions(),
@@ -87,66 +100,116 @@ def save_bundle(path: Path, network, config: Config, labels: list[str], modality
     with staged_folder(path) as staging:
         tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": FORMAT})
-        (staging / MODEL_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        (staging / LOG_FILE).write_text("".join(json.dumps(record) + "\n" for record in log), encoding="utf-8")
+        give_umask_permissions(staging / WEIGHTS_FILE)
+        (staging / MODEL_FILE).write_text(dumps(info, str(path / MODEL_FILE), indent=2) + "\n", encoding="utf-8")
+        (staging / LOG_FILE).write_text("".join(dumps(record, str(path / LOG_FILE)) + "\n" for record in log),
+                                        encoding="utf-8")
         for name, content in (extra_files or {}).items():
             (staging / name).write_bytes(content)
     return path
 
 
 def read_info(path: Path) -> dict:
-    """model.json of a bundle, checked to be one."""
+    """model.json of a bundle, checked to be one (cnncli.bundle_schema)."""
     path = Path(path)
     model_file = path / MODEL_FILE
-    if not path.is_dir() or not model_file.exists():
+    if not path.is_dir() or not model_file.is_file():
         raise CnncliError(f"{path}: not a cnncli bundle (no {MODEL_FILE}); train one with `cnncli train`")
+    content = read_limited(model_file, MAX_RECIPE_BYTES, "cnncli bundle's model.json")
     try:
-        info = json.loads(model_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise CnncliError(f"{model_file}: unreadable ({error})") from None
-    if info.get("format") != FORMAT:
-        raise CnncliError(f"{model_file}: not a cnncli bundle (format is {info.get('format')!r})")
-    if info.get("format_version", 0) > FORMAT_VERSION:
-        raise CnncliError(f"{model_file}: made by a newer cnncli (bundle format {info['format_version']}); upgrade")
-    return info
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CnncliError(f"{model_file}: byte {error.start} is not UTF-8; not a cnncli bundle") from None
+    return check_info(loads(text, str(model_file)), str(model_file))
 
 
 def load_bundle(path: str | Path, device=None) -> Bundle:
-    """Load a bundle: JSON and safetensors only, so nothing in it can run code."""
+    """Load a bundle: JSON and safetensors only, so nothing in it can run code; checked whole
+    (keys, limits, recipe, modality state, the weights' names, shapes and values) before use."""
 
     path = Path(path)
+    model_file = path / MODEL_FILE
     info = read_info(path)
-    config = config_from_dict(info["recipe"], origin=str(path / MODEL_FILE))
-    modality = modality_class(info["modality"]["name"]).from_state(info["modality"]["state"])
-    members = [network_for(modality, config.model.blocks, len(info["labels"])) for _ in range(info.get("members", 1))]
-    network = members[0] if len(members) == 1 else Ensemble(members)
-    weights_file = path / WEIGHTS_FILE
+    config = config_from_dict(info["recipe"], origin=f"{model_file}: recipe")
+    modality = modality_from_info(info, str(model_file))
+    labels, members = list(info["labels"]), info.get("members", 1)
     try:
-        tensors = load_file(str(weights_file))
-    except (OSError, SafetensorError) as error:
-        raise CnncliError(f"{weights_file}: unreadable weights ({error})") from None
-    try:
-        network.load_state_dict(tensors, strict=True)
-    except RuntimeError as error:
-        raise CnncliError(f"{weights_file}: does not match the recipe's network ({str(error).splitlines()[0]})") from None
+        check_network_size(modality, config.model.blocks, len(labels), members=members)
+    except CnncliError as error:
+        raise CnncliError(f"{model_file}: recipe: {error}") from None
+    built = [network_for(modality, config.model.blocks, len(labels)) for _ in range(members)]
+    network = built[0] if len(built) == 1 else Ensemble(built)
+    network.load_state_dict(read_weights(path / WEIGHTS_FILE, network), strict=True)
     network.eval()
     if device is not None:
         network.to(device)
-    return Bundle(path, config, list(info["labels"]), modality, network, info)
+    return Bundle(path, config, labels, modality, network, info)
+
+
+def modality_from_info(info: dict, where: str):
+    """The fitted modality a checked model.json describes: its options checked against their schema,
+    keys older versions wrote dropped, the rest of its state read by the modality itself."""
+    name, state = info["modality"]["name"], info["modality"]["state"]
+    if name not in MODALITIES:
+        raise CnncliError(f"{where}: modality.name: unknown modality {name!r} (known: {', '.join(MODALITIES)})")
+    modality_type = modality_class(name)
+    if "options" in state:
+        raw = {key: value for key, value in state["options"].items() if key not in modality_type.retired_options} \
+            if isinstance(state["options"], dict) else state["options"]
+        options = build_typed(modality_type.options_type, raw, "modality.state.options", where)
+        for key, message in modality_type.check_options(options):
+            raise CnncliError(f"{where}: modality.state.options.{key}: {message}")
+        state = {**state, "options": dataclasses.asdict(options)}
+    try:
+        modality = modality_type.from_state(state)
+        shape = list(modality.input_shape)
+    except CnncliError as error:
+        raise CnncliError(f"{where}: {error}") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+        raise CnncliError(f"{where}: modality.state: not readable by the {name} modality "
+                          f"({type(error).__name__}: {error})") from None
+    if shape != info["input_shape"]:
+        raise CnncliError(f"{where}: input_shape: {info['input_shape']} is not the {shape} its modality encodes")
+    return modality
+
+
+def read_weights(weights_file: Path, network) -> dict[str, torch.Tensor]:
+    """The tensors of `weights_file` once their names and shapes are those of `network`'s
+    (read from the header, before any tensor) and their values are finite numbers."""
+    expected = {name: tuple(tensor.shape) for name, tensor in network.state_dict().items()}
+    try:
+        with safe_open(str(weights_file), framework="pt") as handle:
+            found = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    except (OSError, SafetensorError, ValueError) as error:
+        raise CnncliError(f"{weights_file}: unreadable weights ({error})") from None
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    if missing or unexpected:
+        which = f"lacks the tensor {missing[0]}" if missing else f"holds an unexpected tensor {unexpected[0]}"
+        raise CnncliError(f"{weights_file}: {which}; it does not match the recipe's network")
+    for name, shape in expected.items():
+        if found[name] != shape:
+            raise CnncliError(f"{weights_file}: tensor {name} has shape {list(found[name])}; the recipe's network "
+                              f"needs {list(shape)}")
+    try:
+        tensors = load_file(str(weights_file))
+    except (OSError, SafetensorError, ValueError, RuntimeError) as error:
+        raise CnncliError(f"{weights_file}: unreadable weights ({error})") from None
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CnncliError(f"{weights_file}: tensor {name} holds values that are not finite (NaN or infinity)")
+    return tensors
 
 
 # ---------------------------------------------------------------------------------------------
 # The resume state of a partial bundle
 
-def resume_may_change() -> set[str]:
-    """Recipe keys that say only where and how fast a run goes, so a resumed run may change them."""
-    return {"train.threads", "train.device"} | {
-        f"data.{name}.{key}" for name, modality in MODALITIES.items() for key in modality.run_options}
+# Where and how fast a run goes (threads, device, decoding processes, memory), not what it computes.
+RESUME_MAY_CHANGE = {"train.threads", "train.device", "data.workers", "data.in_memory", "data.memory_budget"}
 
 
 def read_resume_state(path: str | Path, overrides: list[str] = ()) -> tuple[Any, TrainState]:
     """The recipe and training state saved in a partial bundle, for `train --resume`. Only where
-    and how fast it runs may change (train.threads, train.device, the audio cache)."""
+    and how fast it runs may change (threads, device, decoding workers, memory)."""
 
     path = Path(path)
     info = read_info(path)
@@ -154,18 +217,22 @@ def read_resume_state(path: str | Path, overrides: list[str] = ()) -> tuple[Any,
         raise CnncliError(f"{path}: this run finished; there is nothing to resume")
     if not (path / STATE_FILE).exists() or not (path / TENSORS_FILE).exists():
         raise CnncliError(f"{path}: has no resume state ({STATE_FILE}); it was written by an older cnncli")
-    config = load_config(info["recipe"], list(overrides))
-    may_change = resume_may_change()
-    changed = _changed_keys(config_to_dict(config), info["recipe"]) - may_change
+    saved = config_to_dict(config_from_dict(info["recipe"], origin=f"{path / MODEL_FILE}: recipe"))
+    config = load_config(saved, list(overrides))
+    changed = _changed_keys(config_to_dict(config), saved) - RESUME_MAY_CHANGE
     if changed:
         raise CnncliError(f"--set {sorted(changed)[0]}: cannot change when resuming (only "
-                          f"{', '.join(sorted(may_change))}); start a new run instead")
+                          f"{', '.join(sorted(RESUME_MAY_CHANGE))}); start a new run instead")
     try:
         tensors = load_file(str(path / TENSORS_FILE))
-        meta = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
-        return config, from_files(tensors, meta)
-    except (OSError, SafetensorError, json.JSONDecodeError, KeyError) as error:
+        text = (path / STATE_FILE).read_bytes().decode("utf-8")
+    except (OSError, SafetensorError, UnicodeDecodeError, ValueError) as error:
         raise CnncliError(f"{path}: unreadable resume state ({error})") from None
+    state = from_files(tensors, loads(text, str(path / STATE_FILE)), str(path / STATE_FILE))
+    if not state.member < config.train.ensemble:
+        raise CnncliError(f"{path / STATE_FILE}: member: {state.member} is past the recipe's "
+                          f"{config.train.ensemble} ensemble member(s)")
+    return config, state
 
 
 def _changed_keys(new: dict, old: dict, prefix: str = "") -> set[str]:

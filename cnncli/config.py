@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
-import yaml
-
 from cnncli.errors import CnncliError
 from cnncli.modalities import MODALITIES
 from cnncli.optim import OPTIMIZERS, SCHEDULES
+from cnncli.ranges import check_values
+from cnncli.recipe_yaml import parse_yaml, read_text
 
 PathList = Union[str, list[str]]
 
@@ -55,6 +56,9 @@ class DataConfig:
     text_column: str = "text"
     encoding: str = "utf-8"
     split: SplitConfig = field(default_factory=SplitConfig)
+    in_memory: Union[bool, Literal["auto"]] = "auto"  # hold decoded splits in memory; auto: unless over memory_budget
+    memory_budget: float | None = None  # GB the encoded splits may take in memory; None = half of what is available
+    workers: int | None = None  # processes decoding files (up front or streaming); None = one per core, at most 8
     # + one section per registered modality, `data.<name>` (see `schema`)
 
 
@@ -82,11 +86,15 @@ class TrainConfig:
     max_norm: float | None = None  # clip each output unit's weight norm of the last layer (Kim)
     ensemble: int = 1  # train this many networks (seeds seed, seed+1000, ...) and average their probabilities
     rotate_val: bool = False  # member i validates on its own fold (data.val joins the training data): all data trains
+    auto_members: int = 1  # augment: auto judges each candidate by this many members, each on its own fold
     ema: float | None = None  # decay of a moving average of the weights (e.g. 0.999), used to validate and keep
     keep: Literal["best", "last"] = "best"  # best on validation, or the last epoch's weights
+    calibrate: bool = True  # fit a temperature on validation (rotate_val: out-of-fold rows): scores match accuracy
     early_stopping: int | None = None  # stop after this many epochs without a better val loss
     seed: int = 0
     device: str = "auto"  # auto = cuda when present, else cpu
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto = bf16 (older GPUs: fp16) on CUDA, fp32 on CPU
+    sync_batch_norm: bool = False  # under torchrun on GPUs: batch norm statistics over the whole global batch
     threads: int | None = None  # CPU threads for torch; None = torch's default
 
 
@@ -94,6 +102,8 @@ class TrainConfig:
 class AugmentConfig:
     """Training-time randomness; never applied at evaluation or prediction. Its keys are those
     of every registered modality (see `schema`); a recipe may set only its own modality's."""
+
+    auto: bool = False  # `augment: auto`: validation chooses them among the modality's candidates (autotune.py)
 
 
 @dataclass
@@ -138,11 +148,6 @@ def schema() -> type[Config]:
     return _SCHEMA[MODALITIES.version]
 
 
-def default_config() -> Config:
-    """A Config with every default (what an empty recipe resolves to)."""
-    return schema()()
-
-
 # ---------------------------------------------------------------------------------------------
 # Reading and checking
 
@@ -158,28 +163,33 @@ def load_config(source: str | Path | dict, overrides: list[str] = ()) -> Config:
     else:
         path = Path(source)
         origin, base = str(path), path.resolve().parent
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise CnncliError(f"{path}: recipe not found") from None
-        except OSError as error:
-            raise CnncliError(f"{path}: cannot read recipe ({error.strerror})") from None
-        try:
-            raw = yaml.safe_load(text) or {}
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise CnncliError(f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})") from None
-        if not isinstance(raw, dict):
-            raise CnncliError(f"{path}: a recipe must be a mapping with sections data, model, train, augment")
+        raw = parse_yaml(read_text(path), str(path)) or {}
+    if not isinstance(raw, dict):
+        raise CnncliError(f"{origin}: a recipe must be a mapping with sections data, model, train, augment")
+    drop_retired_keys(raw)
     root = raw.get("data", {}).get("root") if isinstance(raw.get("data"), dict) else None
     if isinstance(root, str) and not Path(root).expanduser().is_absolute():
         raw.setdefault("data", {})["root"] = str(base / root)
-    for override in overrides:
-        apply_override(raw, override)
+    for override in [None, *overrides]:
+        if override is not None:
+            apply_override(raw, override)
+        if raw.get("augment") == "auto":  # `augment: auto` is short for `augment: {auto: true}`
+            raw["augment"] = {"auto": True}
     config = _build(schema(), raw, "", origin)
-    _check_values(config, origin)
+    check_values(config, origin)
     return config
+
+
+def drop_retired_keys(raw: dict) -> None:
+    """Remove the `data.<name>` keys older versions wrote and no longer read (Modality.retired_options),
+    so old recipes and bundles still load."""
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return
+    for name, modality in MODALITIES.items():
+        if isinstance(data.get(name), dict):
+            for key in modality.retired_options:
+                data[name].pop(key, None)
 
 
 def apply_override(raw: dict, override: str) -> None:
@@ -190,6 +200,10 @@ def apply_override(raw: dict, override: str) -> None:
         raise CnncliError(f"--set {override!r}: expected key=value, e.g. --set train.epochs=3")
     parts = key.split(".")
     expected = _type_at(parts)
+    if expected is None and len(parts) == 3 and parts[0] == "data" and parts[1] in MODALITIES:
+        retired = MODALITIES.get(parts[1]).retired_options.get(parts[2])
+        if retired:
+            raise CnncliError(f"--set {key}: no longer a recipe key; {retired}")
     if expected is None:
         raise CnncliError(f"--set {key}: unknown key (see `cnncli inspect RECIPE --resolved` for every key)")
     stripped = text.strip()
@@ -233,28 +247,21 @@ def _type_at(parts: list[str]) -> Any:
             if part not in hints:
                 return None
             current = hints[part]
-        elif _origin(current) in (list, dict) or current is Any:
+        elif typing.get_origin(current) in (list, dict) or current is Any:
             return _ANY_PATH if index < len(parts) else current
         else:
             return None
     return current
 
 
-def _origin(tp: Any) -> Any:
-    return typing.get_origin(tp)
-
-
 def _accepts_str(tp: Any) -> bool:
     if tp is str:
         return True
-    return _origin(tp) in (Union, types.UnionType) and str in typing.get_args(tp)
+    return typing.get_origin(tp) in (Union, types.UnionType) and str in typing.get_args(tp)
 
 
 def _parse_scalar(text: str, key: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise CnncliError(f"--set {key}: cannot read value {text!r}") from None
+    return parse_yaml(text, f"--set {key}")
 
 
 def _build(tp: Any, value: Any, key: str, origin: str) -> Any:
@@ -264,7 +271,7 @@ def _build(tp: Any, value: Any, key: str, origin: str) -> Any:
     where = f"{origin}: {key or 'recipe'}"
     if tp is Any:
         return value
-    origin_type = _origin(tp)
+    origin_type = typing.get_origin(tp)
     if origin_type in (Union, types.UnionType):
         return _build_union(tp, value, key, origin)
     if origin_type is Literal:
@@ -336,36 +343,18 @@ def _build_scalar(tp: Any, value: Any, where: str) -> Any:
             value = _yaml11_float(value)  # PyYAML reads 1e-3 (no dot) as text
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise CnncliError(f"{where}: expected a number, got {_show(value)}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float
+            number = math.inf
+        if not math.isfinite(number):
+            raise CnncliError(f"{where}: expected a finite number, got {_show(value)}")
+        return number
     if tp is str:
         if isinstance(value, (dict, list)):
             raise CnncliError(f"{where}: expected text, got {_show(value)}")
         return str(value)
     raise TypeError(f"schema type {tp} is not supported")  # a bug in the schema, not user input
-
-
-def _check_values(config: Config, origin: str) -> None:
-    """Range checks the types alone cannot express."""
-    checks = [
-        ("train.epochs", config.train.epochs >= 1, "must be at least 1"),
-        ("train.ensemble", config.train.ensemble >= 1, "must be at least 1"),
-        ("train.batch_size", config.train.batch_size >= 1, "must be at least 1"),
-        ("train.lr", config.train.lr > 0, "must be positive"),
-        ("data.split.test_fraction", 0 <= config.data.split.test_fraction < 1, "must be in [0, 1)"),
-        ("data.split.val_fraction", 0 <= config.data.split.val_fraction < 1, "must be in [0, 1)"),
-        ("data.split.test_every", (config.data.split.test_every or 2) >= 2, "must be at least 2"),
-        ("data.split.test_offset", 0 <= config.data.split.test_offset < (config.data.split.test_every or 1),
-         "must be from 0 to data.split.test_every - 1"),
-        ("data.split.test_range", config.data.split.test_range is None or len(config.data.split.test_range) == 2,
-         "must be [start, end]"),
-        ("model.blocks", bool(config.model.blocks), "must list at least one block"),
-    ]
-    for key, ok, message in checks:
-        if not ok:
-            raise CnncliError(f"{origin}: {key}: {message}")
-    for name, modality in MODALITIES.items():
-        for key, message in modality.check_options(getattr(config.data, name)):
-            raise CnncliError(f"{origin}: data.{name}.{key}: {message}")
 
 
 def config_to_dict(config: Config) -> dict:
@@ -374,8 +363,21 @@ def config_to_dict(config: Config) -> dict:
 
 
 def config_from_dict(data: dict, origin: str = "bundle") -> Config:
-    """Rebuild a Config from `config_to_dict` output (e.g. the recipe stored in a bundle)."""
-    return _build(schema(), data, "", origin)
+    """Rebuild a Config from `config_to_dict` output (e.g. the recipe stored in a bundle), checked
+    like a recipe file."""
+    if not isinstance(data, dict):
+        raise CnncliError(f"{origin}: expected the recipe as a mapping, got {_show(data)}")
+    data = copy.deepcopy(data)
+    drop_retired_keys(data)
+    config = _build(schema(), data, "", origin)
+    check_values(config, origin)
+    return config
+
+
+def build_typed(tp: Any, value: Any, key: str, origin: str) -> Any:
+    """Plain data -> the schema type `tp` (e.g. a modality's options dataclass stored in a bundle),
+    checked as a recipe section is: errors name `key` and `origin`."""
+    return _build(tp, value, key, origin)
 
 
 def _yaml11_float(text: str) -> float | str:

@@ -1,11 +1,15 @@
-"""The training loop: one readable loop over in-memory tensors, as fast as a hand-written one.
+"""The training loop: one readable loop, as fast as a hand-written one, in one process or several.
 
 Shaped like torchvision's classification reference: `training_step` (one optimiser step, which
 the learning-rate finder reuses), `train_one_epoch`, `evaluate`, and a short `fit` that calls
-them, keeps the best epoch and stops early. Encoded data sit in memory (on the device when it is
-a GPU), batches are index slices of them, and augmentation runs batched on the device. Each epoch
-ends with a validation pass and one log record (loss, accuracy, learning rate, samples/s); the
-caller decides what to do with it (the trainer writes it to the bundle's log and checkpoints).
+them, keeps the best epoch and stops early. A split is read a batch at a time (`data.batches`):
+index slices of tensors held in memory (on the GPU when it is one), or files read by DataLoader
+workers (cnncli.loading). Augmentation runs batched on the device; the forward pass runs in the
+recipe's precision (autocast to bf16 or fp16 on GPUs). Under torchrun each process trains on its
+share of every global batch and DistributedDataParallel averages the gradients, so the ranks
+step as one process would; metrics are summed over the ranks. Each epoch ends with a validation
+pass and one log record (loss, accuracy, learning rate, samples/s); the caller decides what to do
+with it (the trainer writes it to the bundle's log and checkpoints).
 """
 
 from __future__ import annotations
@@ -21,13 +25,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnncli.device import FP32, Precision, channels_last_helps, pick_precision
+from cnncli.distributed import SINGLE, Cluster
 from cnncli.encoding import TensorData
+from cnncli.errors import CnncliError
 from cnncli.optim import build_optimizer, build_schedule
 from cnncli.progress import Progress
 from cnncli.resume_state import FitState
 
-__all__ = ["FitResult", "Loop", "TensorData", "evaluate", "fit", "predict_probabilities", "train_one_epoch",
-           "training_step"]
+__all__ = ["FitResult", "Loop", "TensorData", "TrainingDiverged", "evaluate", "fit", "predict_outputs",
+           "predict_probabilities", "probabilities", "split_outputs", "train_one_epoch", "training_step"]
+
+
+# A mean cross-entropy this high puts e^-10000 on the right class: no run comes back from it
+# (a run that starts near ln(classes) and learns stays below 20).
+DIVERGED_LOSS = 10_000.0
+
+
+class TrainingDiverged(CnncliError):
+    """The loss stopped being a finite number: the weights are lost to NaN, so training stops
+    rather than spend its remaining epochs on them (and the run is never marked complete)."""
 
 
 @dataclass
@@ -40,32 +57,59 @@ class FitResult:
 
 
 def training_step(network: nn.Module, modality: Any, inputs: torch.Tensor, targets: torch.Tensor,
-                  optimizer: torch.optim.Optimizer, settings: Any, generator: torch.Generator) -> tuple:
+                  optimizer: torch.optim.Optimizer, settings: Any, generator: torch.Generator,
+                  precision: Precision = FP32, scaler: torch.amp.GradScaler | None = None,
+                  loss_scale: float | None = None) -> tuple:
     """Augment a batch, forward, backward, one optimiser step; (loss, logits), both detached.
-    A recipe's `max_norm` (Kim's constraint on the classifier's rows) is applied after the step."""
-    logits = network(modality.augment(inputs, generator))
-    loss = F.cross_entropy(logits, targets, label_smoothing=settings.label_smoothing)
+    A recipe's `max_norm` (Kim's constraint on the classifier's rows) is applied after the step.
+
+    In one process the loss is the batch's mean. With `loss_scale` (one of several processes) it
+    is the sum over this process's share times world size / global batch size: DDP averages the
+    processes' gradients, which then add up to the gradient of the global batch's mean."""
+    augmented = modality.augment(inputs, generator)
+    with precision.autocast():
+        logits = network(augmented)
+        if loss_scale is None:
+            loss = F.cross_entropy(logits, targets, label_smoothing=settings.label_smoothing)
+        else:
+            loss = F.cross_entropy(logits, targets, reduction="sum", label_smoothing=settings.label_smoothing)
+            loss = loss * loss_scale
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:  # fp16: the loss scaled up so that small gradients survive; a step that overflowed is skipped
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
     if settings.max_norm:
         with torch.no_grad():
-            weight = network.classifier.linear.weight
+            weight = getattr(network, "module", network).classifier.linear.weight  # DDP wraps the network
             weight.data = torch.renorm(weight.data, 2, 0, settings.max_norm)
     return loss.detach(), logits.detach()
 
 
 class Loop:
     """What a fit carries from step to step: the optimiser, the schedule, the three random
-    streams (dropout via torch's global generator, augmentation, batch order), the weight average
-    and the step count. `state()` and `restore()` make a resumed fit continue bit for bit."""
+    streams (dropout via torch's global generator, augmentation, batch order), the weight average,
+    the gradient scaler and the step count. `state()` and `restore()` make a resumed fit continue
+    bit for bit. Under torchrun every rank draws the same batch order, and dropout and
+    augmentation of its own (rank 0 those of one process); `model` is the network DDP wraps."""
 
-    def __init__(self, network: nn.Module, settings: Any, device: torch.device, samples: int):
-        torch.manual_seed(settings.seed)
-        self.network, self.settings, self.device = network.to(device), settings, device
-        self.augment_generator = torch.Generator(device=device).manual_seed(settings.seed)
+    def __init__(self, network: nn.Module, settings: Any, device: torch.device, samples: int,
+                 cluster: Cluster = SINGLE):
+        torch.manual_seed(cluster.seed(settings.seed))
+        self.network, self.settings, self.device, self.cluster = network.to(device), settings, device, cluster
+        if channels_last_helps(network, device):
+            network.to(memory_format=torch.channels_last)
+        self.precision = pick_precision(settings.precision, device)
+        self.scaler = self.precision.scaler()
+        self.model = cluster.parallel(network, device, settings.sync_batch_norm)
+        self.augment_generator = torch.Generator(device=device).manual_seed(cluster.seed(settings.seed))
         self.order_generator = torch.Generator().manual_seed(settings.seed)
         self.batch_size = min(settings.batch_size, samples)
+        # batch norm cannot train on one sample, and under DDP every rank needs at least one
+        self.smallest_batch = max(2, cluster.world_size) if samples > 1 else 1
         self.steps_per_epoch = max(1, math.ceil(samples / self.batch_size))
         self.total_steps = settings.steps or settings.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
@@ -84,57 +128,78 @@ class Loop:
         return self.step >= self.total_steps
 
     def state(self) -> dict:
-        random = {"torch": torch.get_rng_state(), "augment": self.augment_generator.get_state(),
-                  "order": self.order_generator.get_state()}
+        """Everything `restore` needs; under torchrun every rank's random streams (so every rank
+        must call it: it gathers them)."""
+        own = {"torch": torch.get_rng_state(), "augment": self.augment_generator.get_state()}
         if self.device.type == "cuda":
-            random["cuda"] = torch.cuda.get_rng_state(self.device)
+            own["cuda"] = torch.cuda.get_rng_state(self.device)
+        random = {**own, "order": self.order_generator.get_state()}
+        for rank, streams in enumerate(self.cluster.gather(own)):
+            if rank:
+                random.update({f"rank{rank}.{name}": value for name, value in streams.items()})
         return {"step": self.step, "network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "random": random,
-                "average": self.average.state_dict() if self.average else None}
+                "average": self.average.state_dict() if self.average else None,
+                "scaler": self.scaler.state_dict() if self.scaler else None}
 
     def restore(self, saved: FitState) -> None:
         self.network.load_state_dict(saved.network)
         self.optimizer.load_state_dict(saved.optimizer)
         self.schedule.load_state_dict({**self.schedule.state_dict(), **saved.schedule})
-        torch.set_rng_state(saved.random["torch"])
-        self.augment_generator.set_state(saved.random["augment"])
-        if self.device.type == "cuda" and "cuda" in saved.random:
-            torch.cuda.set_rng_state(saved.random["cuda"], self.device)
+        prefix = f"rank{self.cluster.rank}."
+        random = saved.random if not self.cluster.rank else {
+            name[len(prefix):]: value for name, value in saved.random.items() if name.startswith(prefix)}
+        torch.set_rng_state(random["torch"])
+        self.augment_generator.set_state(random["augment"])
+        if self.device.type == "cuda" and "cuda" in random:
+            torch.cuda.set_rng_state(random["cuda"], self.device)
         self.order_generator.set_state(saved.random["order"])
         if self.average:
             self.average.load_state_dict(saved.average)
+        if self.scaler and saved.scaler:
+            self.scaler.load_state_dict(saved.scaler)
         self.step = saved.step
 
 
-def train_one_epoch(loop: Loop, modality: Any, inputs: torch.Tensor, targets: torch.Tensor,
-                    epoch: int, progress: Progress = Progress()) -> dict:
-    """One pass over the training tensors in a seeded order; the epoch's log record so far."""
-    network, settings, device = loop.network, loop.settings, loop.device
-    network.train()
+def train_one_epoch(loop: Loop, modality: Any, data: Any, epoch: int, progress: Progress = Progress()) -> dict:
+    """One pass over the training data in a seeded order; the epoch's log record so far."""
+    settings, device, cluster = loop.settings, loop.device, loop.cluster
+    loop.model.train()
     started = time.perf_counter()
-    order = torch.randperm(len(targets), generator=loop.order_generator).to(device)
+    order = torch.randperm(len(data), generator=loop.order_generator)
+    batches = [batch for batch in order.split(loop.batch_size) if len(batch) >= loop.smallest_batch]
+    shares = (cluster.share(batch) for batch in batches)
     loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
     with progress.task(f"epoch {epoch}/{loop.epochs}", loop.steps_per_epoch, log=False) as advance:
-        for start in range(0, len(order), loop.batch_size):
-            index = order[start:start + loop.batch_size]
-            if len(index) < 2 and len(order) > 1:  # batch norm cannot train on one sample
-                continue
-            batch_targets = targets[index]
-            loss, logits = training_step(network, modality, inputs[index], batch_targets, loop.optimizer,
-                                         settings, loop.augment_generator)
+        for (inputs, batch_targets), batch in zip(data.batches(shares, device), batches):
+            scale = cluster.world_size / len(batch) if cluster.distributed else None
+            loss, logits = training_step(loop.model, modality, inputs, batch_targets, loop.optimizer, settings,
+                                         loop.augment_generator, loop.precision, loop.scaler, scale)
             loop.schedule.step()
             if loop.average:
-                loop.average.update(network)
-            loss_sum += loss * len(index)
+                loop.average.update(loop.network)
+            loss_sum += loss * len(batch_targets) if scale is None else loss / scale
             correct += (logits.argmax(1) == batch_targets).sum()
-            seen += len(index)
+            seen += len(batch_targets)
             loop.step += 1
             advance(1)
             if loop.finished:
                 break
+    if cluster.distributed:
+        counted = torch.tensor(float(seen), dtype=torch.float64, device=device)
+        totals = cluster.sum(torch.stack([loss_sum.double(), correct.double(), counted]))
+        loss_sum, correct, seen = totals[0], totals[1], int(totals[2])
+        for network in (loop.network, loop.average.network if loop.average else None):
+            if network is not None:
+                cluster.broadcast_buffers(network)
     seconds = time.perf_counter() - started
+    mean_loss = float(loss_sum) / max(seen, 1)
+    if not mean_loss <= DIVERGED_LOSS:
+        what = "not a finite number" if not math.isfinite(mean_loss) else f"above {DIVERGED_LOSS:,.0f}"
+        raise TrainingDiverged(f"epoch {epoch}: the training loss is {mean_loss:.4g}, {what}: training diverged "
+                               f"and was stopped (train.lr {settings.lr:g} may be too high)")
     return {"epoch": epoch, "step": loop.step, "lr": round(loop.optimizer.param_groups[0]["lr"], 8),
-            "train_loss": round(float(loss_sum) / max(seen, 1), 5),
+            "train_loss": round(mean_loss, 5),
             "train_accuracy": round(float(correct) / max(seen, 1), 5),
             "samples_per_second": round(seen / seconds, 1)}
 
@@ -165,24 +230,25 @@ class BestEpoch:
         self.epoch, self.epochs_without_gain = saved.kept_epoch, saved.epochs_without_gain
 
 
-def fit(network: nn.Module, modality: Any, train_data: TensorData, val_data: TensorData | None,
+def fit(network: nn.Module, modality: Any, train_data: Any, val_data: Any | None,
         settings: Any, device: torch.device, progress: Progress = Progress(),
         on_epoch_end: Callable[[dict, nn.Module, Callable[[], FitState]], None] | None = None,
-        resume: FitState | None = None) -> FitResult:
+        resume: FitState | None = None, cluster: Cluster = SINGLE) -> FitResult:
     """Train `network` in place; returns the per-epoch history and which epoch's weights it keeps.
+    The data are TensorData, Rows of it, or cnncli.loading.StreamedData.
 
-    `on_epoch_end(record, network_to_keep, capture)` runs after every epoch; `capture()` returns
-    the state from which `fit(..., resume=state)` continues as if it had never stopped."""
-    loop = Loop(network, settings, device, len(train_data))
+    `on_epoch_end(record, network_to_keep, capture)` runs after every epoch, on every rank;
+    `capture()` returns the state from which `fit(..., resume=state)` continues as if it had
+    never stopped."""
+    loop = Loop(network, settings, device, len(train_data), cluster)
     validating = val_data is not None and len(val_data) > 0
     best = BestEpoch(keep_weights=settings.keep == "best" and validating)
     result = FitResult(kept="best" if best.keep_weights else "last")
     first_epoch = 1
     if resume is not None:
-        loop.restore(resume)
-        best.restore(resume)
+        restore_fit(loop, best, resume)
         result.history, first_epoch = list(resume.history), resume.epoch + 1
-    inputs, targets = train_data.inputs.to(device), train_data.targets.to(device)
+    train_data = train_data.to(device)
 
     def capture() -> FitState:
         return FitState(epoch=result.history[-1]["epoch"], history=list(result.history),
@@ -198,9 +264,12 @@ def fit(network: nn.Module, modality: Any, train_data: TensorData, val_data: Ten
         if result.stopped_early or loop.finished:
             break
         epoch_started = time.perf_counter()
-        record = train_one_epoch(loop, modality, inputs, targets, epoch, progress)
+        record = train_one_epoch(loop, modality, train_data, epoch, progress)
         if validating:
-            val_loss, val_accuracy = evaluate(loop.scored, val_data, settings.eval_batch_size, device)
+            val_loss, val_accuracy = evaluate(loop.scored, val_data, settings.eval_batch_size, device, cluster)
+            if not math.isfinite(val_loss):
+                raise TrainingDiverged(f"epoch {epoch}: the validation loss is {val_loss}, not a finite number: "
+                                       "training diverged and was stopped")
             record.update(val_loss=round(val_loss, 5), val_accuracy=round(val_accuracy, 5))
             best.update(epoch, val_accuracy, val_loss, loop.scored)
         record["seconds"] = round(time.perf_counter() - epoch_started, 2)
@@ -217,6 +286,17 @@ def fit(network: nn.Module, modality: Any, train_data: TensorData, val_data: Ten
             network.load_state_dict(loop.scored.state_dict())
     result.seconds = round(time.perf_counter() - started, 2)
     return result
+
+
+def restore_fit(loop: Loop, best: BestEpoch, saved: FitState) -> None:
+    """Continue from `saved`; a state that does not fit this run's network is the user's error."""
+    try:
+        loop.restore(saved)
+        best.restore(saved)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
+        raise CnncliError(f"the resume state does not fit this run's network and optimiser "
+                          f"({str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__})"
+                          ) from None
 
 
 class WeightAverage:
@@ -244,22 +324,53 @@ class WeightAverage:
 
 
 @torch.no_grad()
+def split_outputs(network: nn.Module, data: Any, batch_size: int, device: torch.device) -> tuple:
+    """(raw outputs, class indices) of the rows of `data` that could be read, in eval mode, batch
+    by batch, both on the CPU. Outputs are logits (an ensemble's log averaged probabilities)."""
+    network.eval()
+    outputs, targets = [], []
+    for inputs, batch_targets in data.batches(torch.arange(len(data)).split(batch_size), device, skip_unreadable=True):
+        outputs.append(network(inputs).cpu())
+        targets.append(batch_targets.cpu())
+    if not outputs:
+        return torch.empty(0), torch.empty(0, dtype=torch.long)
+    return torch.cat(outputs), torch.cat(targets)
+
+
+def probabilities(network: nn.Module, data: Any, batch_size: int, device: torch.device) -> tuple:
+    """(softmax outputs, class indices) of the rows of `data` that could be read."""
+    outputs, targets = split_outputs(network, data, batch_size, device)
+    return (torch.softmax(outputs, dim=1) if len(outputs) else outputs), targets
+
+
+def predict_outputs(network: nn.Module, inputs: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Raw outputs (logits; an ensemble's log averaged probabilities) for encoded inputs, in eval
+    mode, batch by batch; returned on the CPU."""
+    return split_outputs(network, TensorData(inputs, torch.zeros(len(inputs), dtype=torch.long)), batch_size,
+                         device)[0]
+
+
 def predict_probabilities(network: nn.Module, inputs: torch.Tensor, batch_size: int,
                           device: torch.device) -> torch.Tensor:
     """Softmax outputs for encoded inputs, in eval mode, batch by batch; returned on the CPU."""
-    network.eval()
-    outputs = [torch.softmax(network(chunk.to(device)), dim=1).cpu() for chunk in inputs.split(batch_size)]
-    return torch.cat(outputs) if outputs else torch.empty(0)
+    outputs = predict_outputs(network, inputs, batch_size, device)
+    return torch.softmax(outputs, dim=1) if len(outputs) else outputs
 
 
 @torch.no_grad()
-def evaluate(network: nn.Module, data: TensorData, batch_size: int, device: torch.device) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of `network` on `data`."""
+def evaluate(network: nn.Module, data: Any, batch_size: int, device: torch.device,
+             cluster: Cluster = SINGLE) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `network` on the readable rows of `data`. Under torchrun
+    each rank scores a contiguous part and the sums are added up, so every rank gets the same."""
     network.eval()
-    loss, correct = 0.0, 0
-    for chunk, chunk_targets in zip(data.inputs.split(batch_size), data.targets.split(batch_size)):
-        logits = network(chunk.to(device))
-        chunk_targets = chunk_targets.to(device)
-        loss += float(F.cross_entropy(logits, chunk_targets, reduction="sum"))
-        correct += int((logits.argmax(1) == chunk_targets).sum())
-    return loss / max(len(data), 1), correct / max(len(data), 1)
+    loss, correct, count = 0.0, 0, 0
+    shares = cluster.share(torch.arange(len(data))).split(batch_size)
+    for inputs, targets in data.batches(shares, device, skip_unreadable=True):
+        logits = network(inputs)
+        loss += float(F.cross_entropy(logits, targets, reduction="sum"))
+        correct += int((logits.argmax(1) == targets).sum())
+        count += len(targets)
+    if cluster.distributed:
+        totals = cluster.sum(torch.tensor([loss, correct, count], dtype=torch.float64, device=device))
+        loss, correct, count = float(totals[0]), int(totals[1]), int(totals[2])
+    return loss / max(count, 1), correct / max(count, 1)

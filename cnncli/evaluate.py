@@ -1,30 +1,71 @@
 """`cnncli eval`: a bundle's metrics on its recipe's test split, or on other data.
 
 Other data is read with the bundle's own data rules (format, label regex, columns, encoding,
-preprocessing), so `eval BUNDLE NEW_FOLDER` needs no other flag.
+preprocessing), so `eval BUNDLE NEW_FOLDER` needs no other flag. The report includes the expected
+calibration error before and after the bundle's temperature (cnncli.calibration).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from cnncli.bundle import Bundle
+from cnncli.calibration import expected_calibration_error, scaled_probabilities
+from cnncli.data.sample import Sample
 from cnncli.data.sources import read_sources
 from cnncli.data.split import check_known_labels, load_splits
 from cnncli.device import pick_device
 from cnncli.encoding import encode_split
-from cnncli.engine import predict_probabilities
 from cnncli.errors import CnncliError
+from cnncli.inference import for_inference, network_outputs
 from cnncli.metrics import classification_report
 from cnncli.progress import Progress
+
+
+@dataclass
+class Evaluation:
+    """An evaluation and what it was computed from, for a report that looks closer."""
+
+    report: dict  # what `cnncli eval` prints: classification_report + bundle, data, skipped, notes
+    samples: list[Sample]  # the samples that could be read, in the order of the rows below
+    inputs: torch.Tensor  # encoded
+    targets: torch.Tensor
+    probabilities: torch.Tensor  # calibrated by the bundle's temperature, as predict scores
 
 
 def evaluate(bundle: Bundle, data: Sequence[str] = (), batch_size: int = 512, device=None,
              progress: Progress = Progress()) -> dict:
     """Classification report of `bundle` on `data` (paths) or, when empty, its recipe's test split."""
+    return run_evaluation(bundle, data, batch_size, device, progress).report
+
+
+def run_evaluation(bundle: Bundle, data: Sequence[str] = (), batch_size: int = 512, device=None,
+                   progress: Progress = Progress()) -> Evaluation:
+    """`evaluate`, keeping the samples, their encodings and the predicted probabilities."""
     device = device or pick_device("auto")
+    samples, source, notes = evaluation_samples(bundle, data)
+    split = encode_split(bundle.modality, samples, bundle.labels, "evaluating", progress)
+    encoded, failures = split.data, split.failures
+    notes += split.notes
+    if len(encoded) == 0:
+        raise CnncliError(f"{source}: no sample could be read ({failures[0] if failures else 'empty'})")
+    network = for_inference(bundle.network, device)
+    outputs = network_outputs(network, bundle.modality, encoded.inputs, batch_size, device)
+    report = classification_report(encoded.targets.tolist(), outputs.argmax(1).tolist(), bundle.labels)
+    report.update(bundle=str(bundle.path), data=source, skipped=failures, notes=notes,
+                  calibration=calibration_report(bundle, outputs, encoded.targets))
+    probabilities = scaled_probabilities(outputs, bundle.temperature)  # the scores predict gives
+    return Evaluation(report, [samples[i] for i in split.index], encoded.inputs, encoded.targets, probabilities)
+
+
+def evaluation_samples(bundle: Bundle, data: Sequence[str]) -> tuple[list[Sample], str, list[str]]:
+    """(labelled samples, where they came from, notes): `data` read with the bundle's rules, or
+    its recipe's test split."""
     config = bundle.config
     notes = []
     if data:
@@ -43,13 +84,14 @@ def evaluate(bundle: Bundle, data: Sequence[str] = (), batch_size: int = 512, de
     if unlabelled:
         raise CnncliError(f"{unlabelled.locator}: has no label, so it cannot be evaluated (use predict)")
     check_known_labels(samples, bundle.labels)
-    split = encode_split(bundle.modality, samples, bundle.labels, "evaluating", progress)
-    encoded, failures = split.data, split.failures
-    notes += split.notes
-    if len(encoded) == 0:
-        raise CnncliError(f"{source}: no sample could be read ({failures[0] if failures else 'empty'})")
-    bundle.network.to(device)
-    probabilities = predict_probabilities(bundle.network, encoded.inputs, batch_size, device)
-    report = classification_report(encoded.targets.tolist(), probabilities.argmax(1).tolist(), bundle.labels)
-    report.update(bundle=str(bundle.path), data=source, skipped=failures, notes=notes)
-    return report
+    return samples, source, notes
+
+
+def calibration_report(bundle: Bundle, outputs, targets) -> dict:
+    """How well the scores match accuracy on this data: the expected calibration error of the
+    plain softmax and of the bundle's calibrated scores (the same when it has no temperature)."""
+    fitted = bundle.info.get("calibration") or {}
+    temperature = bundle.temperature
+    return {"temperature": temperature, "fitted_on": fitted.get("fitted_on"),
+            "ece_before": round(expected_calibration_error(scaled_probabilities(outputs), targets), 4),
+            "ece_after": round(expected_calibration_error(scaled_probabilities(outputs, temperature), targets), 4)}

@@ -1,18 +1,12 @@
-"""`cnncli inspect`: what a network sees of one input, and the summary of a bundle or a recipe.
-
-For an input: the picture the network reads (drawn by its modality), the feature maps after each
-convolution block, the prediction, and the modality's explanation (text: token saliency). For a
-bundle or a recipe: the layer table (cnncli.layers), labels, metrics and split.
+"""`cnncli inspect`: the summary of a bundle or a recipe: the layer table (cnncli.layers), labels,
+metrics and split. What a network makes of one input is cnncli.explain; a look at data before
+training is cnncli.data_view.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-from torch import nn
-
-from cnncli.atomic import write_file
 from cnncli.bundle import MODEL_FILE, load_bundle
 from cnncli.config import config_to_dict, load_config
 from cnncli.data.split import load_splits
@@ -20,57 +14,16 @@ from cnncli.errors import CnncliError
 from cnncli.layers import layer_table
 from cnncli.modalities import modality_class
 from cnncli.model import network_for
-from cnncli.recipes import recipe_source
+from cnncli.recipes import RECIPE_SUFFIXES, recipe_source, text_data_file
 
 
-def feature_maps(network: nn.Module, encoded: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Activations (C, H, W) after each conv block of the backbone for one encoded input."""
-    captured, hooks = {}, []
-    for name, module in network.backbone.named_modules():
-        if isinstance(module, nn.Sequential) and any(isinstance(m, nn.Conv2d) for m in module.children()):
-            hooks.append(module.register_forward_hook(
-                lambda mod, args, out, name=name: captured.__setitem__(name, out[0].detach().cpu())))
-    network.eval()
-    try:
-        with torch.no_grad():
-            probabilities = torch.softmax(network(encoded.unsqueeze(0)), dim=1)[0]
-    finally:
-        for hook in hooks:
-            hook.remove()
-    captured["__probabilities__"] = probabilities
-    return captured
-
-
-def explain_input(bundle, locator: str, out_dir: Path) -> dict:
-    """For one input: its picture as the network sees it, the feature maps, and the prediction."""
-    from cnncli.plots import feature_maps_png
-
-    modality = bundle.modality
-    samples = list(modality.expand_inputs([locator]))
-    if not samples:
-        raise CnncliError(f"{locator}: no input found there")
-    sample = samples[0]
-    encoded = modality.encode(sample)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    input_png = out_dir / "input.png"
-    modality.draw(sample, input_png, bundle.network)
-    written = [str(input_png)]
-    maps = feature_maps(bundle.network, encoded)
-    probabilities = maps.pop("__probabilities__")
-    for name, activation in maps.items():
-        if activation.dim() == 3:
-            path = out_dir / f"features-{name.replace('.', '-')}.png"
-            write_file(path, feature_maps_png(activation, f"{name}: {activation.shape[0]} maps "
-                                                          f"{activation.shape[1]}x{activation.shape[2]}"))
-            written.append(str(path))
-    scores, indices = probabilities.topk(min(3, len(bundle.labels)))
-    result = {"input": locator, "files": written,
-              "top": [{"label": bundle.labels[int(i)], "score": round(float(s), 6)} for s, i in zip(scores, indices)]}
-    explanation = modality.explain(bundle.network, sample)
-    if explanation:
-        result["explanation"] = explanation
-    return result
+def is_data(target: str) -> bool:
+    """A folder that is not a bundle, or a file of sentences (what `cnncli train` reads with the
+    default text recipe): `inspect` looks at its data."""
+    path = Path(target)
+    if path.is_dir():
+        return not (path / MODEL_FILE).exists()
+    return path.is_file() and path.suffix.lower() not in RECIPE_SUFFIXES and text_data_file(path)
 
 
 def describe_target(target: str, overrides: list[str], resolved: bool) -> dict:
@@ -84,7 +37,8 @@ def describe_target(target: str, overrides: list[str], resolved: bool) -> dict:
         table = layer_table(bundle.network, tuple(bundle.info["input_shape"]), bundle.modality.describe())
         info = bundle.info
         return {"target": target, "kind": "bundle", "labels": bundle.labels, "metrics": info.get("metrics", {}),
-                "status": info.get("status"), "split": info.get("split"), **table}
+                "calibration": info.get("calibration"), "status": info.get("status"), "split": info.get("split"),
+                **table}
     return describe_recipe(target, overrides, resolved)
 
 

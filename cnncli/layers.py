@@ -10,6 +10,7 @@ The receptive field is the input window (height x width) that one output value d
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 from torch import nn
 
@@ -143,3 +144,95 @@ def _pair(value):
 def _hw(pair) -> str:
     pair = _pair(pair)
     return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks by name, and where a layer's output cells sit on its input (for Grad-CAM)
+
+
+def named_blocks(backbone: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
+    """The backbone's blocks in the order they run, named as in the layer table (conv1, pool1,
+    parallel1.branch0.conv1, ...); a parallel block comes after the blocks of its branches."""
+    for name, child in backbone.named_children():
+        full = f"{prefix}.{name}" if prefix else name
+        if isinstance(child, Parallel):
+            for index, branch in enumerate(child.branches):
+                yield from named_blocks(branch, f"{full}.branch{index}")
+        yield full, child
+
+
+def named_layers(backbone: nn.Module) -> dict[str, nn.Module]:
+    """Every block and every leaf layer of the backbone by its layer-table name (conv2, conv2.conv)."""
+    layers = {}
+    for name, block in named_blocks(backbone):
+        layers[name] = block
+        if not isinstance(block, Parallel):
+            layers.update((f"{name}.{leaf}", module) for leaf, module in block.named_children())
+    return layers
+
+
+def is_convolution(module: nn.Module) -> bool:
+    """A convolution layer, or a block (conv + bn + act ...) that holds one."""
+    return isinstance(module, nn.Conv2d) or (
+        isinstance(module, nn.Sequential) and any(isinstance(child, nn.Conv2d) for child in module.children()))
+
+
+def cell_centres(backbone: nn.Module, name: str) -> tuple[list[float], list[float]] | None:
+    """(centre of output cell 0, distance between neighbouring cells), per axis (height, width),
+    in cells of the backbone's input, for layer `name`: cell (i, j) of its output is centred on
+    input position (first[0] + i * step[0], first[1] + j * step[1]). None when the layer's output
+    has been pooled over the whole input (its cells are not anywhere in particular). Where
+    parallel branches differ, a layer after them is placed as in the first branch."""
+    leaves, found = _leaves_until(backbone, "", name)
+    if not found:
+        raise KeyError(name)
+    first, step = [0.0, 0.0], [1.0, 1.0]
+    for leaf in leaves:
+        if isinstance(leaf, nn.ZeroPad2d):
+            left, _, top, _ = leaf.padding
+            first[0] -= top * step[0]
+            first[1] -= left * step[1]
+        elif isinstance(leaf, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            kernel, stride, padding = _pair(leaf.kernel_size), _pair(leaf.stride), _pair(leaf.padding)
+            dilation = _pair(getattr(leaf, "dilation", 1))
+            for axis in range(2):
+                first[axis] += ((kernel[axis] - 1) * dilation[axis] / 2 - padding[axis]) * step[axis]
+                step[axis] *= stride[axis]
+        elif isinstance(leaf, (nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Linear)):
+            return None
+    return first, step
+
+
+def _leaves_until(module: nn.Module, prefix: str, target: str) -> tuple[list[nn.Module], bool]:
+    """The leaf layers that run from the backbone's input up to the end of layer `target`, and
+    whether `target` was reached; of a parallel block, only the branch on the way."""
+    if prefix == target:
+        return list(_run_leaves(module)), True
+    if isinstance(module, Parallel):
+        for index, branch in enumerate(module.branches):
+            leaves, found = _leaves_until(branch, f"{prefix}.branch{index}", target)
+            if found:
+                return leaves, True
+        return list(_run_leaves(module)), False
+    children = list(module.named_children())
+    if not children:
+        return [module], False
+    collected = []
+    for name, child in children:
+        leaves, found = _leaves_until(child, f"{prefix}.{name}" if prefix else name, target)
+        collected += leaves
+        if found:
+            return collected, True
+    return collected, False
+
+
+def _run_leaves(module: nn.Module) -> Iterator[nn.Module]:
+    """Leaf layers in run order; of a parallel block, those of its first branch."""
+    if isinstance(module, Parallel):
+        yield from _run_leaves(module.branches[0])
+        return
+    children = list(module.children())
+    if not children:
+        yield module
+    for child in children:
+        yield from _run_leaves(child)

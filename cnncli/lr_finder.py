@@ -13,26 +13,31 @@ from pathlib import Path
 
 import torch
 
-from cnncli.atomic import write_file
+from cnncli.atomic import check_writable, write_file
 from cnncli.config import Config
+from cnncli.distributed import from_environment
 from cnncli.engine import training_step
+from cnncli.errors import CnncliError
 from cnncli.optim import build_optimizer
 from cnncli.progress import Progress
 from cnncli.train import prepare
 
 
 def find_lr(config: Config, start: float = 1e-6, end: float = 1.0, steps: int = 100,
-            progress: Progress = Progress()) -> dict:
-    """{'lr': [...], 'loss': [...], 'suggestion': float}; the network is thrown away afterwards."""
+            progress: Progress = Progress(), cache: Path | None = None) -> dict:
+    """{'lr': [...], 'loss': [...], 'suggestion': float}; the network is thrown away afterwards.
+    `cache`: see cnncli.train.prepare."""
 
-    run = prepare(config, progress)
+    if from_environment().distributed:
+        raise CnncliError("--find-lr: the range test runs in one process; start it without torchrun")
+    run = prepare(config, progress, cache)
     network, modality, device = run.network.to(run.device), run.modality, run.device
-    inputs, targets = run.train.inputs.to(device), run.train.targets.to(device)
+    data = run.train.to(device)
     optimizer = build_optimizer(network.parameters(), config.train)
     factor = (end / start) ** (1 / max(steps - 1, 1))
     generator = torch.Generator(device=device).manual_seed(config.train.seed)
     order = torch.Generator().manual_seed(config.train.seed)
-    batch_size = min(config.train.batch_size, len(inputs))
+    batch_size = min(config.train.batch_size, len(data))
     rates, losses, smoothed, best = [], [], 0.0, math.inf
     network.train()
     with progress.task("finding the learning rate", steps) as advance:
@@ -40,9 +45,9 @@ def find_lr(config: Config, start: float = 1e-6, end: float = 1.0, steps: int = 
             rate = start * factor ** step
             for group in optimizer.param_groups:
                 group["lr"] = rate
-            index = torch.randperm(len(inputs), generator=order)[:batch_size].to(device)
-            loss, _ = training_step(network, modality, inputs[index], targets[index], optimizer, config.train,
-                                    generator)
+            index = torch.randperm(len(data), generator=order)[:batch_size]
+            inputs, targets = next(data.batches([index], device))
+            loss, _ = training_step(network, modality, inputs, targets, optimizer, config.train, generator)
             advance(1)
             smoothed = 0.9 * smoothed + 0.1 * loss.item()
             value = smoothed / (1 - 0.9 ** (step + 1))  # bias-corrected running mean
@@ -84,9 +89,10 @@ def lr_plot_png(result: dict) -> bytes:
     return figure_png(figure)
 
 
-def lr_range_test(config: Config, out: Path, progress: Progress = Progress()) -> dict:
+def lr_range_test(config: Config, out: Path, progress: Progress = Progress(), cache: Path | None = None) -> dict:
     """`find_lr`, with its plot written to OUT/lr_find.png (named in the result as "plot")."""
-    result = find_lr(config, progress=progress)
     plot = Path(out) / "lr_find.png"
+    check_writable(plot, "--out")
+    result = find_lr(config, progress=progress, cache=cache)
     write_file(plot, lr_plot_png(result))
     return {**result, "plot": str(plot)}

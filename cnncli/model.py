@@ -14,7 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnncli.blocks import ACTIVATIONS, Parallel, build_blocks, output_shape
+from cnncli.blocks import ACTIVATIONS, Parallel, build_blocks, estimate_blocks, output_shape
+from cnncli.errors import CnncliError
+from cnncli.limits import MAX_ACTIVATIONS, MAX_BATCH_ACTIVATIONS, MAX_INPUT_VALUES, MAX_PARAMETERS
 
 
 class Network(nn.Module):
@@ -91,6 +93,31 @@ def network_for(modality: Any, blocks: list[Any], num_classes: int) -> Network:
     network = build_network(blocks, stem, modality.input_shape, num_classes, modality.input_dtype)
     network.trims_batches = modality.adapt_stem(stem, network.backbone)
     return network
+
+def check_network_size(modality: Any, blocks: list[Any], num_classes: int, batch_size: int = 1,
+                       members: int = 1) -> None:
+    """Refuse a network larger than cnncli.limits allows, from the block specs and the modality's
+    stem alone, before any weight is allocated: a recipe asking for a billion channels, or a
+    bundle claiming a huge input, costs one line instead of the machine's memory."""
+    shape = tuple(modality.input_shape)
+    values = math.prod(shape)
+    if values > MAX_INPUT_VALUES:
+        raise CnncliError(f"data.{modality.name}: one encoded sample of shape {list(shape)} holds {values:,} "
+                          f"values; at most {MAX_INPUT_VALUES:,} are allowed")
+    stem_shape, stem_parameters = modality.stem_size()
+    backbone_shape, parameters, activations = estimate_blocks(blocks, tuple(stem_shape), "model.blocks")
+    features = math.prod(backbone_shape)
+    parameters = (parameters + stem_parameters + features * num_classes + num_classes) * members
+    activations += math.prod(stem_shape) + num_classes
+    if parameters > MAX_PARAMETERS:
+        networks = f" ({members} networks)" if members > 1 else ""
+        raise CnncliError(f"model.blocks: the network{networks} would have {parameters:,} parameters; at most "
+                          f"{MAX_PARAMETERS:,} are allowed")
+    if activations > MAX_ACTIVATIONS or activations * batch_size > MAX_BATCH_ACTIVATIONS:
+        raise CnncliError(f"model.blocks: the layers would output {activations:,} values per sample "
+                          f"({activations * batch_size:,} per batch of {batch_size}); at most {MAX_ACTIVATIONS:,} "
+                          f"per sample and {MAX_BATCH_ACTIVATIONS:,} per batch are allowed")
+
 
 def padding_margin(backbone: nn.Module) -> int | None:
     """How many all-padding rows past the longest input a training batch needs for the backbone

@@ -1,23 +1,40 @@
 """`cnncli predict`: one row per input, streamed in input order, bad inputs as rows with an error.
 
-Inputs are enumerated lazily (files, folders, globs, `-` for a list of paths on stdin; modalities
-such as text may read arguments their own way) and processed in chunks, so memory stays flat
-over any number of inputs. Long recordings can be cut into windows, or into the events found
-in them (audio).
+Inputs come lazily (arguments, a file of lines, a manifest; cnncli.data.inputs) and are cut into
+chunks. The first chunk is predicted here at once, so a handful of inputs gets its rows without
+waiting for anything; from the second chunk on, worker processes decode and predict (on the CPU)
+or decode while this process runs the network (on a GPU), a few chunks in flight at a time, so
+every core is busy and memory stays flat over any number of inputs (cnncli.workers). Rows come
+back in input order, and each equals the prediction of its input alone. Scores are the bundle's
+calibrated probabilities (its temperature, when training fitted one); with a threshold, a top
+score below it gives the label `unknown`. Long recordings can be cut into windows, or into the
+sounds found in them (audio: `segment`), a row per window or sound as they come.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import math
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import Any
+
+import numpy as np
+import torch
 
 from cnncli.bundle import Bundle
+from cnncli.data.inputs import Inputs, Item, argument_inputs, line_inputs, manifest_inputs
 from cnncli.data.sample import Sample
-from cnncli.data.sources import expand_paths
+from cnncli.data.sources import expand_paths  # noqa: F401 - kept importable from here
 from cnncli.device import pick_device
-from cnncli.engine import predict_probabilities
 from cnncli.errors import CnncliError
+from cnncli.inference import for_inference, probabilities
+from cnncli.output.rows import cell_text, escape_formula
+from cnncli.workers import default_workers, ordered_map
+
+CHUNK = 512  # inputs per piece of work: enough to amortise a hand-over, few enough to start fast
+UNKNOWN = "unknown"  # the label of a row whose top score is below --threshold
 
 
 @dataclass
@@ -29,91 +46,238 @@ class Prediction:
     error: str | None = None
     start: float | None = None  # seconds, for a window of a long recording
     end: float | None = None
-
-    def as_dict(self) -> dict:
-        row = {"input": self.input, "label": self.label, "score": self.score}
-        if self.start is not None or self.end is not None:
-            row.update(start=self.start, end=self.end)
-        row["top"] = [{"label": label, "score": score} for label, score in self.top]
-        row["error"] = self.error
-        return row
+    columns: dict[str, Any] | None = None  # a manifest row's cells, passed through unchanged
 
 
-def predict(bundle: Bundle, arguments: Iterable[str], top_k: int = 1, batch_size: int = 256,
-            device=None, window: float | None = None, hop: float | None = None,
+@dataclass
+class Scored:
+    """What a worker sends back for a chunk: plain arrays, cheap to pickle."""
+
+    index: list[int]  # positions in the chunk of the rows of `values`
+    failures: dict[int, str]
+    values: np.ndarray  # probabilities, or (encode only) the encoded rows
+
+
+@dataclass
+class Predictor:
+    """The work on one chunk of samples; a forked worker runs it on its copy of the bundle."""
+
+    bundle: Bundle
+    network: torch.nn.Module
+    batch_size: int
+    device: torch.device
+
+    def encode(self, samples: Sequence[Sample]) -> Scored:
+        encoded = self.bundle.modality.encode_many(samples)
+        return Scored(encoded.index, encoded.failures, encoded.tensor.numpy())
+
+    def score(self, samples: Sequence[Sample]) -> Scored:
+        scored = self.encode(samples)
+        scored.values = self.probabilities(torch.from_numpy(scored.values)).numpy()
+        return scored
+
+    def probabilities(self, encoded: torch.Tensor) -> torch.Tensor:
+        return probabilities(self.network, self.bundle.modality, encoded, self.batch_size, self.device,
+                             self.bundle.temperature)
+
+
+def prediction_inputs(bundle: Bundle, arguments: Sequence[str] = (), manifest: str | None = None,
+                      lines: str | None = None) -> Inputs:
+    """The inputs of one of three sources: arguments (files, folders, globs, '-', sentences), a
+    file of one input per line, or a manifest (read with the bundle's column names and encoding)."""
+    given = [name for name, value in (("inputs", list(arguments)), ("--manifest", manifest), ("--lines", lines))
+             if value]
+    if len(given) != 1:
+        raise CnncliError("predict: give inputs, --manifest FILE or --lines FILE (one of them)"
+                          + (f", not {' and '.join(given)}" if given else ""))
+    if manifest:
+        return manifest_inputs(manifest, bundle.modality, bundle.config.data)
+    if lines:
+        return line_inputs(lines, bundle.modality, bundle.config.data.encoding)
+    return argument_inputs(bundle.modality, arguments)
+
+
+def predict(bundle: Bundle, arguments: Iterable[str] | Inputs, top_k: int = 1, batch_size: int = 64,
+            device=None, window: float | None = None, hop: float | None = None, *, workers: int | None = None,
+            threshold: float | None = None, done: Sequence[str] = (), chunk_size: int = CHUNK,
             segment: bool = False) -> Iterator[Prediction]:
-    """Predictions for every input, in order; never raises for one bad input. With `window`,
-    rows for windows slid over each input; with `segment`, rows for the events found in it."""
-    device = device or pick_device("auto")
-    bundle.network.to(device).eval()
-    top_k = max(1, min(top_k, len(bundle.labels)))
-    if window is not None and segment:
+    """Predictions for every input, in order; never raises for one bad input. With `window`, rows
+    for windows slid over each recording; with `segment`, rows for the sounds found in it."""
+    for rows in predict_batches(bundle, arguments, top_k, batch_size, device, window, hop, workers=workers,
+                                threshold=threshold, done=done, chunk_size=chunk_size, segment=segment):
+        yield from rows
+
+
+def predict_batches(bundle: Bundle, arguments: Iterable[str] | Inputs, top_k: int = 1, batch_size: int = 64,
+                    device=None, window: float | None = None, hop: float | None = None, *,
+                    workers: int | None = None, threshold: float | None = None, done: Sequence[str] = (),
+                    chunk_size: int = CHUNK, segment: bool = False) -> Iterator[list[Prediction]]:
+    """The rows of `predict` as they come, a list at a time (one per chunk, or per recording with
+    windows). Settings are checked at once; inputs are read as the rows are asked for.
+
+    `workers`: processes that decode and predict (None: one per CPU, 0: none); `done`: the keys of
+    inputs a previous run already wrote (--resume), which are checked against the first inputs and
+    skipped."""
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise CnncliError(f"--threshold: a probability between 0 and 1, got {threshold}")
+    if workers is not None and workers < 0:
+        raise CnncliError(f"--workers: 0 (all in this process) or more, got {workers}")
+    if segment and window is not None:
         raise CnncliError("--segment finds its own spans; give it without --window/--hop")
-    if window is not None or segment:
-        for sample in expand_paths(arguments, bundle.modality.extensions):
-            if segment:
-                yield from predict_events(bundle, sample.locator, top_k, batch_size, device)
-            else:
-                yield from predict_windows(bundle, sample.locator, window, hop or window, top_k, batch_size, device)
-        return
-    samples = iter(bundle.modality.expand_inputs(arguments))
-    while chunk := list(islice(samples, batch_size)):
-        yield from predict_chunk(bundle, chunk, top_k, device)
+    if segment and not hasattr(bundle.modality, "encode_events"):
+        raise CnncliError(f"--segment: finds sounds in recordings; this bundle is {bundle.modality.name}")
+    device = device or pick_device("auto")
+    inputs = arguments if isinstance(arguments, Inputs) else argument_inputs(bundle.modality, arguments)
+    top_k = max(1, min(top_k, len(bundle.labels)))
+    network = for_inference(bundle.network, device)
+    if window is not None:
+        return _windows(bundle, network, inputs, window, hop or window, top_k, batch_size, device, threshold)
+    if segment:
+        return _events(bundle, network, inputs, top_k, batch_size, device, threshold)
+    workers = default_workers() if workers is None else workers
+    return _batches(Predictor(bundle, network, batch_size, device), inputs, top_k, workers, threshold, done,
+                    chunk_size)
 
 
-def predict_chunk(bundle: Bundle, chunk: list[Sample], top_k: int, device) -> list[Prediction]:
-    encoded = bundle.modality.encode_many(chunk)
-    rows: list[Prediction] = [Prediction(_display(sample), error=encoded.failures.get(i))
-                              for i, sample in enumerate(chunk)]
-    if encoded.index:
-        probabilities = predict_probabilities(bundle.network, encoded.tensor, len(encoded.index), device)
-        for position, row_probabilities in zip(encoded.index, probabilities):
-            _fill(rows[position], row_probabilities, bundle.labels, top_k)
+def _batches(predictor: Predictor, inputs: Inputs, top_k: int, workers: int, threshold: float | None,
+             done: Sequence[str], chunk_size: int) -> Iterator[list[Prediction]]:
+    """One list of rows per chunk of inputs, in order (see the module's docstring)."""
+    device = predictor.device
+    on_cpu = device.type == "cpu"
+    chunks = _chunks(_skip_done(inputs, done), max(chunk_size, 1))
+    sent: deque[list[Item]] = deque()
+
+    def work(chunk: list[Item]) -> list[Sample]:
+        sent.append(chunk)
+        return [item.sample for item in chunk if item.error is None]
+
+    job = predictor.score if on_cpu else predictor.encode
+    for scored in ordered_map(job, map(work, chunks), workers, describe=_span):
+        if not on_cpu and scored.index:  # the workers decoded; the network runs here, on the GPU
+            scored.values = predictor.probabilities(torch.from_numpy(scored.values)).numpy()
+        yield _rows(sent.popleft(), scored, predictor.bundle.labels, top_k, threshold)
+
+
+def _chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    items = iter(items)
+    while chunk := list(islice(items, size)):
+        yield chunk
+
+
+def _skip_done(inputs: Inputs, done: Sequence[str]) -> Iterator[Item]:
+    """The inputs after the first len(done), each of which must be the one a previous run wrote."""
+    items = iter(inputs.items)
+    for number, key in enumerate(done):
+        item = next(items, None)
+        if item is None:
+            raise CnncliError(f"--resume: the output has {len(done)} rows but there are only {number} inputs; "
+                              "are these the same inputs?")
+        if key not in (_key(item, inputs.key), escape_formula(_key(item, inputs.key))):  # as CSV may write it
+            raise CnncliError(f"--resume: row {number + 1} of the output is for {key!r} but input {number + 1} is "
+                              f"{_key(item, inputs.key)!r}; give the same inputs, or start a new output")
+    return items
+
+
+def _key(item: Item, column: str) -> str:
+    """What the output holds in the input's key column (--resume compares it)."""
+    if item.columns is not None:
+        return cell_text(item.columns.get(column))
+    return _display(item.sample) if item.sample is not None else ""
+
+
+def _span(samples: list[Sample]) -> str:
+    if len(samples) < 2:
+        return samples[0].locator if samples else "a chunk of unreadable inputs"
+    return f"{samples[0].locator} ... {samples[-1].locator}"
+
+
+def _rows(chunk: list[Item], scored: Scored, labels: list[str], top_k: int,
+          threshold: float | None) -> list[Prediction]:
+    """One row per item of the chunk: an error, or the top-k labels and scores."""
+    rows, sent = [], []
+    for item in chunk:
+        rows.append(Prediction(_display(item.sample) if item.sample else "", error=item.error, columns=item.columns))
+        if item.error is None:
+            sent.append(rows[-1])
+    for position, message in scored.failures.items():
+        sent[position].error = message
+    if scored.index:
+        scores, indices = torch.from_numpy(scored.values).topk(top_k, dim=1)
+        for position, row_scores, row_indices in zip(scored.index, scores.tolist(), indices.tolist()):
+            _fill(sent[position], row_scores, row_indices, labels, threshold)
     return rows
 
 
-def predict_windows(bundle: Bundle, locator: str, window: float, hop: float, top_k: int,
-                    batch_size: int, device) -> Iterator[Prediction]:
-    """Rows for each window of a long recording, then one row for the whole file (mean of windows)."""
+def _fill(row: Prediction, scores: list[float], indices: list[int], labels: list[str],
+          threshold: float | None) -> None:
+    if not all(map(math.isfinite, scores)):  # inputs are finite, but extreme ones can overflow a layer
+        row.error = f"{row.input}: the network's output is not a finite number for this input"
+        return
+    row.top = [(labels[index], round(score, 6)) for score, index in zip(scores, indices)]
+    row.label, row.score = row.top[0]
+    if threshold is not None and row.score < threshold:
+        row.label = UNKNOWN
+
+
+def _windows(bundle: Bundle, network, inputs: Inputs, window: float, hop: float, top_k: int, batch_size: int,
+             device, threshold: float | None) -> Iterator[list[Prediction]]:
+    """Rows for each window of each long recording, then one row for the whole file (the mean)."""
+    for item in inputs.items:
+        if item.error is not None:
+            yield [Prediction(_display(item.sample) if item.sample else "", error=item.error, columns=item.columns)]
+            continue
+        yield list(_recording_windows(bundle, network, item.sample.locator, window, hop, top_k, batch_size, device,
+                                      threshold))
+
+
+def _recording_windows(bundle: Bundle, network, locator: str, window: float, hop: float, top_k: int,
+                       batch_size: int, device, threshold: float | None) -> Iterator[Prediction]:
     total, count = None, 0
     try:
         for spans, batch in bundle.modality.encode_windows(locator, window, hop, batch_size):
-            probabilities = predict_probabilities(bundle.network, batch, batch_size, device)
-            for (start, end), row_probabilities in zip(spans, probabilities):
+            scores = probabilities(network, bundle.modality, batch, batch_size, device, bundle.temperature)
+            for (start, end), row_scores in zip(spans, scores):
                 row = Prediction(locator, start=round(start, 3), end=round(end, 3))
-                _fill(row, row_probabilities, bundle.labels, top_k)
+                _fill(row, *_top(row_scores, top_k), bundle.labels, threshold)
                 yield row
-            total = probabilities.sum(0) if total is None else total + probabilities.sum(0)
-            count += len(probabilities)
+            total = scores.sum(0) if total is None else total + scores.sum(0)
+            count += len(scores)
     except CnncliError as error:
         yield Prediction(locator, error=str(error))
         return
     if count:
         row = Prediction(locator)
-        _fill(row, total / count, bundle.labels, top_k)
+        _fill(row, *_top(total / count, top_k), bundle.labels, threshold)
         yield row
 
 
-def predict_events(bundle: Bundle, locator: str, top_k: int, batch_size: int, device) -> Iterator[Prediction]:
-    """One row per event found in a long recording (start, end, label, score), in time order;
-    events the network calls background (a class that means "nothing here") are left out."""
+def _events(bundle: Bundle, network, inputs: Inputs, top_k: int, batch_size: int, device,
+            threshold: float | None) -> Iterator[list[Prediction]]:
+    """Rows for the sounds found in each recording, in time order, a batch of sounds at a time;
+    sounds the network calls background (a class meaning "nothing here") are left out."""
     background = bundle.modality.background_label
-    try:
-        for spans, batch in bundle.modality.encode_events(locator, batch_size):
-            probabilities = predict_probabilities(bundle.network, batch, batch_size, device)
-            for (start, end), row_probabilities in zip(spans, probabilities):
-                row = Prediction(locator, start=round(start, 3), end=round(end, 3))
-                _fill(row, row_probabilities, bundle.labels, top_k)
-                if row.label != background:
-                    yield row
-    except CnncliError as error:
-        yield Prediction(locator, error=str(error))
+    for item in inputs.items:
+        locator = item.sample.locator if item.sample else ""
+        if item.error is not None:
+            yield [Prediction(locator, error=item.error, columns=item.columns)]
+            continue
+        try:
+            for spans, batch in bundle.modality.encode_events(locator, batch_size):
+                scores = probabilities(network, bundle.modality, batch, batch_size, device, bundle.temperature)
+                rows = []
+                for (start, end), row_scores in zip(spans, scores):
+                    row = Prediction(locator, start=round(start, 3), end=round(end, 3), columns=item.columns)
+                    _fill(row, *_top(row_scores, top_k), bundle.labels, threshold)
+                    if row.label != background or row.error:
+                        rows.append(row)
+                yield rows
+        except CnncliError as error:
+            yield [Prediction(locator, error=str(error), columns=item.columns)]
 
 
-def _fill(row: Prediction, probabilities, labels: list[str], top_k: int) -> None:
-    scores, indices = probabilities.topk(top_k)
-    row.top = [(labels[int(i)], round(float(s), 6)) for s, i in zip(scores, indices)]
-    row.label, row.score = row.top[0]
+def _top(scores: torch.Tensor, top_k: int) -> tuple[list[float], list[int]]:
+    values, indices = scores.topk(top_k)
+    return values.tolist(), indices.tolist()
 
 
 def _display(sample: Sample) -> str:

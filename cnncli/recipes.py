@@ -1,10 +1,15 @@
-"""What `cnncli train` accepts: a recipe file, or a data folder that gets a sensible default recipe."""
+"""What `cnncli train` accepts: a recipe file, or data (a folder, or a text manifest or labelled
+text file) that gets a sensible default recipe: the modality's general one when it has one."""
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from pathlib import Path
 
+import yaml
+
+from cnncli.data.sources import MANIFEST_SUFFIXES, TEXT_COLUMNS, read_lines
 from cnncli.errors import CnncliError
 from cnncli.modalities import MODALITIES
 
@@ -21,30 +26,70 @@ SMALL_CNN = [
 ]
 
 
+RECIPE_SUFFIXES = (".yaml", ".yml")
+
+
 def recipe_source(argument: str) -> tuple[str | dict, str]:
-    """(recipe path or dict, run name) for `cnncli train ARGUMENT`."""
+    """(recipe path or dict, run name) for `cnncli train ARGUMENT`: a recipe file, a data folder,
+    or a data file that is no recipe (a .csv/.tsv/.jsonl manifest or a labelled text file)."""
     path = Path(argument)
     if path.is_dir():
         return default_recipe(path), path.resolve().name
     if not path.exists():
         raise CnncliError(f"{argument}: no such recipe or data folder")
+    if path.suffix.lower() not in RECIPE_SUFFIXES and text_data_file(path):
+        return default_recipe(path, "text"), path.stem
     return str(path), path.stem
 
 
-def default_recipe(folder: Path) -> dict:
-    """A recipe for a folder of class sub-folders, its modality guessed from the file suffixes."""
+def text_data_file(path: Path) -> bool:
+    """Whether a file given to `cnncli train` holds sentences rather than a recipe: a manifest
+    with a text column, or a file of lines that is not a YAML mapping (a recipe without .yaml)."""
+    suffix = path.suffix.lower()
+    if suffix in MANIFEST_SUFFIXES:
+        head = read_lines(path, "auto")[:1]
+        return bool(head) and any(name in head[0].lower() for name in TEXT_COLUMNS)
+    if suffix in _all_extensions() - set(MODALITIES.get("text").extensions):
+        return False  # an image or a recording: its own error follows
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            return not isinstance(yaml.safe_load(handle.read(65536)), dict)
+    except yaml.YAMLError:
+        return True
+
+
+def _all_extensions() -> set[str]:
+    return {suffix for _, modality in MODALITIES.items() for suffix in modality.extensions}
+
+
+def default_recipe(data_path: Path, name: str | None = None) -> dict:
+    """A recipe for a data folder (or, with `name`, a data file of that modality), its modality
+    guessed from the file suffixes; the modality's general recipe when it has one."""
+    if name is None:
+        name = guess_modality(data_path)
+    modality = MODALITIES.get(name)
+    root, train = (data_path.resolve(), ".") if data_path.is_dir() else (data_path.resolve().parent, data_path.name)
+    if modality.default_recipe:
+        recipe = copy.deepcopy(modality.default_recipe)
+        recipe["data"] = {**recipe.get("data", {}), "modality": name, "root": str(root), "train": train}
+        return {"description": f"the general {name} recipe for {data_path}", **recipe}
+    data = {"modality": name, "root": str(root), "train": train,
+            "split": {"test_fraction": 0.2, "val_fraction": 0.1}}
+    if modality.default_options:
+        data[name] = dict(modality.default_options)
+    return {
+        "description": f"default {name} recipe for {data_path}",
+        "data": data,
+        "model": {"blocks": modality.default_blocks or SMALL_CNN},
+        "train": {"epochs": 20, "optimizer": "adamw", "lr": 0.002, "schedule": "cosine", "weight_decay": 0.01},
+    }
+
+
+def guess_modality(folder: Path) -> str:
+    """The modality most of a folder's files belong to, by suffix."""
     suffixes = Counter(p.suffix.lower() for p in folder.rglob("*") if p.is_file())
     votes = {name: sum(suffixes[s] for s in modality.extensions) for name, modality in MODALITIES.items()}
     name = max(votes, key=votes.get)
     if not votes[name]:
         raise CnncliError(f"{folder}: found no files of any modality ({', '.join(MODALITIES)}); give a recipe instead")
-    modality = MODALITIES.get(name)
-    data = {"modality": name, "root": str(folder.resolve()), "split": {"test_fraction": 0.2, "val_fraction": 0.1}}
-    if modality.default_options:
-        data[name] = dict(modality.default_options)
-    return {
-        "description": f"default {name} recipe for {folder}",
-        "data": data,
-        "model": {"blocks": modality.default_blocks or SMALL_CNN},
-        "train": {"epochs": 20, "optimizer": "adamw", "lr": 0.002, "schedule": "cosine", "weight_decay": 0.01},
-    }
+    return name

@@ -48,7 +48,7 @@ class Registry:
 
     def check(self, name: Any, key: str | None = None) -> str:
         """`name` if it is registered; otherwise one line naming the key and every valid name."""
-        if name not in self._entries:
+        if not isinstance(name, str) or name not in self._entries:
             raise CnncliError(f"{key or self.key}: unknown {self.family} {name!r} (known: {', '.join(self._entries)})")
         return name
 

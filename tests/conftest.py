@@ -36,3 +36,47 @@ def tiny_image_folder(tmp_path: Path) -> Path:
             pixels[:, side] += 150
             Image.fromarray(pixels).save(folder / f"{label}{index:02d}.png")
     return tmp_path / "images"
+
+
+@pytest.fixture(autouse=True)
+def user_cache(tmp_path_factory, monkeypatch) -> Path:
+    """The cache folder of every test run: never the user's own (~/.cache/cnncli)."""
+    folder = tmp_path_factory.getbasetemp() / "user-cache"
+    monkeypatch.setenv("CNNCLI_CACHE_DIR", str(folder))
+    return folder
+
+
+def write_two_class_images(root: Path, labels=("left", "right"), count: int = 8, size: int = 8) -> Path:
+    """Class folders of small PNGs a CNN can tell apart: bright left half vs bright right half."""
+    import numpy as np
+    from PIL import Image
+
+    generator = np.random.default_rng(0)
+    for label, side in zip(labels, (slice(0, size // 2), slice(size // 2, size))):
+        folder = root / label
+        folder.mkdir(parents=True)
+        for index in range(count):
+            pixels = generator.integers(0, 60, size=(size, size)).astype("uint8")
+            pixels[:, side] += 150
+            Image.fromarray(pixels).save(folder / f"{index:02d}.png")
+    return root
+
+
+def tiny_image_recipe(root: Path, **train) -> dict:
+    """A recipe that trains in a second on `write_two_class_images` data."""
+    return {"data": {"modality": "image", "root": str(root), "image": {"size": [8, 8]},
+                     "split": {"test_fraction": 0.25, "val_fraction": 0.2}},
+            "model": {"blocks": [{"conv": {"channels": 4, "kernel": 3}}, {"pool": {"type": "max", "size": "global"}}]},
+            "train": {"epochs": 1, "batch_size": 4, "threads": 1, **train}}
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A complete image bundle trained for one epoch on 8x8 PNGs of two classes (left, right)."""
+    from cnncli.config import load_config
+    from cnncli.train import train
+
+    root = tmp_path_factory.mktemp("tiny")
+    images = write_two_class_images(root / "images")
+    train(load_config(tiny_image_recipe(images)), root / "bundle", cache=None)
+    return root / "bundle"

@@ -30,7 +30,7 @@ def dominant_frequency(waveform: torch.Tensor, rate: int) -> float:
 
 
 def options(**changes) -> AudioOptions:
-    base = dict(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, duration=0.5, cache=None)
+    base = dict(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, duration=0.5)
     return AudioOptions(**{**base, **changes})
 
 
@@ -104,7 +104,8 @@ def test_second_encode_reads_the_cache(tmp_path: Path, encoding: str):
     path = tmp_path / "tone.wav"
     soundfile.write(path, tone(440, 0.5, 8000), 8000)
     cache = tmp_path / "cache"
-    modality = AudioModality(options(cache=str(cache)), encoding=encoding)
+    modality = AudioModality(options(), encoding=encoding)
+    modality.use_cache(cache)
     first = modality.encode(Sample(str(path)))
     entries = list(cache.rglob("*.npy"))
     assert len(entries) == 1 and not list(cache.rglob("*.tmp"))
@@ -116,11 +117,14 @@ def test_second_encode_reads_the_cache(tmp_path: Path, encoding: str):
     copy.write_bytes(path.read_bytes())
     assert modality.encode(Sample(str(copy))).eq(7.0).all()
     # ... and another rate is another key, computed afresh.
-    other = AudioModality(options(cache=str(cache), sample_rate=4000), encoding=encoding).encode(Sample(str(path)))
-    assert other.shape[-1] == (2000 if encoding == "waveform" else 1 + 2000 // 64)
+    other = AudioModality(options(sample_rate=4000), encoding=encoding)
+    other.use_cache(cache)
+    assert other.encode(Sample(str(path))).shape[-1] == (2000 if encoding == "waveform" else 1 + 2000 // 64)
     assert len(list(cache.rglob("*.npy"))) == 2
     # Other mel bands: a new spectrogram, but the same decoded waveform.
-    AudioModality(options(cache=str(cache), n_mels=16), encoding=encoding).encode(Sample(str(path)))
+    bands = AudioModality(options(n_mels=16), encoding=encoding)
+    bands.use_cache(cache)
+    bands.encode(Sample(str(path)))
     assert len(list(cache.rglob("*.npy"))) == (2 if encoding == "waveform" else 3)
 
 
@@ -128,8 +132,8 @@ def test_no_cache_writes_nothing(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "tone.wav"
     soundfile.write(path, tone(440, 0.5, 8000), 8000)
-    AudioModality(options(cache=None)).encode(Sample(str(path)))
-    assert not (tmp_path / ".cache").exists()
+    AudioModality(options()).encode(Sample(str(path)))  # no use_cache: no folder
+    assert not [item for item in tmp_path.rglob("*") if item != path]
 
 
 def test_corrupt_empty_truncated_and_missing_files_are_reported_by_name_and_the_rest_encoded(tmp_path: Path):
@@ -263,9 +267,9 @@ def test_quickstart_trains_and_predicts_windows(tmp_path: Path):
     from cnncli.config import load_config
     from cnncli.train import train
 
-    config = load_config(REPO / "recipes" / "audio-quickstart.yaml",
-                         ["train.epochs=2", f"data.audio.cache={tmp_path / 'cache'}"])
-    outcome = train(config, tmp_path / "bundle")
+    config = load_config(REPO / "recipes" / "audio-quickstart.yaml", ["train.epochs=2"])
+    outcome = train(config, tmp_path / "bundle", cache=tmp_path / "cache")
+    assert list((tmp_path / "cache" / "audio").rglob("*.npy"))
     assert outcome.metrics["test"]["n"] == 20 and outcome.metrics["val"]["n"] == 10
     bundle = load_bundle(tmp_path / "bundle")
     assert isinstance(bundle.modality, AudioModality) and bundle.modality.mean != [0.0] * 40

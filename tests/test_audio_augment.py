@@ -32,7 +32,7 @@ RATE = 8000
 
 
 def options(**changes) -> AudioOptions:
-    return AudioOptions(**{**dict(sample_rate=RATE, n_fft=256, hop_length=64, n_mels=32, duration=1.0, cache=None),
+    return AudioOptions(**{**dict(sample_rate=RATE, n_fft=256, hop_length=64, n_mels=32, duration=1.0),
                            **changes})
 
 

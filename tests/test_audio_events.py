@@ -37,7 +37,7 @@ def recording(path: Path, rate: int = 44100, seconds: float = 10.0, noise_dbfs: 
 
 
 def options(**changes) -> AudioOptions:
-    return AudioOptions(**{**dict(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, duration=1.0, cache=None),
+    return AudioOptions(**{**dict(sample_rate=8000, n_fft=256, hop_length=64, n_mels=32, duration=1.0),
                            **changes})
 
 
@@ -119,7 +119,7 @@ def digits_bundle(tmp_path_factory) -> Path:
     from cnncli.train import train
 
     out = tmp_path_factory.mktemp("bundle") / "digits"
-    train(load_config(REPO / "recipes" / "audio-quickstart.yaml", ["train.epochs=1", "data.audio.cache=null"]), out)
+    train(load_config(REPO / "recipes" / "audio-quickstart.yaml", ["train.epochs=1"]), out)
     return out
 
 

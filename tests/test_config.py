@@ -27,7 +27,7 @@ def test_wrong_type_names_the_key(tmp_path):
 
 
 def test_literal_choices_are_listed(tmp_path):
-    path = write(tmp_path, MINIMAL + "data:\n  image: {color: sepia}\n")
+    path = write(tmp_path, MINIMAL.replace("data:\n", "data:\n  image: {color: sepia}\n"))
     with pytest.raises(CnncliError, match="data.image.color: expected one of grayscale, rgb"):
         load_config(path)
 

@@ -24,10 +24,10 @@ class CrashAtNote(Progress):
     def __init__(self, at: int):
         self.at, self.seen = at, 0
 
-    def note(self, message: str) -> None:
+    def epoch(self, record: dict, members: int = 1) -> None:
         self.seen += 1
         if self.seen == self.at:
-            raise Crash(message)
+            raise Crash(str(record))
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def weights(bundle) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("overrides, crash_at", [([], 3), (["train.ensemble=2"], 4), (["train.ensemble=2"], 5),
                                                 (["train.ensemble=2", "train.rotate_val=true"], 5),
-                                                (["train.ensemble=2"], 6)])
+                                                (["train.ensemble=2"], 6), (["train.precision=fp16"], 3)])
 def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(recipe, tmp_path, overrides, crash_at):
     config = load_config(recipe, overrides)
     whole = train(config, tmp_path / "whole")
@@ -89,3 +89,17 @@ def test_cli_resume_continues_the_bundle_in_place(recipe, tmp_path):
     assert read_info(tmp_path / "cut")["status"] == "complete"
     refused = CliRunner().invoke(app, ["train", "--resume", str(tmp_path / "cut")])
     assert refused.exit_code == 2 and "nothing to resume" in refused.output
+
+
+def test_a_partial_bundle_from_before_the_scaling_keys_still_resumes(recipe, tmp_path):
+    with pytest.raises(Crash):
+        train(load_config(recipe), tmp_path / "cut", CrashAtNote(2))
+    model = tmp_path / "cut" / "model.json"
+    info = json.loads(model.read_text())
+    for section, key in (("train", "precision"), ("train", "sync_batch_norm"), ("data", "in_memory")):
+        del info["recipe"][section][key]
+    model.write_text(json.dumps(info))
+    config, _ = read_resume_state(tmp_path / "cut")
+    assert config.train.precision == "auto"
+    with pytest.raises(CnncliError, match="train.precision: cannot change"):
+        read_resume_state(tmp_path / "cut", ["train.precision=fp16"])

@@ -7,6 +7,7 @@ from collections import Counter
 import torch
 
 from cnncli.bundle import load_bundle, read_info
+from cnncli.calibration import fit_temperature
 from cnncli.config import load_config
 from cnncli.data.sample import Sample
 from cnncli.data.split import stratified_folds
@@ -64,3 +65,6 @@ def test_the_validation_figure_is_out_of_fold(tiny_image_folder, tmp_path):
                       for i in range(3))
     assert len(targets) == held and round(correct / held, 4) == round(outcome.metrics["val"]["accuracy"], 4)
     assert round(float((probabilities.argmax(1) == targets).float().mean()), 4) == round(correct / held, 4)
+    calibration = info["calibration"]  # fitted on the same out-of-fold rows
+    assert calibration["fitted_on"] == "out_of_fold" and calibration["n"] == held
+    assert calibration["temperature"] == round(fit_temperature(probabilities.log(), targets), 4)

@@ -165,6 +165,15 @@ def test_a_modality_registered_outside_cnncli_trains_evaluates_predicts_and_insp
     layers = json.loads(inspected.stdout)
     assert layers["layers"][0]["detail"] == "rows of 16 numbers"
     assert (tmp_path / "seen" / "input.png").exists() and (tmp_path / "seen" / "features-conv1.png").exists()
+    assert layers["input"]["gradcam"]["layers"] == ["conv1"] and (tmp_path / "seen" / "gradcam.png").exists()
+    # The report and the data view draw it with the interface's defaults (the stem's output, its shape).
+    reported = cli("eval", bundle, "--report", tmp_path / "report", "--format", "json")
+    assert reported.exit_code == 0, reported.output
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text()) == json.loads(evaluated.stdout)
+    data = cli("inspect", rows_data / "rows.yaml", "--data", "--out", tmp_path / "data", "--format", "json")
+    assert data.exit_code == 0, data.output
+    assert json.loads(data.stdout)["measures"]["shape"]["values"] == {"16": 24}
+    assert (tmp_path / "data" / "samples.png").exists()
 
 
 def test_a_registered_modality_keeps_its_augment_keys_to_itself(rows_modality, rows_data, tmp_path):

@@ -21,7 +21,7 @@ from cnncli.data.sources import read_source
 from cnncli.data.split import load_splits
 from cnncli.errors import CnncliError
 from cnncli.evaluate import evaluate
-from cnncli.inspection import explain_input
+from cnncli.explain import explain_input
 from cnncli.modalities.text import TextAugment, TextModality, TextOptions
 from cnncli.modalities.text.saliency import token_saliency
 from cnncli.modalities.text.subwords import MAX_PER_TOKEN, char_ngrams, subword_ids
@@ -70,7 +70,7 @@ def test_one_file_per_class_takes_the_label_from_the_name_and_counts_positions(t
     samples = read_source(tmp_path / "rt-polarity.pos", data, TextModality)
     assert [(s.label, s.content, s.position) for s in samples] == [("pos", "a charming café comedy", 0),
                                                                   ("pos", "warm", 1)]
-    assert samples[1].locator.endswith("rt-polarity.pos:2")
+    assert samples[1].locator.endswith("rt-polarity.pos:3")  # the line in the file, empty lines counted
 
 
 def test_mr_split_every_tenth_line_of_each_file_is_test(tmp_path):
@@ -376,7 +376,7 @@ def test_inspect_input_draws_the_sentence_with_its_saliency_bars(tmp_path):
     torch.manual_seed(0)
     modality = fitted(["a good film", "a bad film"], max_length=8, embedding_dim=6)
     network = network_for(modality, KIM_BLOCKS, 2)
-    bundle = SimpleNamespace(modality=modality, network=network, labels=["neg", "pos"])
+    bundle = SimpleNamespace(modality=modality, network=network, labels=["neg", "pos"], temperature=1.0)
     result = explain_input(bundle, "a good film", tmp_path / "explained")
     modality.draw(Sample("x", content="a good film"), tmp_path / "plain.png")
     assert png_width(tmp_path / "explained" / "input.png") > png_width(tmp_path / "plain.png")

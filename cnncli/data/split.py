@@ -8,6 +8,7 @@ with `train.rotate_val`, from rotating folds of the training part instead (`Spli
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import re
@@ -19,7 +20,7 @@ from typing import Any
 
 from cnncli.config import Config
 from cnncli.data.sample import Sample
-from cnncli.data.sources import read_sources
+from cnncli.data.sources import ReadReport, read_sources
 from cnncli.errors import CnncliError
 
 
@@ -31,28 +32,30 @@ class Splits:
     labels: list[str]
     record: dict = field(default_factory=dict)  # how the split was made, stored in the bundle
     folds: list[int] | None = None  # with train.rotate_val: the validation fold of each training sample
+    notes: list[str] = field(default_factory=list)  # what reading found: encodings detected, lines skipped
 
 
 def load_splits(config: Config, modality: Any) -> Splits:
     """Read the recipe's sources for `modality` (its class or an instance; see read_sources) and
     split them; labels are those of the training part."""
     data, rule = config.data, config.data.split
-    pool = read_sources(data.train, data, modality)
+    report = ReadReport()
+    pool = read_sources(data.train, data, modality, report)
     if data.test is not None:
-        rest, test = pool, read_sources(data.test, data, modality)
+        rest, test = pool, read_sources(data.test, data, modality, report)
         test_rule = f"source {data.test}"
     else:
         rest, test, test_rule = split_test(pool, rule)
     folds = None
     if config.train.rotate_val:
-        train, val = rest + (read_sources(data.val, data, modality) if data.val is not None else []), []
+        train, val = rest + (read_sources(data.val, data, modality, report) if data.val is not None else []), []
         count = fold_count(rule.val_fraction)
         folds = stratified_folds(train, count, rule.seed + 1)
         val_rule = (f"rotating: ensemble member i validates on fold i % {count} of {count} seeded stratified folds "
                     f"of the training part{' (with ' + str(data.val) + ')' if data.val is not None else ''} "
                     f"and trains on the others (seed {rule.seed})")
     elif data.val is not None:
-        train, val = rest, read_sources(data.val, data, modality)
+        train, val = rest, read_sources(data.val, data, modality, report)
         val_rule = f"source {data.val}"
     else:
         train, val = stratified_fraction(rest, rule.val_fraction, rule.seed + 1)
@@ -71,7 +74,9 @@ def load_splits(config: Config, modality: Any) -> Splits:
         "counts": {"train": len(train), "val": len(val), "test": len(test)},
         "test_digest": digest(test),
     }
-    return Splits(train, val, test, labels, record, folds)
+    if report.skipped or report.encodings or report.columns:
+        record["read"] = report.record()
+    return Splits(train, val, test, labels, record, folds, report.notes())
 
 
 def with_training_samples(splits: Splits, extra: list[Sample], val_fraction: float) -> Splits:
@@ -86,7 +91,7 @@ def with_training_samples(splits: Splits, extra: list[Sample], val_fraction: flo
         folds = splits.folds + [position % fold_count(val_fraction) for position in range(len(extra))]
     counts = {**splits.record["counts"], "train": len(train)}
     record = {**splits.record, "counts": counts, "made_train_samples": len(extra)}
-    return Splits(train, splits.val, splits.test, labels, record, folds)
+    return dataclasses.replace(splits, train=train, labels=labels, record=record, folds=folds)
 
 
 def split_test(samples: list[Sample], rule) -> tuple[list[Sample], list[Sample], str]:

@@ -18,6 +18,7 @@ what it has and inherits a clear answer for what it lacks.
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from cnncli.blocks import output_shape
 from cnncli.data.sample import Sample
 from cnncli.data.sources import expand_paths
 from cnncli.errors import CnncliError
@@ -50,6 +52,34 @@ class Encoded:
 ProgressCallback = Callable[[int], None]  # called with the number of samples just finished
 
 
+def state_numbers(state: dict[str, Any], key: str, count: int) -> list[float]:
+    """`state[key]` (fitted statistics read from a bundle) if it is `count` finite numbers;
+    otherwise a CnncliError naming the key, before anything is built from it."""
+    values = state.get(key)
+    if not isinstance(values, list) or len(values) != count or not all(
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            for value in values):
+        raise CnncliError(f"modality.state.{key}: expected {count} finite numbers")
+    return [float(value) for value in values]
+
+
+def finite_only(encoded: Encoded, samples: Sequence[Sample]) -> Encoded:
+    """`encoded` with every row holding NaN or an infinity moved to the failures: such a sample
+    would turn a whole training run's loss into NaN, or score NaN for every class."""
+    if not encoded.tensor.is_floating_point() or not len(encoded.index):
+        return encoded
+    finite = torch.isfinite(encoded.tensor.reshape(len(encoded.tensor), -1)).all(dim=1)
+    if bool(finite.all()):
+        return encoded
+    failures = dict(encoded.failures)
+    for row in (~finite).nonzero().flatten().tolist():
+        position = encoded.index[row]
+        failures[position] = f"{samples[position].locator}: decodes to values that are not finite (NaN or infinity)"
+    kept = finite.nonzero().flatten()
+    index = [encoded.index[row] for row in kept.tolist()]
+    return Encoded(encoded.tensor[kept], index, dict(sorted(failures.items())), encoded.notes)
+
+
 @dataclass
 class NoOptions:
     """The options section of a modality that has none."""
@@ -64,18 +94,30 @@ class Modality(ABC):
     # The dataclass of this modality's `data.<name>` recipe section, and of its `augment` keys.
     options_type: ClassVar[type] = NoOptions
     augment_type: ClassVar[type] = NoOptions
-    # Keys of `data.<name>` that change only where or how fast the work runs (a cache folder), so
-    # a resumed run may change them.
-    run_options: ClassVar[tuple[str, ...]] = ()
+    # Keys of `data.<name>` that older versions wrote and this one ignores, each with what replaced
+    # it: old recipes and bundles still load, and `--set` of one says what to use instead.
+    retired_options: ClassVar[dict[str, str]] = {}
     # Whether a sample may be a line of text itself (a sentence) rather than a file to read.
     text_samples: ClassVar[bool] = False
     # The label of a class that means "nothing here" (audio's background noise), if the modality
     # may add one: `predict --segment` drops the events a network gives it.
     background_label: ClassVar[str | None] = None
+    # Whether training may stream samples from their files, `encode` running in DataLoader worker
+    # processes, when the encoded splits would not fit in memory (data.in_memory).
+    can_stream: ClassVar[bool] = True
     # The backbone `cnncli train DATA_FOLDER` uses (None: the small CNN of cnncli.recipes), and
     # the `data.<name>` options it sets there.
     default_blocks: ClassVar[list | None] = None
     default_options: ClassVar[dict] = {}
+    # A whole general recipe (its model, train and augment sections, data.<name> and data keys
+    # such as encoding) that `cnncli train DATA` uses instead of the two above, when the modality
+    # has one (text: recipes/text.yaml).
+    default_recipe: ClassVar[dict | None] = None
+    # Width / height of one sample's cell in a grid of samples (Modality.draw_thumbnail).
+    thumbnail_aspect: ClassVar[float] = 1.0
+    # Whether row 0 of the picture the backbone reads belongs at the bottom (audio: the lowest
+    # band), so that feature maps are drawn the right way up.
+    rows_upward: ClassVar[bool] = False
 
     # -- building --------------------------------------------------------------------------------
 
@@ -100,6 +142,12 @@ class Modality(ABC):
         return []
 
     @classmethod
+    def check_augment(cls, augment: Any) -> list[tuple[str, str]]:
+        """(key, what is wrong) for each of this modality's keys of a recipe's `augment` section
+        out of its range. Default: the types say it all."""
+        return []
+
+    @classmethod
     def options_from(cls, config: Any) -> Any:
         """A copy of this modality's `data.<name>` section of a resolved recipe."""
         return dataclasses.replace(getattr(config.data, cls.name))
@@ -111,16 +159,36 @@ class Modality(ABC):
         own = {item.name for item in dataclasses.fields(cls.augment_type)}
         section = config.augment
         for item in dataclasses.fields(section):
+            if item.name == "auto":  # the core's own key (augment: auto), not a modality's
+                continue
             default = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
             if item.name not in own and getattr(section, item.name) != default:
                 usable = ", ".join(sorted(own)) or "none"
                 raise CnncliError(f"augment.{item.name}: does not apply to {cls.name} data (usable: {usable})")
+            if getattr(section, "auto", False) and getattr(section, item.name) != default:
+                raise CnncliError(f"augment.{item.name}: is chosen by augment: auto; set augment.auto=false "
+                                  "to set it yourself")
         return cls.augment_type(**{name: getattr(section, name) for name in own})
+
+    def regularisation_grid(self, config: Any) -> list[tuple[str, dict[str, Any]]]:
+        """The candidates `augment: auto` chooses among on validation: (name, {dotted recipe key:
+        value}), e.g. augmentation strengths and the dropout that goes with them. The first is
+        the fallback when there is nothing to validate on. Default: none, so nothing is chosen."""
+        return []
+
+    def use_augment(self, config: Any) -> None:
+        """Take the augment settings of `config` (auto tries several on one fitted modality)."""
+        self.augment_config = self.augment_from(config)
 
     # -- fitting and encoding --------------------------------------------------------------------
 
     def fit(self, samples: Sequence[Sample]) -> None:
         """Learn from raw training samples before encoding (e.g. a vocabulary). Default: nothing."""
+
+    def use_cache(self, folder: Path | None) -> None:
+        """Where this modality may keep what it can recompute (audio features), chosen by the user
+        for this run (cnncli.cache), never by a recipe or a bundle; None: nowhere. Default: it
+        keeps nothing."""
 
     @abstractmethod
     def encode(self, sample: Sample) -> torch.Tensor:
@@ -141,7 +209,11 @@ class Modality(ABC):
             if progress:
                 progress(1)
         stacked = torch.stack(tensors) if tensors else torch.empty((0, *self.input_shape), dtype=self.input_dtype)
-        return Encoded(stacked, index, failures)
+        return finite_only(Encoded(stacked, index, failures), samples)
+
+    def fitted_notes(self) -> list[str]:
+        """Lines worth printing about what `fit` chose from the data. Default: none."""
+        return []
 
     def extra_training_samples(self, samples: Sequence[Sample]) -> list[Sample]:
         """Samples the modality adds to the training split (audio: rows of a background class,
@@ -151,6 +223,15 @@ class Modality(ABC):
     def fit_encoded(self, encoded: torch.Tensor) -> None:
         """Learn statistics of the encoded training tensor (e.g. normalisation). Default: nothing."""
 
+    def fit_encoded_chunks(self, chunks: Iterable[torch.Tensor]) -> None:
+        """The same as `fit_encoded`, from the training tensor's rows in consecutive chunks, so that
+        a streamed training set is never held whole. Default: `fit_encoded` on the chunks put
+        together (a modality whose statistics can be summed chunk by chunk overrides this)."""
+        if type(self).fit_encoded is not Modality.fit_encoded:
+            parts = list(chunks)
+            if parts:
+                self.fit_encoded(torch.cat(parts))
+
     def augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Random training-time transforms of an encoded batch (on its device). Default: none."""
         return batch
@@ -159,6 +240,18 @@ class Modality(ABC):
     @abstractmethod
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one encoded sample (what `encode` returns)."""
+
+    @property
+    def export_shape(self) -> tuple[int, ...]:
+        """Shape of one input of an exported graph (`cnncli export`), which starts where the
+        modality's `preprocessing()` ends. Default: the encoded sample."""
+        return self.input_shape
+
+    @property
+    def shape_from_recipe(self) -> bool:
+        """Whether the recipe alone fixes `input_shape` (and the stem's size), so the network's size
+        can be checked before any data are read; otherwise it is checked after `fit`. Default: no."""
+        return False
 
     @property
     def input_dtype(self) -> torch.dtype:
@@ -183,6 +276,14 @@ class Modality(ABC):
     def build_stem(self) -> nn.Module:
         """The modality's first module: encoded batch -> float (N, C, H, W) for the backbone."""
 
+    def stem_size(self) -> tuple[tuple[int, ...], int]:
+        """(shape of one sample after the stem, the stem's parameters), for checking a network's
+        size before it is built. Default: build the stem and run it once on zeros, which suits a
+        light stem; a modality whose stem holds a large table works it out instead (text)."""
+        stem = self.build_stem()
+        shape = output_shape(stem, tuple(self.input_shape), dtype=self.input_dtype)
+        return shape, sum(parameter.numel() for parameter in stem.parameters())
+
     def adapt_stem(self, stem: nn.Module, backbone: nn.Module) -> bool:
         """Tell the stem what it may learn from the backbone built after it; True when the stem
         then cuts training batches to the rows the backbone needs (text), so the work per sample
@@ -195,10 +296,25 @@ class Modality(ABC):
     def describe(self) -> str:
         """One line for the input row of `inspect`: what the network sees and how it was made."""
 
+    def preprocessing(self) -> dict[str, Any]:
+        """What a server must do to a raw input to make the encoded input an exported network
+        reads (`cnncli export` writes it beside the ONNX file), as JSON. The exported graph starts
+        at the encoded input and includes the stem (normalisation, embeddings). Default: the
+        modality's state, which is everything cnncli itself uses."""
+        return {"state": self.state_dict()}
+
     def expand_inputs(self, arguments: Iterable[str]) -> Iterable[Sample]:
         """Turn `predict` arguments into samples. Default: files, folders and globs ('-' reads
         paths from stdin); text reads sentences too."""
         return expand_paths(arguments, self.extensions)
+
+    def inference_batches(self, encoded: torch.Tensor,
+                          batch_size: int) -> Iterator[tuple[slice | torch.Tensor, torch.Tensor]]:
+        """Encoded rows cut into forward batches for prediction, as (their positions, batch).
+        Default: consecutive slices. A modality whose rows vary in real size (text: sentence
+        lengths) may group similar rows and cut each batch to what the network reads of it."""
+        for start in range(0, len(encoded), batch_size):
+            yield slice(start, start + batch_size), encoded[start:start + batch_size]
 
     def encode_windows(self, path: str, window: float, hop: float,
                        batch_size: int = 64) -> Iterator[tuple[list[tuple[float, float]], torch.Tensor]]:
@@ -219,3 +335,35 @@ class Modality(ABC):
     def explain(self, network: nn.Module, sample: Sample) -> list[dict]:
         """Rows for `inspect --input` on what drove the prediction (text: token saliency). Default: none."""
         return []
+
+    def draw_heatmap(self, sample: Sample, heat: torch.Tensor, network: nn.Module, caption: str) -> bytes:
+        """PNG of a heat map (Grad-CAM: (H, W), 0..1, on the grid of the stem's output) over the
+        sample as the network sees it. Default: over the stem's output, averaged over channels."""
+        from cnncli.plots import heatmap_png
+
+        return heatmap_png(stem_picture(network, self.encode(sample)).mean(0), heat, caption)
+
+    def draw_thumbnail(self, sample: Sample, axis: Any, network: nn.Module | None = None) -> None:
+        """Draw one sample small, into a matplotlib axis of a grid (a gallery of mistakes, the
+        samples of a class); with `network`, what the network makes of it where that fits in a
+        cell (text: each word's saliency). Default: the stem's output, or the encoded sample."""
+        encoded = self.encode(sample)
+        picture = stem_picture(network, encoded) if network is not None else encoded.float()
+        picture = picture.mean(0) if picture.dim() == 3 else picture.view(1, -1) if picture.dim() == 1 else picture
+        axis.imshow(picture.numpy(), cmap="viridis", aspect="auto", interpolation="nearest")
+        axis.axis("off")
+
+    def measure(self, sample: Sample) -> dict[str, Any]:
+        """What `inspect DATA` counts of one sample before training (image: height, width and
+        colour mode; audio: seconds, rate, channels; text: tokens), read as cheaply as a full
+        check allows; raise CnncliError naming the sample when it cannot be read. Numbers are
+        summarised by range and median, strings by their most common values. Default: the
+        encoded shape."""
+        return {"shape": "x".join(str(size) for size in self.encode(sample).shape)}
+
+
+def stem_picture(network: nn.Module, encoded: torch.Tensor) -> torch.Tensor:
+    """What the backbone reads of one encoded sample: the (C, H, W) output of the network's stem."""
+    device = next(network.parameters()).device
+    with torch.no_grad():
+        return network.stem(encoded.unsqueeze(0).to(device))[0].float().cpu()

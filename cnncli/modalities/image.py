@@ -7,8 +7,11 @@ so normalisation travels with the weights and every caller of the model gets it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,9 +24,21 @@ from torch import nn
 
 from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
-from cnncli.modalities.base import Encoded, Modality
+from cnncli.limits import MAX_IMAGE_PIXELS
+from cnncli.modalities.base import Encoded, Modality, state_numbers
 
+STATISTICS_CHUNK = 64  # images per float64 pass when fitting the normalisation (14 MB at 96 x 96 RGB)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
+# The decoders those suffixes need (MPO: the multi-picture JPEG of some cameras). Pillow's other
+# plugins stay off: EPS, for one, hands the file to Ghostscript.
+PILLOW_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+MAX_SIDE = 65536
+# Images past MAX_IMAGE_PIXELS are refused with an error row, so Pillow's warning about the same
+# images (between its threshold and twice it) would only repeat it on stderr.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# What Pillow raises on a damaged or hostile file besides OSError: each becomes that file's error.
+DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError,
+                 ZeroDivisionError, EOFError, MemoryError, Image.DecompressionBombError)
 
 
 @dataclass
@@ -79,11 +94,21 @@ class ImageModality(Modality):
     @classmethod
     def check_options(cls, options: ImageOptions) -> list[tuple[str, str]]:
         size = options.size
-        return [] if size is None or (len(size) == 2 and min(size) > 0) else [("size", "must be [height, width]")]
+        if size is None or (len(size) == 2 and 0 < min(size) and max(size) <= MAX_SIDE):
+            return []
+        return [("size", f"must be [height, width], each from 1 to {MAX_SIDE:,}")]
+
+    @classmethod
+    def check_augment(cls, augment: Any) -> list[tuple[str, str]]:
+        checks = [("shift", 0 <= augment.shift <= 1, "must be a fraction from 0 to 1"),
+                  ("rotate", 0 <= augment.rotate <= 180, "must be from 0 to 180 degrees")]
+        return [(key, message) for key, ok, message in checks if not ok]
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "ImageModality":
-        return cls(ImageOptions(**state["options"]), None, state["mean"], state["std"])
+        options = ImageOptions(**state["options"])
+        channels = 1 if options.color == "grayscale" else 3
+        return cls(options, None, state_numbers(state, "mean", channels), state_numbers(state, "std", channels))
 
     def state_dict(self) -> dict[str, Any]:
         return {"options": dataclasses.asdict(self.options), "mean": self.mean, "std": self.std}
@@ -97,15 +122,27 @@ class ImageModality(Modality):
         return torch.uint8  # a quarter of the memory of floats; the stem converts
 
     @property
+    def shape_from_recipe(self) -> bool:
+        return self.options.size is not None
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         if self.options.size is None:
             raise CnncliError("data.image.size: unknown until fitted on training images; set it in the recipe")
         return (self.channels, *self.options.size)
 
     def fit(self, samples) -> None:
-        if self.options.size is None and samples:
-            first = self._decode(samples[0])
-            self.options.size = list(first.shape[1:])
+        """Without data.image.size, take the first readable training image's (unreadable ones
+        are reported as skipped when the split is encoded)."""
+        if self.options.size is not None or not samples:
+            return
+        for sample in samples:
+            try:
+                self.options.size = list(self._decode(sample).shape[1:])
+                return
+            except CnncliError as error:
+                problem = error
+        raise CnncliError(f"data.train: no training image could be read, e.g. {problem}")
 
     def encode(self, sample: Sample) -> torch.Tensor:
         image = self._decode(sample)
@@ -125,16 +162,26 @@ class ImageModality(Modality):
         return super().encode_many(samples, progress)
 
     def fit_encoded(self, encoded: torch.Tensor) -> None:
-        if not self.options.normalize or len(encoded) == 0:
+        self.fit_encoded_chunks(encoded.split(STATISTICS_CHUNK))
+
+    def fit_encoded_chunks(self, chunks) -> None:
+        """Per-channel mean and std over every training pixel, summed a few hundred images at a
+        time in float64, so memory stays flat for any number of images."""
+        if not self.options.normalize:
             return
         mean = torch.zeros(self.channels, dtype=torch.float64)
         square = torch.zeros(self.channels, dtype=torch.float64)
-        for chunk in encoded.split(4096):  # bounded memory for large image sets
-            values = chunk.to(torch.float64) / 255.0
-            mean += values.mean(dim=(2, 3)).sum(dim=0)
-            square += (values ** 2).mean(dim=(2, 3)).sum(dim=0)
-        mean /= len(encoded)
-        variance = square / len(encoded) - mean ** 2
+        count = 0
+        for chunk in chunks:
+            for part in chunk.split(STATISTICS_CHUNK):
+                values = part.to(torch.float64) / 255.0
+                mean += values.mean(dim=(2, 3)).sum(dim=0)
+                square += (values ** 2).mean(dim=(2, 3)).sum(dim=0)
+                count += len(part)
+        if count == 0:
+            return
+        mean /= count
+        variance = square / count - mean ** 2
         self.mean = [round(float(m), 6) for m in mean]
         self.std = [round(max(float(v), 1e-12) ** 0.5, 6) for v in variance]
 
@@ -167,10 +214,57 @@ class ImageModality(Modality):
         stats = f"mean {self.mean} std {self.std}" if self.options.normalize else "no normalisation"
         return f"image {self.channels}x{height}x{width} {self.options.color}, resize {self.options.resize}, {stats}"
 
+    def preprocessing(self) -> dict[str, Any]:
+        """For a server: decode, turn upright, convert, resize to the encoded uint8 pixels; the
+        network normalises them itself."""
+        _, height, width = self.input_shape
+        fits = {"stretch": "resize to height x width, ignoring the aspect ratio",
+                "pad": "scale to fit inside height x width keeping the aspect ratio, centre it, pad with black",
+                "crop": "scale to cover height x width keeping the aspect ratio, crop the centre"}
+        mode = "grayscale (PIL mode L)" if self.channels == 1 else "RGB (PIL mode RGB)"
+        return {"steps": ["decode the image file", "turn it upright by its EXIF orientation", f"convert to {mode}",
+                          f"{fits[self.options.resize]} (bilinear, as PIL's Image.resize / ImageOps)",
+                          "stack as uint8 (channels, height, width)"],
+                "color": self.options.color, "size": [height, width], "resize": self.options.resize,
+                "interpolation": "bilinear", "mean": self.mean, "std": self.std,
+                "normalization": "inside the graph: (pixels / 255 - mean) / std per channel"}
+
     def draw(self, sample: Sample, path: Path, network: nn.Module | None = None) -> None:
         from cnncli.plots import save_image
 
         save_image(self.encode(sample), path, title=Path(sample.locator).name)
+
+    def draw_heatmap(self, sample: Sample, heat: torch.Tensor, network: nn.Module, caption: str) -> bytes:
+        """The image's own pixels (colour kept) with the heat map over them."""
+        from cnncli.plots import figure_png, overlay_heat, plt
+
+        figure, axis = plt.subplots(figsize=(4.5, 4.5))
+        self._show(axis, self.encode(sample))
+        overlay_heat(axis, heat)
+        axis.set_title(caption, fontsize=9)
+        return figure_png(figure)
+
+    def draw_thumbnail(self, sample: Sample, axis, network: nn.Module | None = None) -> None:
+        self._show(axis, self.encode(sample))
+
+    @staticmethod
+    def _show(axis, pixels: torch.Tensor) -> None:
+        array = pixels.numpy()
+        if array.shape[0] == 1:
+            axis.imshow(array[0], cmap="gray", vmin=0, vmax=255, interpolation="nearest", aspect="auto")
+        else:
+            axis.imshow(array.transpose(1, 2, 0), interpolation="nearest", aspect="auto")
+        axis.axis("off")
+
+    def measure(self, sample: Sample) -> dict[str, Any]:
+        """Height, width and colour mode as stored (before resizing), after a full decode."""
+        if isinstance(sample.content, torch.Tensor):
+            image = sample.content
+            channels = 1 if image.dim() == 2 else image.shape[0]
+            return {"height": int(image.shape[-2]), "width": int(image.shape[-1]),
+                    "mode": {1: "L", 3: "RGB"}.get(channels, f"{channels} channels")}
+        with _opened(sample.locator) as upright:
+            return {"height": upright.height, "width": upright.width, "mode": upright.mode}
 
     # -- decoding ------------------------------------------------------------------------------
 
@@ -185,17 +279,10 @@ class ImageModality(Modality):
                 image = image.float().mean(0, keepdim=True).round()
             return image.to(torch.uint8)
 
-        try:
-            with Image.open(sample.locator) as opened:
-                opened.load()
-                upright = ImageOps.exif_transpose(opened)  # phone photos store their rotation in EXIF
-                converted = upright.convert("L" if self.channels == 1 else "RGB")
-                if self.options.size and list(converted.size[::-1]) != list(self.options.size):
-                    converted = self._resize_pil(converted)
-        except FileNotFoundError:
-            raise CnncliError(f"{sample.locator}: no such file") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-            raise CnncliError(f"{sample.locator}: not a readable image ({error})") from None
+        with _opened(sample.locator) as upright:
+            converted = upright.convert("L" if self.channels == 1 else "RGB")
+            if self.options.size and list(converted.size[::-1]) != list(self.options.size):
+                converted = self._resize_pil(converted)
         return _to_chw(np.asarray(converted, dtype=np.uint8))
 
     def _resize_pil(self, image):
@@ -209,6 +296,25 @@ class ImageModality(Modality):
     def _resize_tensor(self, image: torch.Tensor, sample: Sample) -> torch.Tensor:
         array = image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
         return _to_chw(np.asarray(self._resize_pil(Image.fromarray(array))))
+
+
+@contextlib.contextmanager
+def _opened(locator: str) -> Iterator[Image.Image]:
+    """An image file fully decoded and turned upright (phone photos store their rotation in
+    EXIF); any failure to read it, here or in the caller's block, is one error naming the file."""
+    try:
+        with Image.open(locator, formats=PILLOW_FORMATS) as opened:
+            width, height = opened.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise CnncliError(f"{locator}: {width:,} x {height:,} pixels is more than the "
+                                  f"{MAX_IMAGE_PIXELS:,} an image may have")
+            opened.load()
+            yield ImageOps.exif_transpose(opened)
+    except FileNotFoundError:
+        raise CnncliError(f"{locator}: no such file") from None
+    except DECODE_ERRORS as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CnncliError(f"{locator}: not a readable image ({reason})") from None
 
 
 def _to_chw(array) -> torch.Tensor:

@@ -1,13 +1,23 @@
 """Prediction rows out: CSV, JSON lines or a JSON array streamed as they come (pipe-friendly),
-or a table for people. `open_output` lands them atomically at a path, or sends them to stdout."""
+or a table for people. Rows arrive in batches and each batch is flushed at once, so a reader of
+the pipe (or a later --resume) sees whole rows as soon as they exist.
+
+File names that are not valid UTF-8 reach Python as surrogate escapes; CSV and tables write them
+back as the original bytes (as `ls` would), JSON as \\udcXX escapes (so the file stays UTF-8 and
+`os.fsencode(json.loads(...))` gives the name back), instead of failing after every row is computed.
+
+The columns: for plain inputs `input` (with `start`, `end` for windows), then `label`, `score`,
+`top`, `error`; for a manifest, its own columns unchanged and in order, then the prediction's
+(named `predicted_label` and so on where the manifest already has a column of that name).
+"""
 
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -15,73 +25,157 @@ from rich.table import Table
 from rich.text import Text
 
 from cnncli.atomic import open_file
+from cnncli.jsontext import dumps
+
+PREDICTED = ("label", "score", "top", "error")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run (OWASP's CSV injection list)
 
 
 @contextmanager
-def open_output(path: str | None) -> Iterator[TextIO]:
-    """stdout for no path or '-'; otherwise a file that appears only once it is complete."""
+def open_output(path: str | None, append: bool = False) -> Iterator[TextIO]:
+    """stdout for no path or '-'; otherwise a file that appears only once it is complete, or
+    (`append`, for --resume) the file itself, rows added as they are written."""
     if path is None or path == "-":
+        if hasattr(sys.stdout, "reconfigure"):
+            sys.stdout.reconfigure(errors="surrogateescape")
         yield sys.stdout
         return
-    with open_file(path, "w", encoding="utf-8", newline="") as stream:
+    if append:
+        with open(path, "a", encoding="utf-8", newline="", errors="surrogateescape") as stream:
+            yield stream
+        return
+    with open_file(path, "w", encoding="utf-8", newline="", errors="surrogateescape") as stream:
         yield stream
 
 
-def write_predictions(rows: Iterable[Any], form: str, stream: TextIO, windows: bool = False) -> dict:
-    """Write rows in `form` (csv, jsonl, json, table); returns counts {"rows": n, "errors": m}."""
+@dataclass
+class Layout:
+    """What the rows hold: a manifest's column names (empty for plain inputs), whether rows are
+    windows of recordings (start, end), whether to write a header (not when appending), and
+    whether CSV cells a spreadsheet would run as a formula get a leading quote."""
+
+    columns: list[str] = field(default_factory=list)
+    windows: bool = False
+    header: bool = True
+    escape_formulas: bool = False
+
+    def renamed(self) -> dict[str, str]:
+        """The prediction's field names, prefixed `predicted_` where the manifest has the name."""
+        return {name: f"predicted_{name}" if name in self.columns else name for name in ("start", "end", *PREDICTED)}
+
+    def names(self) -> list[str]:
+        """The output's column names (see the module's docstring)."""
+        renamed = self.renamed()
+        span = [renamed["start"], renamed["end"]] if self.windows else []
+        return [*(self.columns or ["input"]), *span, *(renamed[name] for name in PREDICTED)]
+
+
+def write_predictions(batches: Iterable[list[Any]], form: str, stream: TextIO, layout: Layout = Layout()) -> dict:
+    """Write batches of rows in `form` (csv, jsonl, json, table); returns counts {"rows": n, "errors": m}."""
     counts = {"rows": 0, "errors": 0}
 
     def counted(items):
-        for row in items:
-            counts["rows"] += 1
-            counts["errors"] += row.error is not None
-            yield row
+        for batch in items:
+            counts["rows"] += len(batch)
+            counts["errors"] += sum(row.error is not None for row in batch)
+            yield batch
 
-    WRITERS[form](counted(rows), stream, windows)
+    WRITERS[form](counted(batches), stream, layout)
     return counts
 
 
-def _jsonl(rows: Iterable[Any], stream: TextIO, windows: bool) -> None:
-    for row in rows:
-        stream.write(json.dumps(row.as_dict(), ensure_ascii=False) + "\n")
+def record(row: Any, layout: Layout) -> dict:
+    """One row as a JSON object: `input` (or the manifest's cells), then the prediction."""
+    names = layout.renamed()
+    out = dict(row.columns) if layout.columns else {"input": row.input}
+    out.update({names["label"]: row.label, names["score"]: row.score})
+    if row.start is not None or row.end is not None:
+        out.update({names["start"]: row.start, names["end"]: row.end})
+    out.update({names["top"]: [{"label": label, "score": score} for label, score in row.top],
+                names["error"]: row.error})
+    return out
+
+
+def json_row(row: Any, layout: Layout) -> str:
+    """One row as JSON text: UTF-8 as typed, or ASCII escapes when a file name is not UTF-8."""
+    text = dumps(record(row, layout), "the output", ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return dumps(record(row, layout), "the output")
+    return text
+
+
+def _jsonl(batches, stream: TextIO, layout: Layout) -> None:
+    for batch in batches:
+        stream.write("".join(json_row(row, layout) + "\n" for row in batch))
         stream.flush()
 
 
-def _json(rows: Iterable[Any], stream: TextIO, windows: bool) -> None:
+def _json(batches, stream: TextIO, layout: Layout) -> None:
     stream.write("[")
-    for number, row in enumerate(rows):
-        stream.write(("," if number else "") + "\n" + json.dumps(row.as_dict(), ensure_ascii=False))
+    separator = "\n"
+    for batch in batches:
+        for row in batch:
+            stream.write(separator + json_row(row, layout))
+            separator = ",\n"
         stream.flush()
     stream.write("\n]\n")
 
 
-def _csv(rows: Iterable[Any], stream: TextIO, windows: bool) -> None:
+def _csv(batches, stream: TextIO, layout: Layout) -> None:
+    cell = escape_formula if layout.escape_formulas else str
     writer = csv.writer(stream)
-    writer.writerow(["input"] + (["start", "end"] if windows else []) + ["label", "score", "top", "error"])
-    for row in rows:
-        top = ";".join(f"{label}:{score:.4f}" for label, score in row.top)
-        span = [_blank(row.start), _blank(row.end)] if windows else []
-        writer.writerow([row.input, *span, _blank(row.label), "" if row.score is None else f"{row.score:.6f}", top,
-                         _blank(row.error)])
+    if layout.header:
+        writer.writerow(layout.names())
+    for batch in batches:
+        for row in batch:
+            top = ";".join(f"{label}:{score:.4f}" for label, score in row.top)
+            leading = _leading(row, layout)
+            leading[:len(layout.columns) or 1] = map(cell, leading[:len(layout.columns) or 1])
+            writer.writerow([*leading, cell(_blank(row.label)), "" if row.score is None else f"{row.score:.6f}",
+                             cell(top), cell(_blank(row.error))])
         stream.flush()
 
 
-def _table(rows: Iterable[Any], stream: TextIO, windows: bool) -> None:
+def _table(batches, stream: TextIO, layout: Layout) -> None:
     table = Table(show_edge=False, header_style="bold")
-    for column in ["input"] + (["start", "end"] if windows else []) + ["label", "score", "top"]:
+    for column in layout.names()[:-1]:  # errors show in the label and top columns
         table.add_column(column, overflow="fold")
-    for row in rows:
-        top = ", ".join(f"{label} {score:.3f}" for label, score in row.top)
-        span = [_blank(row.start), _blank(row.end)] if windows else []
-        if row.error:
-            table.add_row(Text(row.input), *span, Text("error", style="red"), "", Text(row.error, style="red"))
-        else:
-            table.add_row(Text(row.input), *span, Text(row.label), f"{row.score:.4f}", Text(top))
+    for batch in batches:
+        for row in batch:
+            cells = [Text(cell) for cell in _leading(row, layout)]
+            if row.error:
+                cells += [Text("error", style="red"), "", Text(row.error, style="red")]
+            else:
+                top = ", ".join(f"{label} {score:.3f}" for label, score in row.top)
+                cells += [Text(row.label), f"{row.score:.4f}", Text(top)]
+            table.add_row(*cells)
     Console(file=stream, width=None if stream.isatty() else 160).print(table)
 
 
 WRITERS = {"jsonl": _jsonl, "json": _json, "csv": _csv, "table": _table}
 
 
+def _leading(row: Any, layout: Layout) -> list[str]:
+    """The cells before the prediction's: the input (or the manifest's cells), and a window's span."""
+    cells = [cell_text(row.columns.get(name)) for name in layout.columns] if layout.columns else [row.input]
+    return cells + ([_blank(row.start), _blank(row.end)] if layout.windows else [])
+
+
+def cell_text(value: Any) -> str:
+    """A manifest cell as CSV text (and as the key --resume compares): strings as they are, other
+    JSON values as JSON."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else dumps(value, "a manifest cell", ensure_ascii=False)
+
+
 def _blank(value) -> str:
     return "" if value is None else str(value)
+
+
+def escape_formula(text: str) -> str:
+    """OWASP's advice against CSV injection: a cell a spreadsheet would read as a formula is
+    prefixed with a single quote, which the spreadsheet shows as text."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text

@@ -24,9 +24,28 @@ def training(summary: dict, stream: TextIO) -> None:
     for part, metrics in summary["metrics"].items():
         scored = ", out-of-fold" if metrics.get("out_of_fold") else ""
         console.print(f"{part:<9} accuracy {metrics['accuracy']:.4f} (n={metrics['n']}{scored})")
+    for part, metrics in summary["metrics"].items():
+        if metrics.get("members"):
+            alone = metrics["members"]
+            console.print(f"{part:<9} one network: mean {sum(alone) / len(alone):.4f} "
+                          f"(the {len(alone)} members alone: {min(alone):.4f}-{max(alone):.4f})")
     kept = summary["training"]
     if kept.get("members", 1) > 1:
         console.print(f"members   {kept['members']} (probabilities averaged)")
+    calibration = summary.get("calibration") or {}
+    if calibration.get("fitted_on"):
+        console.print(f"calibration temperature {calibration['temperature']:g} on {calibration['fitted_on']}: "
+                      f"ECE {calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f}")
+    if kept.get("auto") and kept["auto"].get("chosen"):
+        auto = kept["auto"]
+        scores = ", ".join(f"{c['name']} {c['val_accuracy']:.4f}" for c in auto.get("candidates", []))
+        console.print(Text(f"auto      chose {auto['chosen']} on validation" + (f" ({scores})" if scores else "")))
+    for path, encoding in kept.get("encodings", {}).items():
+        console.print(Text(f"encoding  {encoding} (detected) {path}"))
+    if kept.get("skipped_lines"):
+        skipped = kept["skipped_lines"]
+        console.print(Text(f"skipped   {skipped['count']} line(s) with a label and no text: "
+                           + ", ".join(skipped["lines"][:5]) + (", ..." if skipped["count"] > 5 else "")))
     console.print(Text(f"epochs    {kept['epochs_run']} (kept: {kept['kept']}, epoch {kept['kept_epoch']})  "
                        f"time {kept['total_seconds']:.1f}s on {kept['device']}"))
 
@@ -45,6 +64,12 @@ def evaluation(report: dict, stream: TextIO) -> None:
     heading = Text.assemble((report["data"], "bold"), f"  n={report['n']}  accuracy ",
                             (f"{report['accuracy']:.4f}", "bold"), f"  macro F1 {report['macro_f1']:.4f}")
     console.print(heading)
+    calibration = report.get("calibration")
+    if calibration:
+        fitted = (f"temperature {calibration['temperature']:g}, fitted on {calibration['fitted_on']}"
+                  if calibration.get("fitted_on") else "no temperature in this bundle")
+        console.print(f"expected calibration error {calibration['ece_before']:.4f} before, "
+                      f"{calibration['ece_after']:.4f} after calibration ({fitted})")
     per_class = Table(show_edge=False, header_style="bold")
     for column in ("label", "precision", "recall", "f1", "support"):
         per_class.add_column(column, justify="left" if column == "label" else "right")
@@ -112,6 +137,11 @@ def inspection(summary: dict, stream: TextIO) -> None:
         parts = [f"{part} accuracy {m['accuracy']:.4f} (n={m['n']}{', out-of-fold' if m.get('out_of_fold') else ''})"
                  for part, m in summary["metrics"].items()]
         console.print("  ".join(parts))
+    calibration = summary.get("calibration") or {}
+    if calibration.get("fitted_on"):
+        console.print(f"scores calibrated: temperature {calibration['temperature']:g} fitted on "
+                      f"{calibration['fitted_on']} (ECE {calibration['ece_before']:.4f} -> "
+                      f"{calibration['ece_after']:.4f})")
     if "input" in summary:
         _explained_input(summary["input"], console)
 
@@ -119,10 +149,59 @@ def inspection(summary: dict, stream: TextIO) -> None:
 def _explained_input(explained: dict, console: Console) -> None:
     tops = ", ".join(f"{t['label']} {t['score']:.3f}" for t in explained["top"])
     console.print(Text(f"{explained['input']}: {tops}"))
+    cam = explained["gradcam"]
+    console.print(Text(f"Grad-CAM for {cam['class']} at {', '.join(cam['layers'])} ({cam['members']}): "
+                       f"hottest at row {cam['peak'][0]}, column {cam['peak'][1]} of the input"))
+    if "maps_from" in explained:
+        console.print(Text(f"block outputs drawn for {explained['maps_from']}"))
     for row in explained.get("explanation", [])[:40]:
         console.print(Text("  " + "  ".join(f"{k}={v}" for k, v in row.items())))
-    for path in explained["files"]:
-        console.print(Text(f"wrote {path}"))
 
 
-TABLES = {"training": training, "lr_range": lr_range, "evaluation": evaluation, "inspection": inspection}
+def export(result: dict, stream: TextIO) -> None:
+    console = _console(stream)
+    shape = " x ".join(str(n) for n in result["input"]["shape"])
+    console.print(Text(f"wrote     {result['onnx']}"))
+    console.print(Text(f"          {result['sidecar']} (the preprocessing a server applies)"))
+    console.print(Text(f"input     {result['input']['name']}: {result['input']['dtype']} {shape}"))
+    console.print(f"output    probabilities: batch x {result['labels']}")
+    gap = result["max_difference"]
+    console.print("checked   " + (f"onnxruntime agrees with cnncli within {gap:.1e}" if gap is not None
+                                 else "not checked (onnxruntime is not installed)"))
+
+
+def data(summary: dict, stream: TextIO) -> None:
+    """`inspect DATA`: counts per class and part, the measures, and the warnings."""
+    console = _console(stream)
+    console.print(Text.assemble((summary["target"], "bold"), f"  {summary['description']}"))
+    split = summary["split"]
+    console.print(Text(f"test: {split['test_rule']}; val: {split['val_rule']}"))
+    parts = list(split["counts"])
+    numeric = [key for key, value in summary["measures"].items() if "median" in value]
+    table = Table(show_edge=False, header_style="bold")
+    for column in ["class", *parts, *[f"median {key}" for key in numeric]]:
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for label, row in summary["classes"].items():
+        table.add_row(Text(label), *[str(row[part]) for part in parts],
+                      *[f"{row['median'].get(key, '-')}" for key in numeric])
+    table.add_row(Text("all", style="bold"), *[str(split["counts"][part]) for part in parts], *[""] * len(numeric))
+    console.print(table)
+    for key, value in summary["measures"].items():
+        if "median" in value:
+            text = f"min {value['min']}  median {value['median']}  mean {value['mean']}  max {value['max']}"
+        else:
+            text = ", ".join(f"{name} ({count})" for name, count in value["values"].items())
+            text += f"  ({value['distinct']} distinct)" if value["distinct"] > len(value["values"]) else ""
+        console.print(Text(f"{key:<12} {text}"))
+    for note in summary["notes"]:
+        if not note.startswith("warning: "):  # those are among the warnings
+            console.print(Text(f"note: {note}"))
+    for line in summary["warnings"]:
+        console.print(Text(f"warning: {line}", style="yellow"))
+    if not summary["warnings"]:
+        console.print(Text("no warnings: every sample readable, classes balanced, no duplicates, no test overlap",
+                           style="green"))
+
+
+TABLES = {"training": training, "lr_range": lr_range, "evaluation": evaluation, "inspection": inspection,
+          "data": data, "export": export}

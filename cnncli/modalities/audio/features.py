@@ -80,6 +80,16 @@ def fit_length(waveform: torch.Tensor, length: int) -> torch.Tensor:
     return waveform
 
 
+LOUDEST = 1e16  # n_fft x the largest sample: past this a power spectrum can overflow float32
+
+
+def too_loud(waveform: torch.Tensor, options: AudioOptions) -> bool:
+    """Whether samples this large could give infinite power (float files may hold any value):
+    an STFT bin's power is at most (n_fft x the largest sample) squared, and a mel band sums up
+    to n_fft / 2 of them, so below LOUDEST every feature stays finite in float32."""
+    return bool(waveform.numel()) and float(waveform.abs().max()) * options.n_fft >= LOUDEST
+
+
 class Spectrogram(nn.Module):
     """(N, samples) float waveforms at the recipe's rate -> (N, 1, bands, frames) dB, as a module.
 
@@ -108,11 +118,17 @@ class Spectrogram(nn.Module):
                 module.register_buffer(name, buffer, persistent=False)
 
     def power(self, waveforms: torch.Tensor) -> torch.Tensor:
-        """(N, samples) -> (N, n_fft / 2 + 1, frames) linear power spectrogram."""
-        return self.spectrogram(waveforms.float())
+        """(N, samples) -> (N, n_fft / 2 + 1, frames) linear power spectrogram, in float32 even
+        under autocast (powers overflow float16)."""
+        with torch.autocast(waveforms.device.type, enabled=False):
+            return self.spectrogram(waveforms.float())
 
     def from_power(self, power: torch.Tensor) -> torch.Tensor:
-        """Linear power spectrogram -> (N, 1, bands, frames) features."""
+        """Linear power spectrogram -> (N, 1, bands, frames) features, in float32."""
+        with torch.autocast(power.device.type, enabled=False):
+            return self._from_power(power.float())
+
+    def _from_power(self, power: torch.Tensor) -> torch.Tensor:
         if self.mel is not None:
             power = self.mel(power)
         decibels = power_to_db(power, self.top_db, self.relative)

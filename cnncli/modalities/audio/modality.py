@@ -5,8 +5,8 @@ recipe's rate, (1, samples), and compute the features in the stem, on the networ
 (`WaveformStem`): training augmentation can then act on the sound itself (noise, speed, gain)
 before the features. Older bundles encode the dB spectrogram, (1, bands, frames), and their
 stem only normalises it (`BandNormalize`); they load and predict as they always did. Either
-way the feature cache keeps what is expensive to recompute (decoding, resampling; the
-spectrogram for the older encoding), and the stem subtracts the per-band mean and divides by
+way the feature cache (the user's cache folder, across runs: cache.py) keeps what is expensive
+to recompute (decoding, resampling; the spectrogram for the older encoding), and the stem subtracts the per-band mean and divides by
 the per-band std fitted on the training split, so the normalisation travels with the weights.
 """
 
@@ -37,7 +37,13 @@ from cnncli.modalities.audio.background import (
     synthesise_background,
 )
 from cnncli.modalities.audio.cache import FeatureCache
-from cnncli.modalities.audio.decoding import AUDIO_EXTENSIONS, decode, read_bytes
+from cnncli.modalities.audio.decoding import (
+    AUDIO_EXTENSIONS,
+    decode,
+    read_bytes,
+    recording_facts,
+)
+from cnncli.modalities.audio.drawing import heatmap_png, spectrogram_png, thumbnail
 from cnncli.modalities.audio.events import find_events
 from cnncli.modalities.audio.features import (
     FeatureExtractor,
@@ -47,6 +53,7 @@ from cnncli.modalities.audio.features import (
     frame_count,
     params_json,
     target_length,
+    too_loud,
 )
 from cnncli.modalities.audio.options import (
     AudioAugment,
@@ -56,9 +63,10 @@ from cnncli.modalities.audio.options import (
 )
 from cnncli.modalities.audio.stem import BandNormalize, WaveformStem
 from cnncli.modalities.audio.windows import sliding_windows
-from cnncli.modalities.base import Encoded, Modality, ProgressCallback
+from cnncli.modalities.base import Encoded, Modality, ProgressCallback, finite_only, state_numbers, stem_picture
 
 FEATURE_BATCH = 256  # recordings per feature call: large enough to amortise, small enough for memory
+STATISTICS_CHUNK = 256  # recordings per float64 pass when fitting the normalisation
 ENCODINGS = ("waveform", "spectrogram")  # what an encoded sample is; bundles without the key: spectrogram
 
 
@@ -68,7 +76,9 @@ class AudioModality(Modality):
     options_type = AudioOptions
     augment_type = AudioAugment
     background_label = BACKGROUND_LABEL
-    run_options = ("cache", "event_threshold_db", "event_min_gap", "event_min_length")
+    retired_options = {"cache": "the feature cache folder is --cache-dir or CNNCLI_CACHE_DIR (--no-cache: none)"}
+    thumbnail_aspect = 2.0
+    rows_upward = True
 
     def __init__(self, options: AudioOptions, augment: AudioAugment | None = None,
                  mean: list[float] | None = None, std: list[float] | None = None,
@@ -88,6 +98,7 @@ class AudioModality(Modality):
         self.std = std or [1.0] * bands
         self._extractor: FeatureExtractor | None = None
         self._background: BackgroundNoise | None = None
+        self.cache_folder: Path | None = None
 
     @classmethod
     def from_config(cls, config: Any) -> "AudioModality":
@@ -98,8 +109,17 @@ class AudioModality(Modality):
         return option_problems(options)
 
     @classmethod
+    def check_augment(cls, augment: Any) -> list[tuple[str, str]]:
+        return augment_problems(augment)
+
+    def use_cache(self, folder: Path | None) -> None:
+        self.cache_folder = folder
+
+    @classmethod
     def from_state(cls, state: dict[str, Any]) -> "AudioModality":
-        return cls(AudioOptions(**state["options"]), None, state["mean"], state["std"],
+        options = AudioOptions(**state["options"])
+        bands = band_count(options)
+        return cls(options, None, state_numbers(state, "mean", bands), state_numbers(state, "std", bands),
                    state.get("encoding", "spectrogram"))
 
     def state_dict(self) -> dict[str, Any]:
@@ -111,6 +131,10 @@ class AudioModality(Modality):
         return self.encoding == "waveform"
 
     @property
+    def shape_from_recipe(self) -> bool:
+        return True
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         if self.waveforms:
             return (1, target_length(self.options))
@@ -119,6 +143,11 @@ class AudioModality(Modality):
     @property
     def featurized_shape(self) -> tuple[int, ...]:
         return (1, band_count(self.options), frame_count(self.options))
+
+    @property
+    def export_shape(self) -> tuple[int, ...]:
+        """An exported graph starts at the dB picture (see `preprocessing`), whichever encoding."""
+        return self.featurized_shape
 
     @property
     def extractor(self) -> FeatureExtractor:
@@ -145,7 +174,7 @@ class AudioModality(Modality):
 
     def encode_many(self, samples: Sequence[Sample], progress: ProgressCallback | None = None) -> Encoded:
         """Cached entries where present; the rest decoded one file at a time, encoded a batch at a time."""
-        cache = FeatureCache(self.options.cache, self.cache_params())
+        cache = FeatureCache(self.cache_folder, self.cache_params())
         length = target_length(self.options)
         results: dict[int, torch.Tensor] = {}
         failures: dict[int, str] = {}
@@ -163,8 +192,10 @@ class AudioModality(Modality):
                     if cached is not None and tuple(cached.shape) == self.input_shape:
                         results[position] = cached
                     else:
-                        waveform = decode(sample.locator, content, self.sample_rate)
-                        pending.append((position, key, fit_length(waveform, length)))
+                        waveform = fit_length(decode(sample.locator, content, self.sample_rate), length)
+                        if too_loud(waveform, self.options):
+                            raise CnncliError(f"{sample.locator}: its samples are too large to make finite features")
+                        pending.append((position, key, waveform))
                 except CnncliError as error:
                     failures[position] = str(error)
             if pending:
@@ -179,7 +210,7 @@ class AudioModality(Modality):
         tensor = torch.stack([results[i] for i in index]) if index else torch.empty((0, *self.input_shape))
         notes = [f"the feature cache could not be written ({len(cache.write_errors)} entries), e.g. "
                  f"{cache.write_errors[0]}"] if cache.write_errors else []
-        return Encoded(tensor, index, failures, notes)
+        return finite_only(Encoded(tensor, index, failures, notes), samples)
 
     @property
     def sample_rate(self) -> int:
@@ -225,22 +256,34 @@ class AudioModality(Modality):
         return background_samples(len(samples), self.augment_config.background_class)
 
     def fit_encoded(self, encoded: torch.Tensor) -> None:
-        """Per-band mean and std over every training recording and frame."""
-        if not self.options.normalize or len(encoded) == 0:
+        self.fit_encoded_chunks(encoded.split(STATISTICS_CHUNK))
+
+    def fit_encoded_chunks(self, chunks) -> None:
+        """Per-band mean and std over every training recording and frame of the features, summed
+        in float64 a chunk at a time, so memory stays flat for any number of recordings."""
+        if not self.options.normalize:
             return
         bands = band_count(self.options)
         total = torch.zeros(bands, dtype=torch.float64)
         square = torch.zeros(bands, dtype=torch.float64)
         count = 0
-        for chunk in encoded.split(512 if self.waveforms else 2048):
-            values = self.featurize(chunk).to(torch.float64)
-            total += values.sum(dim=(0, 1, 3))
-            square += (values ** 2).sum(dim=(0, 1, 3))
-            count += values.shape[0] * values.shape[1] * values.shape[3]
+        for chunk in chunks:
+            for part in chunk.split(STATISTICS_CHUNK):
+                values = self.featurize(part).to(torch.float64)
+                total += values.sum(dim=(0, 1, 3))
+                square += (values ** 2).sum(dim=(0, 1, 3))
+                count += len(part) * values.shape[1] * values.shape[3]
+        if count == 0:
+            return
         mean = total / count
         variance = (square / count - mean ** 2).clamp(min=1e-8)
         self.mean = [round(float(m), 6) for m in mean]
         self.std = [round(float(s), 6) for s in variance.sqrt()]
+
+    def stem_size(self) -> tuple[tuple[int, ...], int]:
+        """The picture's shape, worked out: running a waveform stem on a long recording's zeros
+        to learn it would cost the memory the size check is there to protect. No parameters."""
+        return self.featurized_shape, 0
 
     def build_stem(self) -> nn.Module:
         if self.waveforms:
@@ -286,40 +329,50 @@ class AudioModality(Modality):
                 f"{options.duration:g} s pad/centre-crop, n_fft {options.n_fft} hop {options.hop_length} "
                 f"win {options.win_length or options.n_fft}, {kind[options.features]}{top_db}, {norm}")
 
+    def preprocessing(self) -> dict[str, Any]:
+        """For a server: the waveform and spectrogram parameters that make the encoded dB picture;
+        the network normalises each band itself."""
+        options = self.options
+        spectrogram = {"n_fft": options.n_fft, "hop_length": options.hop_length,
+                       "win_length": options.win_length or options.n_fft, "window": "periodic Hann",
+                       "center": True, "pad_mode": "constant (zeros)", "power": 2.0}
+        if options.features != "stft":
+            spectrogram.update(n_mels=options.n_mels, f_min=options.f_min,
+                               f_max=options.f_max or options.sample_rate / 2, mel_scale="slaney", mel_norm="slaney")
+        if options.features == "mfcc":
+            spectrogram.update(n_mfcc=options.n_mfcc, dct="type II, orthonormal, of the dB mel bands")
+        return {"steps": ["decode the audio file", "mix to mono (mean of the channels)",
+                          f"resample to {options.sample_rate} Hz (windowed sinc, as torchaudio.functional.resample)",
+                          f"centre-crop or zero-pad both sides to {target_length(options)} samples",
+                          f"{options.features} power spectrogram (librosa's conventions)",
+                          "decibels: 10 log10(max(power, 1e-10))"
+                          + (", less the recording's peak (its loudest cell is 0 dB)" if options.level == "peak" else "")
+                          + ", floored at top_db below the peak",
+                          "shape (1, bands, frames), row 0 the lowest band"],
+                "sample_rate": options.sample_rate, "duration": options.duration, "features": options.features,
+                "spectrogram": spectrogram, "top_db": options.top_db, "level": options.level, "mean": self.mean, "std": self.std,
+                "normalization": "inside the graph: (decibels - mean) / std per band"}
+
     def draw(self, sample: Sample, path: Path, network: nn.Module | None = None) -> None:
         """The spectrogram after the stem (what the first convolution reads), seconds by Hz."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from cnncli.plots import figure_png
-
-        options = self.options
+        stem = network.stem if network is not None else self.build_stem()
         with torch.no_grad():
-            picture = self.build_stem()(self.encode(sample).unsqueeze(0))[0, 0].numpy()
-        bands = picture.shape[0]
-        nyquist = options.sample_rate / 2
-        figure, axis = plt.subplots(figsize=(7, 3.6))
-        if options.features == "stft":
-            extent, ylabel = (0, options.duration, 0, nyquist), "frequency (Hz)"
-        else:
-            extent = (0, options.duration, -0.5, bands - 0.5)
-            ylabel = "MFCC coefficient" if options.features == "mfcc" else "mel band centre (Hz)"
-        image = axis.imshow(picture, origin="lower", aspect="auto", extent=extent, cmap="magma",
-                            interpolation="nearest")
-        if options.features == "logmel":
-            import librosa
+            picture = stem(self.encode(sample).unsqueeze(0))[0, 0].numpy()
+        title = f"{Path(sample.locator).name}: {self.options.features}"
+        write_file(path, spectrogram_png(picture, self.options, title, self.options.normalize and any(self.mean)))
 
-            centres = librosa.mel_frequencies(options.n_mels + 2, fmin=options.f_min,
-                                              fmax=options.f_max or nyquist, htk=False)[1:-1]
-            ticks = sorted(set(int(round(i)) for i in [k * (bands - 1) / 5 for k in range(6)]))
-            axis.set_yticks(ticks, [f"{centres[i]:.0f}" for i in ticks])
-        axis.set_xlabel("time (s)")
-        axis.set_ylabel(ylabel)
-        axis.set_title(f"{Path(sample.locator).name}: {options.features}", fontsize=9)
-        fitted = options.normalize and any(self.mean)
-        unit = "MFCC value" if options.features == "mfcc" else "dB"
-        figure.colorbar(image, ax=axis, label=f"{unit}, normalised per band" if fitted else unit)
-        write_file(path, figure_png(figure))
+    def draw_heatmap(self, sample: Sample, heat: torch.Tensor, network: nn.Module, caption: str) -> bytes:
+        """The heat map over the picture after the stem, on time and frequency axes."""
+        return heatmap_png(stem_picture(network, self.encode(sample))[0].numpy(), heat, self.options, caption)
 
+    def draw_thumbnail(self, sample: Sample, axis, network: nn.Module | None = None) -> None:
+        """The picture (after the stem with a network, else in dB) above the waveform it came from."""
+        encoded = self.encode(sample)
+        picture = stem_picture(network, encoded) if network is not None else self.featurize(encoded.unsqueeze(0))[0]
+        waveform = fit_length(decode(sample.locator, read_bytes(sample.locator), self.options.sample_rate),
+                              target_length(self.options))
+        thumbnail(axis, picture[0].numpy(), waveform, self.options)
+
+    def measure(self, sample: Sample) -> dict[str, Any]:
+        """Duration, sample rate and channels as stored, after a full decode."""
+        return recording_facts(sample.locator)

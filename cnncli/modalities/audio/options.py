@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from cnncli.limits import AUDIO_RATES, MAX_AUDIO_SECONDS
+
+MAX_FFT = 2 ** 16  # frames of one STFT window (4 s at 16 kHz)
+MAX_BANDS = 4096
+
 
 @dataclass
 class AudioOptions:
@@ -26,7 +31,7 @@ class AudioOptions:
     level: Literal["absolute", "peak"] = "absolute"
     duration: float = 1.0  # seconds: shorter recordings are padded, longer ones centre-cropped
     normalize: bool = True  # per-band mean/std fitted on the training split
-    cache: str | None = ".cache/cnncli/audio"  # feature cache folder; null disables it
+    # (`cache`, the feature cache folder, was a key here; the folder is now the user's: cnncli.cache)
     # `predict --segment`: how the sounds of a long recording are found (see audio/events.py)
     event_threshold_db: float = 10.0  # a sound stands this many dB above the recording's noise floor
     event_min_gap: float = 0.3  # seconds: sounds separated by a shorter pause are one sound
@@ -57,20 +62,21 @@ class AudioAugment:
 def option_problems(options: AudioOptions) -> list[tuple[str, str]]:
     """(key, what is wrong) for each `data.audio` value out of its range."""
     nyquist = options.sample_rate / 2
+    low, high = AUDIO_RATES
     checks = [
-        ("sample_rate", options.sample_rate > 0, "must be positive"),
-        ("n_fft", options.n_fft >= 2, "must be at least 2"),
-        ("hop_length", options.hop_length >= 1, "must be at least 1"),
+        ("sample_rate", low <= options.sample_rate <= high, f"must be from {low:,} to {high:,} Hz"),
+        ("n_fft", 2 <= options.n_fft <= MAX_FFT, f"must be from 2 to {MAX_FFT:,}"),
+        ("hop_length", 1 <= options.hop_length <= MAX_FFT, f"must be from 1 to {MAX_FFT:,}"),
         ("win_length", options.win_length is None or 1 <= options.win_length <= options.n_fft,
          f"must be between 1 and n_fft ({options.n_fft})"),
-        ("n_mels", options.n_mels >= 1, "must be at least 1"),
+        ("n_mels", 1 <= options.n_mels <= MAX_BANDS, f"must be from 1 to {MAX_BANDS:,}"),
         ("n_mfcc", options.features != "mfcc" or 1 <= options.n_mfcc <= options.n_mels,
          f"must be between 1 and n_mels ({options.n_mels})"),
         ("f_min", 0 <= options.f_min < (options.f_max or nyquist), "must be at least 0 and below f_max"),
         ("f_max", options.f_max is None or options.f_max <= nyquist,
          f"must be at most sample_rate / 2 ({nyquist:g})"),
         ("top_db", options.top_db is None or options.top_db > 0, "must be positive (or null to keep all)"),
-        ("duration", options.duration > 0, "must be positive seconds"),
+        ("duration", 0 < options.duration <= MAX_AUDIO_SECONDS, f"must be from 0 to {MAX_AUDIO_SECONDS:,} seconds"),
         ("event_threshold_db", options.event_threshold_db > 0, "must be positive dB"),
         ("event_min_gap", options.event_min_gap >= 0, "must be at least 0 seconds"),
         ("event_min_length", options.event_min_length >= 0, "must be at least 0 seconds"),
@@ -82,6 +88,11 @@ def augment_problems(augment: AudioAugment) -> list[tuple[str, str]]:
     """(key, what is wrong) for each audio `augment` value out of its range."""
     snr = augment.noise_snr
     checks = [
+        ("time_shift", 0 <= augment.time_shift <= 1, "must be a fraction from 0 to 1"),
+        ("time_mask", augment.time_mask >= 0, "must be 0 (off) or more frames"),
+        ("freq_mask", augment.freq_mask >= 0, "must be 0 (off) or more bands"),
+        ("gain_db", 0 <= augment.gain_db <= 120, "must be from 0 to 120 dB"),
+        ("noise", augment.noise >= 0, "must be 0 (off) or more"),
         ("noise_snr", snr is None or (len(snr) == 2 and snr[0] <= snr[1]), "must be [low, high] in dB, low <= high"),
         ("noise_prob", 0 <= augment.noise_prob <= 1, "must be between 0 and 1"),
         ("speed", 0 <= augment.speed < 1, "must be at least 0 and below 1 (a share of the speed)"),

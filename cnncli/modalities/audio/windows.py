@@ -13,7 +13,7 @@ import torch
 
 from cnncli.errors import CnncliError
 from cnncli.modalities.audio.decoding import audio_length, iter_file_blocks, resample
-from cnncli.modalities.audio.features import fit_length, target_length
+from cnncli.modalities.audio.features import fit_length, target_length, too_loud
 from cnncli.modalities.audio.options import AudioOptions
 
 Spans = list[tuple[float, float]]
@@ -36,8 +36,14 @@ def sliding_windows(path: str, window: float, hop: float, options: AudioOptions,
 
     def featurise(segments: list[np.ndarray]) -> torch.Tensor:
         stacked = torch.from_numpy(np.stack(segments))  # (windows, frames, channels) at the native rate
+        if not bool(torch.isfinite(stacked).all()):
+            raise CnncliError(f"{path}: holds samples that are not finite numbers (NaN or infinity)")
         waveforms = resample(stacked.mean(dim=2), native_rate, options.sample_rate)
-        return encode(fit_length(waveforms, length))
+        waveforms = fit_length(waveforms, length)
+        features = encode(waveforms)
+        if too_loud(waveforms, options) or not bool(torch.isfinite(features).all()):
+            raise CnncliError(f"{path}: its samples are too large to make finite features")
+        return features
 
     spans: Spans = []
     segments: list[np.ndarray] = []

@@ -9,12 +9,9 @@ members' scores for the ensemble's predicted class are averaged.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from cnncli.atomic import write_file
 from cnncli.model import members_of
 
 
@@ -40,36 +37,3 @@ def _member_saliency(network: nn.Module, ids: torch.Tensor, target: torch.Tensor
         logits = network.classifier(network.backbone(picture))
         logits[0, target].backward()
     return (picture.grad * picture).sum(dim=(1, 3))[0]
-
-
-def draw_tokens(tokens: list[str], ids: torch.Tensor, path: Path, stem: nn.Module | None,
-                network: nn.Module | None = None) -> None:
-    """PNG: the sentence's embedding matrix (rows = tokens), and token saliency bars beside it."""
-    from cnncli.plots import figure_png, plt
-
-    tokens = tokens or ["(empty)"]
-    panels = 1 + (network is not None)
-    height = max(2.5, 0.28 * len(tokens) + 1.2)
-    figure, axes = plt.subplots(1, panels, figsize=(5 + 3 * (panels - 1), height), squeeze=False,
-                                gridspec_kw={"width_ratios": [3, 2][:panels]})
-    matrix_axis = axes[0][0]
-    if stem is not None:
-        with torch.no_grad():
-            device = next(stem.parameters()).device
-            picture = stem(ids.unsqueeze(0).to(device))[0, -1, :len(tokens)].cpu()  # the tuned channel of two
-        matrix_axis.imshow(picture.numpy(), cmap="coolwarm", aspect="auto", interpolation="nearest")
-        matrix_axis.set_xlabel(f"embedding dimension (of {picture.shape[1]})")
-    else:
-        matrix_axis.imshow(ids[:len(tokens)].unsqueeze(1).numpy(), cmap="viridis", aspect="auto")
-        matrix_axis.set_xlabel("token id")
-    matrix_axis.set_yticks(range(len(tokens)), tokens, fontsize=8)
-    matrix_axis.set_title("as the network sees it", fontsize=9)
-    if network is not None:
-        scores = token_saliency(network, ids)[:len(tokens)]
-        bar_axis = axes[0][1]
-        bar_axis.barh(range(len(scores)), scores, color=["tab:red" if score > 0 else "tab:blue" for score in scores])
-        bar_axis.set_ylim(len(tokens) - 0.5, -0.5)
-        bar_axis.set_yticks(range(len(tokens)), tokens, fontsize=8)
-        bar_axis.axvline(0, color="black", linewidth=0.6)
-        bar_axis.set_title("saliency for the predicted class", fontsize=9)
-    write_file(path, figure_png(figure))

@@ -1,0 +1,57 @@
+"""How a command ends: a user's mistake as one red line and status 2, ^C as 130, SIGTERM as 143,
+a closed pipe quietly as 141. Light (typer only), so `cnncli --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import typer
+
+from cnncli.errors import CnncliError
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's kill, `timeout`), handled like ^C: temporary files are removed and
+    the last checkpoint is kept, instead of the process vanishing mid-write."""
+
+
+def raise_terminated(signum, frame):
+    """The SIGTERM handler main() installs."""
+    raise Terminated()
+
+
+def user_errors(command):
+    """Turn CnncliError into one red line on stderr and exit status 2; running out of memory
+    too; ^C into status 130 and SIGTERM into 143; a closed pipe into a quiet exit (141, like a
+    program killed by SIGPIPE)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except CnncliError as error:
+            fail(str(error), 2)
+        except MemoryError:
+            fail("out of memory; try a smaller --batch-size or train.batch_size, or a smaller network", 2)
+        except RuntimeError as error:
+            if "can't allocate memory" not in str(error) and type(error).__name__ != "OutOfMemoryError":
+                raise
+            fail(f"out of memory ({str(error).splitlines()[0]}); try a smaller batch size or network", 2)
+        except KeyboardInterrupt as interrupt:
+            fail("terminated" if isinstance(interrupt, Terminated) else "interrupted",
+                  143 if isinstance(interrupt, Terminated) else 130)
+        except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as SIGPIPE would
+            from cnncli.output import quiet_closed_pipe
+
+            quiet_closed_pipe()
+            raise typer.Exit(141) from None
+
+    return wrapper
+
+
+def fail(message: str, status: int):
+    """One red line on stderr (a newline in a file name cannot break it in two), then exit."""
+    typer.secho(f"error: {message}".replace("\n", "\\n") if status == 2 else message, fg=typer.colors.RED,
+                err=True)
+    raise typer.Exit(status) from None
