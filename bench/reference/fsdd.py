@@ -14,6 +14,10 @@ stratified 10% of the rest (Python's random.Random(1) shuffle per digit, as the 
 data.split.test_pattern): `^\d_theo_` holds out one speaker.
 
     python bench/reference/fsdd.py [--seed 0] [--threads 2] [--steps N] [--members N] [--test-pattern REGEX]
+                                   [--device cuda]
+
+On a GPU the pictures are computed on the CPU, then copied to it once; the augmentation's random
+numbers come from the same CPU generators, so a run draws the same ones on either device.
 
 Prints one JSON line: accuracy, seconds (fit and total), samples_per_second, parameters.
 """
@@ -115,11 +119,12 @@ def augment(batch: torch.Tensor, mean: torch.Tensor, generator: torch.Generator)
     widest = TIME_SHIFT * frames
     shift = (-widest + 2 * widest * torch.rand(count, generator=generator)).round().long()
     columns = (torch.arange(frames).view(1, -1) - shift.view(-1, 1)) % frames
-    batch = batch.gather(3, columns.view(count, 1, 1, frames).expand(-1, 1, bands, -1))
-    batch += (-GAIN_DB + 2 * GAIN_DB * torch.rand(count, generator=generator)).view(-1, 1, 1, 1)
+    device = batch.device
+    batch = batch.gather(3, columns.view(count, 1, 1, frames).expand(-1, 1, bands, -1).to(device))
+    batch += (-GAIN_DB + 2 * GAIN_DB * torch.rand(count, generator=generator)).view(-1, 1, 1, 1).to(device)
     fill = mean.expand(count, 1, bands, frames)
-    batch = torch.where(stripes(count, FREQ_MASK, bands, generator).view(count, 1, bands, 1), fill, batch)
-    batch = torch.where(stripes(count, TIME_MASK, frames, generator).view(count, 1, 1, frames), fill, batch)
+    batch = torch.where(stripes(count, FREQ_MASK, bands, generator).view(count, 1, bands, 1).to(device), fill, batch)
+    batch = torch.where(stripes(count, TIME_MASK, frames, generator).view(count, 1, 1, frames).to(device), fill, batch)
     return batch
 
 
@@ -143,7 +148,9 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=1, help="ensemble size (recipes/fsdd-best.yaml: 5)")
     parser.add_argument("--test-pattern", default=STANDARD_TEST,
                         help="regex searched in the file name: matches are the test set (default: index 0-4)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
+    device = torch.device(args.device)
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
 
@@ -154,6 +161,8 @@ def main() -> None:
     band_std = ((values ** 2).mean(dim=(0, 1, 3)) - band_mean ** 2).clamp(min=1e-8).sqrt()
     mean = torch.tensor([round(float(m), 6) for m in band_mean]).view(1, 1, -1, 1)
     std = torch.tensor([round(float(s), 6) for s in band_std]).view(1, 1, -1, 1)
+    x_train, y_train, x_val, y_val, x_test, y_test, mean, std = (
+        part.to(device) for part in (x_train, y_train, x_val, y_val, x_test, y_test, mean, std))
 
     fit_started = time.perf_counter()
     models, seen, train_seconds, steps, best_vals = [], 0, 0.0, 0, []
@@ -171,7 +180,7 @@ def main() -> None:
         "best_val_accuracy": best_vals if len(best_vals) > 1 else best_vals[0],
         "fit_seconds": round(fit_seconds, 2), "total_seconds": round(time.perf_counter() - started, 2),
         "images_per_second": round(seen / train_seconds, 1), "threads": torch.get_num_threads(),
-        "parameters": sum(p.numel() for p in models[0].parameters()), "torch": torch.__version__,
+        "parameters": sum(p.numel() for p in models[0].parameters()), "torch": torch.__version__, "device": str(device),
     }))
 
 
@@ -179,7 +188,7 @@ def train_member(seed, train, val, mean, std, steps=None):
     """One network from `seed`: (model at its best validation epoch, samples seen, seconds, steps, best)."""
     (x_train, y_train), (x_val, y_val) = train, val
     torch.manual_seed(seed)
-    model = build_model()
+    model = build_model().to(x_train.device)
     torch.manual_seed(seed)
     order_generator = torch.Generator().manual_seed(seed)
     augment_generator = torch.Generator().manual_seed(seed)
@@ -192,7 +201,7 @@ def train_member(seed, train, val, mean, std, steps=None):
     while step < total_steps:
         model.train()
         epoch_started = time.perf_counter()
-        order = torch.randperm(len(y_train), generator=order_generator)
+        order = torch.randperm(len(y_train), generator=order_generator).to(x_train.device)
         for start in range(0, len(order), BATCH):
             index = order[start:start + BATCH]
             if len(index) < 2:
@@ -207,6 +216,8 @@ def train_member(seed, train, val, mean, std, steps=None):
             step += 1
             if step >= total_steps:
                 break
+        if x_train.is_cuda:
+            torch.cuda.synchronize(x_train.device)
         train_seconds += time.perf_counter() - epoch_started
         val_loss, val_accuracy = evaluate(model, x_val, y_val, mean, std)
         if best is None or (val_accuracy, -val_loss) > best:
