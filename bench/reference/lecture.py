@@ -169,7 +169,7 @@ def main() -> None:
     step, train_seconds, seen = 0, 0.0, 0
     while step < total_steps:
         model.train()
-        epoch_started = time.perf_counter()
+        epoch_started, seen_before = time.perf_counter(), seen
         order = torch.randperm(len(y_train), generator=order_generator).to(device)
         for start in range(0, len(order), settings["batch"]):
             index = order[start:start + settings["batch"]]
@@ -190,7 +190,9 @@ def main() -> None:
                 break
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        train_seconds += time.perf_counter() - epoch_started
+        epoch_seconds = time.perf_counter() - epoch_started
+        train_seconds += epoch_seconds
+        last_epoch_rate = (seen - seen_before) / epoch_seconds
     fit_seconds = time.perf_counter() - fit_started
 
     model.eval()
@@ -201,7 +203,8 @@ def main() -> None:
     print(json.dumps({
         "accuracy": round(correct / len(y_test), 4), "n_test": len(y_test), "steps": step,
         "fit_seconds": round(fit_seconds, 2), "total_seconds": round(time.perf_counter() - started, 2),
-        "images_per_second": round(seen / train_seconds, 1), "threads": torch.get_num_threads(),
+        "images_per_second": round(seen / train_seconds, 1),
+        "last_epoch_images_per_second": round(last_epoch_rate, 1), "threads": torch.get_num_threads(),
         "parameters": sum(p.numel() for p in model.parameters()), "torch": torch.__version__, "device": str(device),
     }))
 
