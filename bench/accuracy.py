@@ -367,7 +367,10 @@ def provenance(quick: bool, threads: int, started: float) -> str:
 
 
 def git(*arguments: str) -> str:
-    done = subprocess.run(["git", *arguments], cwd=REPO, capture_output=True, text=True)
+    try:
+        done = subprocess.run(["git", *arguments], cwd=REPO, capture_output=True, text=True)
+    except OSError:  # no git on this machine (a bare GPU machine)
+        return "unknown"
     return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 

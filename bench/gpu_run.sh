@@ -11,6 +11,8 @@ set -u
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
+# Caches and matplotlib's settings where any user may write, whatever HOME is there.
+export CNNCLI_CACHE_DIR=${CNNCLI_CACHE_DIR:-/tmp/cnncli-cache} MPLCONFIGDIR=${MPLCONFIGDIR:-/tmp/matplotlib}
 mkdir -p "$OUT"
 
 run() {
