@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -137,15 +139,24 @@ ROWS = [
 # Running one side of one row
 
 
-def run_json(command: list[str]) -> tuple[dict, float]:
-    """Run a command in the repository root; its last stdout line is JSON. Returns it and the wall time."""
+def run_json(command: list[str], timeout: float | None = None) -> tuple[dict, float]:
+    """Run a command in the repository root; its last stdout line is JSON. Returns it and the wall time.
+    Past `timeout` seconds the command and every process it started are killed (RuntimeError); with
+    a timeout it runs in a session of its own for that (so Ctrl-C no longer reaches it)."""
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=timeout is not None) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise RuntimeError(f"{shlex.join(command)} killed after {timeout:.0f} s") from None
     wall = time.perf_counter() - started
-    if done.returncode != 0:
-        tail = "\n".join(done.stderr.strip().splitlines()[-8:])
-        raise RuntimeError(f"{shlex.join(command)} failed (exit {done.returncode}):\n{tail}")
-    return json.loads(done.stdout.strip().splitlines()[-1]), wall
+    if process.returncode != 0:
+        tail = "\n".join(stderr.strip().splitlines()[-8:])
+        raise RuntimeError(f"{shlex.join(command)} failed (exit {process.returncode}):\n{tail}")
+    return json.loads(stdout.strip().splitlines()[-1]), wall
 
 
 def cnncli_command(row: Row, seed: int, threads: int, steps: int | None, vectors: str | None, out: str) -> list[str]:
@@ -164,9 +175,9 @@ def reference_command(row: Row, seed: int, threads: int, steps: int | None) -> l
     return command + (["--steps", str(steps)] if steps else [])
 
 
-def run_cnncli(command: list[str], out: Path) -> dict:
+def run_cnncli(command: list[str], out: Path, timeout: float | None = None) -> dict:
     """Train; read accuracy, times and training throughput from the bundle."""
-    _, wall = run_json(command)
+    _, wall = run_json(command, timeout)
     model = json.loads((out / "model.json").read_text())
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
     # Throughput over the whole fit: steps / seconds per epoch, weighted by each epoch's steps.
@@ -185,12 +196,13 @@ def run_cnncli(command: list[str], out: Path) -> dict:
             "auto": auto.get("chosen"), "auto_scores": {c["name"]: c["val_accuracy"] for c in auto.get("candidates", [])},
             "fit_seconds": training["fit_seconds"], "wall_seconds": round(wall, 1),
             "images_per_second": round(steps / seconds, 1) if seconds else None,
+            "last_epoch_images_per_second": log[-1]["samples_per_second"],
             "threads": training["threads"], "torch": model["versions"]["torch"], "steps": log[-1]["step"],
             "batch_size": batch}
 
 
-def run_reference(command: list[str]) -> dict:
-    result, wall = run_json(command)
+def run_reference(command: list[str], timeout: float | None = None) -> dict:
+    result, wall = run_json(command, timeout)
     return {**result, "wall_seconds": round(wall, 1)}
 
 
@@ -359,7 +371,10 @@ def provenance(quick: bool, threads: int, started: float) -> str:
 
 
 def git(*arguments: str) -> str:
-    done = subprocess.run(["git", *arguments], cwd=REPO, capture_output=True, text=True)
+    try:
+        done = subprocess.run(["git", *arguments], cwd=REPO, capture_output=True, text=True)
+    except OSError:  # no git on this machine (a bare GPU machine)
+        return "unknown"
     return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 

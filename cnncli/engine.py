@@ -192,8 +192,8 @@ def train_one_epoch(loop: Loop, modality: Any, data: Any, epoch: int, progress: 
         for network in (loop.network, loop.average.network if loop.average else None):
             if network is not None:
                 cluster.broadcast_buffers(network)
+    mean_loss = float(loss_sum) / max(seen, 1)  # waits for the GPU's queued steps: the clock then counts them
     seconds = time.perf_counter() - started
-    mean_loss = float(loss_sum) / max(seen, 1)
     if not mean_loss <= DIVERGED_LOSS:
         what = "not a finite number" if not math.isfinite(mean_loss) else f"above {DIVERGED_LOSS:,.0f}"
         raise TrainingDiverged(f"epoch {epoch}: the training loss is {mean_loss:.4g}, {what}: training diverged "

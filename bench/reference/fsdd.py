@@ -16,6 +16,11 @@ stratified 10% of the rest (Python's random.Random(1) shuffle per digit, as the 
 data.split.test_pattern): `^\d_theo_` holds out one speaker.
 
     python bench/reference/fsdd.py [--seed 0] [--threads 2] [--steps N] [--members N] [--test-pattern REGEX]
+                                   [--device cuda]
+
+On a GPU the network, the validation and test pictures and each training batch live there; the
+training batches are augmented on the CPU first (as a DataLoader of CPU transforms would), with
+the same generators, so a run draws the same random numbers on either device.
 
 Prints one JSON line: accuracy, seconds (fit and total), samples_per_second, parameters.
 """
@@ -214,7 +219,9 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=1, help="ensemble size (recipes/fsdd-best.yaml: 5)")
     parser.add_argument("--test-pattern", default=STANDARD_TEST,
                         help="regex searched in the file name: matches are the test set (default: index 0-4)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
+    device = torch.device(args.device)
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
 
@@ -226,32 +233,35 @@ def main() -> None:
     band_std = ((values ** 2).mean(dim=(0, 1, 3)) - band_mean ** 2).clamp(min=1e-8).sqrt()
     mean = torch.tensor([round(float(m), 6) for m in band_mean]).view(1, 1, -1, 1)
     std = torch.tensor([round(float(s), 6) for s in band_std]).view(1, 1, -1, 1)
+    x_val, y_val, x_test, y_test = (part.to(device) for part in (x_val, y_val, x_test, y_test))
 
     fit_started = time.perf_counter()
     models, seen, train_seconds, steps, best_vals = [], 0, 0.0, 0, []
     for member in range(args.members):
         model, member_seen, member_seconds, steps, best = train_member(
-            args.seed + 1000 * member, (w_train, y_train), (x_val, y_val), mean, std, args.steps)  # cnncli's seeds
+            args.seed + 1000 * member, (w_train, y_train), (x_val, y_val), mean, std, args.steps, device)  # cnncli's seeds
         models.append(model)
         seen, train_seconds = seen + member_seen, train_seconds + member_seconds
         best_vals.append(round(best[0], 4))
     fit_seconds = time.perf_counter() - fit_started
 
-    accuracy = ensemble_accuracy(models, x_test, y_test, mean, std)
+    accuracy = ensemble_accuracy(models, x_test, y_test, mean.to(device), std.to(device))
     print(json.dumps({
         "accuracy": round(accuracy, 4), "n_test": len(y_test), "steps": steps, "members": len(models),
         "best_val_accuracy": best_vals if len(best_vals) > 1 else best_vals[0],
         "fit_seconds": round(fit_seconds, 2), "total_seconds": round(time.perf_counter() - started, 2),
         "images_per_second": round(seen / train_seconds, 1), "threads": torch.get_num_threads(),
         "parameters": sum(p.numel() for p in models[0].parameters()), "torch": torch.__version__,
+        "device": str(device),
     }))
 
 
-def train_member(seed, train, val, mean, std, steps=None):
+def train_member(seed, train, val, mean, std, steps=None, device=torch.device("cpu")):
     """One network from `seed`: (model at its best validation epoch, samples seen, seconds, steps, best)."""
     (w_train, y_train), (x_val, y_val) = train, val
+    on_device = (y_train.to(device), mean.to(device), std.to(device))
     torch.manual_seed(seed)
-    model = build_model()
+    model = build_model().to(device)
     torch.manual_seed(seed)
     order_generator = torch.Generator().manual_seed(seed)
     augment_generator = torch.Generator().manual_seed(seed)
@@ -269,8 +279,9 @@ def train_member(seed, train, val, mean, std, steps=None):
             index = order[start:start + BATCH]
             if len(index) < 2:
                 continue
-            batch = augment(w_train[index], mean, augment_generator)
-            loss = F.cross_entropy(model((batch - mean) / std), y_train[index])
+            batch = augment(w_train[index], mean, augment_generator).to(device, non_blocking=True)
+            targets, device_mean, device_std = on_device
+            loss = F.cross_entropy(model((batch - device_mean) / device_std), targets[index.to(device)])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -279,8 +290,10 @@ def train_member(seed, train, val, mean, std, steps=None):
             step += 1
             if step >= total_steps:
                 break
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         train_seconds += time.perf_counter() - epoch_started
-        val_loss, val_accuracy = evaluate(model, x_val, y_val, mean, std)
+        val_loss, val_accuracy = evaluate(model, x_val, y_val, on_device[1], on_device[2])
         if best is None or (val_accuracy, -val_loss) > best:
             best, best_state = (val_accuracy, -val_loss), copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
