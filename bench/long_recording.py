@@ -161,7 +161,8 @@ def main() -> None:
     from cnncli.predict import predict
 
     started = time.perf_counter()
-    events = [row.as_dict() for row in predict(load_bundle(args.bundle), [str(recording)], segment=True)]
+    events = [{"start": row.start, "end": row.end, "label": row.label, "score": row.score, "error": row.error}
+              for row in predict(load_bundle(args.bundle), [str(recording)], segment=True, workers=0)]
     seconds = time.perf_counter() - started
     errors = [row["error"] for row in events if row["error"]]
     if errors:
