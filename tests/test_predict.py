@@ -291,6 +291,8 @@ def test_the_inference_copy_computes_what_the_trained_network_does(kind, inputs)
     assert all(torch.equal(tensor, weights[name]) for name, tensor in bundle.network.state_dict().items())
     batch_norms = lambda network: [m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d)]  # noqa: E731
     assert not batch_norms(fast) and (kind == "text" or batch_norms(bundle.network))  # folded into the convolutions
+    max_pools = lambda network: [m for m in network.modules() if isinstance(m, torch.nn.AdaptiveMaxPool2d)]  # noqa: E731
+    assert not max_pools(fast) and (kind != "text" or max_pools(bundle.network))  # Kim's max over time: one amax
 
 
 def test_resume_keeps_the_whole_chunks_a_run_wrote_and_redoes_the_rest(tmp_path):

@@ -347,6 +347,12 @@ def test_predict_inputs_are_sentences_text_files_and_stdin_lines(tmp_path, monke
     assert samples[2].locator == f"{lines_file}:2" and samples[4].locator == "<stdin>:3"
 
 
+def test_a_sentence_longer_than_a_file_name_may_be_is_a_sentence():
+    long = "a long review " * 40  # 560 bytes: the operating system refuses it as a file name
+    samples = list(fitted(["a good film"]).expand_inputs([long, "nul\0inside"]))
+    assert [s.content for s in samples] == [long, "nul\0inside"]
+
+
 def test_undecodable_predict_file_becomes_one_error_row_naming_the_byte(tmp_path):
     modality = fitted(["a good film"])
     bad = tmp_path / "bad.txt"

@@ -83,11 +83,15 @@ def fit_length(waveform: torch.Tensor, length: int) -> torch.Tensor:
 LOUDEST = 1e16  # n_fft x the largest sample: past this a power spectrum can overflow float32
 
 
-def too_loud(waveform: torch.Tensor, options: AudioOptions) -> bool:
-    """Whether samples this large could give infinite power (float files may hold any value):
-    an STFT bin's power is at most (n_fft x the largest sample) squared, and a mel band sums up
-    to n_fft / 2 of them, so below LOUDEST every feature stays finite in float32."""
-    return bool(waveform.numel()) and float(waveform.abs().max()) * options.n_fft >= LOUDEST
+def too_loud(waveforms: torch.Tensor, options: AudioOptions) -> torch.Tensor:
+    """Per row of (N, samples) waveforms: whether samples this large could give infinite power
+    (float files may hold any value). An STFT bin's power is at most (n_fft x the largest sample)
+    squared, and a mel band sums up to n_fft / 2 of them, so below LOUDEST every feature stays
+    finite in float32. One pass over the batch (per file it cost 7% of audio prediction)."""
+    if waveforms.shape[-1] == 0:
+        return torch.zeros(waveforms.shape[:-1], dtype=torch.bool)
+    low, high = waveforms.aminmax(dim=-1)  # no |x| copy of the batch
+    return torch.maximum(high, -low) * options.n_fft >= LOUDEST
 
 
 class Spectrogram(nn.Module):

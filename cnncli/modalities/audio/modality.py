@@ -193,14 +193,18 @@ class AudioModality(Modality):
                         results[position] = cached
                     else:
                         waveform = fit_length(decode(sample.locator, content, self.sample_rate), length)
-                        if too_loud(waveform, self.options):
-                            raise CnncliError(f"{sample.locator}: its samples are too large to make finite features")
                         pending.append((position, key, waveform))
                 except CnncliError as error:
                     failures[position] = str(error)
             if pending:
-                encoded = self.encode_waveforms(torch.stack([waveform for _, _, waveform in pending]))
-                for (position, key, _), row in zip(pending, encoded):
+                waveforms = torch.stack([waveform for _, _, waveform in pending])
+                loud = too_loud(waveforms, self.options).tolist()
+                encoded = self.encode_waveforms(waveforms)
+                for (position, key, _), row, too_large in zip(pending, encoded, loud):
+                    if too_large:
+                        failures[position] = f"{samples[position].locator}: its samples are too large to make " \
+                                             "finite features"
+                        continue
                     results[position] = row
                     if key is not None:
                         cache.put(key, row)

@@ -41,7 +41,7 @@ def sliding_windows(path: str, window: float, hop: float, options: AudioOptions,
         waveforms = resample(stacked.mean(dim=2), native_rate, options.sample_rate)
         waveforms = fit_length(waveforms, length)
         features = encode(waveforms)
-        if too_loud(waveforms, options) or not bool(torch.isfinite(features).all()):
+        if bool(too_loud(waveforms, options).any()) or not bool(torch.isfinite(features).all()):
             raise CnncliError(f"{path}: its samples are too large to make finite features")
         return features
 

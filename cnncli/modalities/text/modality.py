@@ -308,7 +308,7 @@ class TextModality(Modality):
                 for number, line in enumerate(sys.stdin, start=1):
                     if line.strip():
                         yield Sample(f"<stdin>:{number}", content=line.strip(), position=number - 1)
-            elif path.is_dir() or path.is_file():
+            elif _names_a_file_or_folder(path):
                 yield from self._samples_at(path)
             elif glob.has_magic(argument) and (matches := sorted(glob.glob(argument, recursive=True))):
                 for match in matches:
@@ -380,3 +380,12 @@ def length_from_data(sentences: Sequence[Sequence[str]]) -> int:
         return UNFITTED_LENGTH
     index = min(len(lengths) - 1, max(0, math.ceil(AUTO_LENGTH_PERCENTILE * len(lengths)) - 1))
     return max(1, min(lengths[index], AUTO_LENGTH_CAP))
+
+
+def _names_a_file_or_folder(path: Path) -> bool:
+    """Whether an argument is a file or folder; a sentence too long for a file name (or holding a
+    NUL) is simply not one, where pathlib would raise."""
+    try:
+        return path.is_dir() or path.is_file()
+    except (OSError, ValueError):
+        return False
