@@ -213,7 +213,8 @@ def predict(
     hop: Optional[float] = typer.Option(None, help="Audio: seconds between window starts [default: --window]."),
     segment: bool = typer.Option(False, "--segment", help="Audio: one row per sound found in each recording "
                                                           "(against its own noise floor), with start and end."),
-    batch_size: int = typer.Option(64, help="Inputs per forward pass."),
+    batch_size: Optional[int] = typer.Option(None, help="Inputs per forward pass [default: 32 for audio, "
+                                             "64 otherwise]."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes that decode and predict "
                                           "[default: one per CPU; 0: none, all in this process]."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),

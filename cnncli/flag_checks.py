@@ -16,12 +16,13 @@ def check_batch_size(batch_size: int) -> None:
         raise CnncliError(f"--batch-size {batch_size}: must be from 1 to {MAX_BATCH_SIZE:,}")
 
 
-def check_prediction_options(top_k: int, batch_size: int, window: float | None, hop: float | None,
+def check_prediction_options(top_k: int, batch_size: int | None, window: float | None, hop: float | None,
                              output: str | None) -> None:
     """predict's options that can be wrong before any work: one line naming the flag."""
     if top_k < 1:
         raise CnncliError("--top-k: must be at least 1")
-    check_batch_size(batch_size)
+    if batch_size is not None:
+        check_batch_size(batch_size)
     if (window is not None and window <= 0) or (hop is not None and (hop <= 0 or window is None)):
         raise CnncliError("--window, --hop: positive seconds, and --hop only with --window")
     if output not in (None, "-"):

@@ -30,10 +30,12 @@ from cnncli.data.sources import expand_paths  # noqa: F401 - kept importable fro
 from cnncli.device import pick_device
 from cnncli.errors import CnncliError
 from cnncli.inference import for_inference, probabilities
+from cnncli.modalities.base import Modality
 from cnncli.output.rows import cell_text, escape_formula
 from cnncli.workers import default_workers, ordered_map
 
 CHUNK = 512  # inputs per piece of work: enough to amortise a hand-over, few enough to start fast
+GPU_BATCH = 64  # inputs per forward pass on a GPU unless asked (on a CPU: the modality's choice)
 UNKNOWN = "unknown"  # the label of a row whose top score is below --threshold
 
 
@@ -97,7 +99,7 @@ def prediction_inputs(bundle: Bundle, arguments: Sequence[str] = (), manifest: s
     return argument_inputs(bundle.modality, arguments)
 
 
-def predict(bundle: Bundle, arguments: Iterable[str] | Inputs, top_k: int = 1, batch_size: int = 64,
+def predict(bundle: Bundle, arguments: Iterable[str] | Inputs, top_k: int = 1, batch_size: int | None = None,
             device=None, window: float | None = None, hop: float | None = None, *, workers: int | None = None,
             threshold: float | None = None, done: Sequence[str] = (), chunk_size: int = CHUNK,
             segment: bool = False) -> Iterator[Prediction]:
@@ -108,13 +110,14 @@ def predict(bundle: Bundle, arguments: Iterable[str] | Inputs, top_k: int = 1, b
         yield from rows
 
 
-def predict_batches(bundle: Bundle, arguments: Iterable[str] | Inputs, top_k: int = 1, batch_size: int = 64,
+def predict_batches(bundle: Bundle, arguments: Iterable[str] | Inputs, top_k: int = 1, batch_size: int | None = None,
                     device=None, window: float | None = None, hop: float | None = None, *,
                     workers: int | None = None, threshold: float | None = None, done: Sequence[str] = (),
                     chunk_size: int = CHUNK, segment: bool = False) -> Iterator[list[Prediction]]:
     """The rows of `predict` as they come, a list at a time (one per chunk, or per recording with
     windows). Settings are checked at once; inputs are read as the rows are asked for.
 
+    `batch_size`: inputs per forward pass (None: the modality's choice on a CPU, 64 elsewhere);
     `workers`: processes that decode and predict (None: one per CPU, 0: none); `done`: the keys of
     inputs a previous run already wrote (--resume), which are checked against the first inputs and
     skipped."""
@@ -124,9 +127,11 @@ def predict_batches(bundle: Bundle, arguments: Iterable[str] | Inputs, top_k: in
         raise CnncliError(f"--workers: 0 (all in this process) or more, got {workers}")
     if segment and window is not None:
         raise CnncliError("--segment finds its own spans; give it without --window/--hop")
-    if segment and not hasattr(bundle.modality, "encode_events"):
+    if segment and type(bundle.modality).encode_events is Modality.encode_events:
         raise CnncliError(f"--segment: finds sounds in recordings; this bundle is {bundle.modality.name}")
     device = device or pick_device("auto")
+    if batch_size is None:
+        batch_size = bundle.modality.inference_batch_size if device.type == "cpu" else GPU_BATCH
     inputs = arguments if isinstance(arguments, Inputs) else argument_inputs(bundle.modality, arguments)
     top_k = max(1, min(top_k, len(bundle.labels)))
     network = for_inference(bundle.network, device)

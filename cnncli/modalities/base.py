@@ -105,6 +105,9 @@ class Modality(ABC):
     # Whether training may stream samples from their files, `encode` running in DataLoader worker
     # processes, when the encoded splits would not fit in memory (data.in_memory).
     can_stream: ClassVar[bool] = True
+    # Inputs per forward pass when `predict` runs on a CPU and the user did not choose: the size
+    # whose activations stay in the CPU's caches for this modality's networks.
+    inference_batch_size: ClassVar[int] = 64
     # The backbone `cnncli train DATA_FOLDER` uses (None: the small CNN of cnncli.recipes), and
     # the `data.<name>` options it sets there.
     default_blocks: ClassVar[list | None] = None

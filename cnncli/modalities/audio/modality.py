@@ -78,6 +78,9 @@ class AudioModality(Modality):
     background_label = BACKGROUND_LABEL
     retired_options = {"cache": "the feature cache folder is --cache-dir or CNNCLI_CACHE_DIR (--no-cache: none)"}
     thumbnail_aspect = 2.0
+    # 40-band pictures of a second through recipes/fsdd.yaml's network, one thread: 32 per forward
+    # pass ran 5 to 10% faster than 64 and twice as fast as 256 (the activations fit the caches)
+    inference_batch_size = 32
     rows_upward = True
 
     def __init__(self, options: AudioOptions, augment: AudioAugment | None = None,
