@@ -83,8 +83,8 @@ def check_rate(path: str | Path, native_rate: int) -> None:
 def to_mono_rate(samples: np.ndarray, native_rate: int, sample_rate: int) -> torch.Tensor:
     """(frames, channels) array at `native_rate` -> mono 1-D float32 tensor at `sample_rate`."""
     waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
-    if waveform.dim() == 2:
-        waveform = waveform.mean(dim=1)  # mix-down: the average of the channels keeps the level
+    if waveform.dim() == 2:  # mix-down: the average of the channels keeps the level (one channel: itself)
+        waveform = waveform[:, 0] if waveform.shape[1] == 1 else waveform.mean(dim=1)
     return resample(waveform, native_rate, sample_rate)
 
 

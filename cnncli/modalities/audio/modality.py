@@ -217,7 +217,10 @@ class AudioModality(Modality):
         tensor = torch.stack([results[i] for i in index]) if index else torch.empty((0, *self.input_shape))
         notes = [f"the feature cache could not be written ({len(cache.write_errors)} entries), e.g. "
                  f"{cache.write_errors[0]}"] if cache.write_errors else []
-        return finite_only(Encoded(tensor, index, failures, notes), samples)
+        encoded = Encoded(tensor, index, dict(sorted(failures.items())), notes)
+        # Waveform rows are finite by construction (decode refuses NaN and infinity, too_loud what
+        # would overflow the features), and a pass over them cost 10% of decoding.
+        return encoded if self.waveforms else finite_only(encoded, samples)
 
     @property
     def sample_rate(self) -> int:
