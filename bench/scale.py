@@ -138,8 +138,8 @@ def tree_pss(pid: int) -> int:
 
 def train_run(recipe: Path, out: Path, in_memory: bool, workers: str | None) -> dict:
     """`cnncli train` with the data in memory or streamed: samples/s, peak RSS, peak tree PSS."""
-    command = [sys.executable, "-m", "cnncli", "train", str(recipe), "--out", str(out), "--format", "json",
-               "--set", f"data.in_memory={str(in_memory).lower()}"]
+    command = [sys.executable, "-m", "cnncli", "train", str(recipe), "--out", str(out), "--overwrite", "--format",
+               "json", "--set", f"data.in_memory={str(in_memory).lower()}"]  # a rerun replaces the last run's bundle
     if workers is not None:
         command += ["--set", f"data.workers={workers}"]
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:

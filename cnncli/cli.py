@@ -7,7 +7,6 @@ Heavy libraries (torch, torchaudio, librosa) are imported inside the commands, s
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 from pathlib import Path
 from typing import List, Optional
@@ -16,6 +15,7 @@ import typer
 
 from cnncli.errors import CnncliError
 from cnncli.exits import Terminated, fail, raise_terminated, user_errors
+from cnncli.omp import choose_wait_policy
 
 app = typer.Typer(
     help="Train, evaluate, run and explain convolutional networks on images, sound and text.",
@@ -372,9 +372,8 @@ def export(
 
 def main() -> None:
     signal.signal(signal.SIGTERM, raise_terminated)
-    # Idle OpenMP threads sleep at once instead of spinning a while (the GNU runtime's default) unless the
-    # user chose: spinning threads take the cores other processes need (bench/threads.py). Before torch loads.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # On a busy machine idle OpenMP threads sleep at once instead of spinning (cnncli.omp). Before torch loads.
+    choose_wait_policy()
     app()
 
 
