@@ -14,7 +14,7 @@ from typing import List, Optional
 import typer
 
 from cnncli.errors import CnncliError
-from cnncli.exits import Terminated, fail, raise_terminated, user_errors
+from cnncli.exits import Terminated, exit_now, fail, raise_terminated, user_errors
 from cnncli.omp import choose_wait_policy
 
 app = typer.Typer(
@@ -374,7 +374,12 @@ def main() -> None:
     signal.signal(signal.SIGTERM, raise_terminated)
     # On a busy machine idle OpenMP threads sleep at once instead of spinning (cnncli.omp). Before torch loads.
     choose_wait_policy()
-    app()
+    try:
+        app()
+    except SystemExit as done:
+        if done.code in (130, 143):
+            exit_now(done.code)
+        raise
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ a closed pipe quietly as 141. Light (typer only), so `cnncli --help` stays fast.
 from __future__ import annotations
 
 import functools
+import os
+import sys
 
 import typer
 
@@ -55,3 +57,16 @@ def fail(message: str, status: int):
     typer.secho(f"error: {message}".replace("\n", "\\n") if status == 2 else message, fg=typer.colors.RED,
                 err=True)
     raise typer.Exit(status) from None
+
+
+def exit_now(code: int) -> None:
+    """End an interrupted command at once. Its clean-up already ran as the interrupt unwound
+    (temporary files removed, the last checkpoint kept); what is left at interpreter exit is
+    joining threads, and a process pool stopped mid-work can leave one that never ends (a ^C
+    under load hung `cnncli predict` for over a minute once in CI)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more to say
+            pass
+    os._exit(code)

@@ -130,6 +130,12 @@ def _result(future: Future, chunk: Any, describe) -> Any:
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
+    # Chunks already handed to the pool's call queue sit in a pipe its feeder thread fills; once the
+    # workers are gone nobody reads it, and joining that thread (the pool's manager does, and so
+    # does interpreter exit) would wait forever: a ^C under load hung here once in CI.
+    call_queue = getattr(pool, "_call_queue", None)
+    if call_queue is not None:
+        call_queue.cancel_join_thread()
     pool.shutdown(wait=False, cancel_futures=True)
     terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+
     if terminate is not None:
