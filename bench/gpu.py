@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from accuracy import REPO, display, git, run_cnncli, run_json, run_reference
+from accuracy import display, git, run_cnncli, run_json, run_reference
 
 LECTURE_STEPS_PER_EPOCH = 600  # 60,000 images in batches of 100
 FSDD_STEPS_PER_EPOCH = 64  # 2,025 training recordings (2,500 less the test 250 and validation 225) in batches of 32
