@@ -107,7 +107,8 @@ def _pooled(job, chunks: Iterator[Any], workers: int, describe) -> Iterator[Any]
     finished = False
     try:
         for chunk in chunks:
-            pending.append((pool.submit(_run, chunk), chunk))
+            with _signals_to_this_thread():
+                pending.append((pool.submit(_run, chunk), chunk))
             while pending and (len(pending) >= 2 * workers or pending[0][0].done()):
                 yield _result(*pending.popleft(), describe)
         while pending:
@@ -119,6 +120,24 @@ def _pooled(job, chunks: Iterator[Any], workers: int, describe) -> Iterator[Any]
         else:  # an error, ^C or a reader that stopped early (a closed pipe): stop now, leave nothing behind
             _stop(pool)
         gc.unfreeze()
+
+
+@contextmanager
+def _signals_to_this_thread() -> Iterator[None]:
+    """Hold ^C and SIGTERM back while the pool starts its threads (on a submit), so that they
+    inherit a mask that blocks them and the kernel delivers those signals to the main thread
+    alone. Delivered to a pool thread, a signal would leave the main thread asleep in its
+    system call (reading more input from a pipe, say) instead of interrupting it: ^C then went
+    unanswered for over a minute in CI. Forked workers unblock them first thing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
 
 
 def _result(future: Future, chunk: Any, describe) -> Any:
@@ -158,6 +177,7 @@ def _start_worker(job: Callable[[Any], Any], parent: int) -> None:
     torch.set_num_threads(1)  # the workers share the cores; one thread each never oversubscribes
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C reaches the whole process group: the parent stops us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # whatever handler the parent had is not ours
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # forked while held back
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
 
 
