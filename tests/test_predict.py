@@ -37,9 +37,16 @@ def cli(*args, input=None):
 
 
 def cnncli_process(*args, **options) -> subprocess.Popen:
-    """`cnncli` as a user runs it: its own process, this checkout's code."""
+    """`cnncli` as a user runs it at a terminal: its own process, this checkout's code, ^C
+    answered. (A test run started in the background by a non-interactive shell ignores SIGINT,
+    and so would cnncli, rightly: Python installs its ^C handler only where SIGINT is default.)"""
     environment = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "cnncli", *map(str, args)], env=environment, **options)
+    return subprocess.Popen([sys.executable, "-m", "cnncli", *map(str, args)], env=environment,
+                            preexec_fn=_default_interrupt, **options)
+
+
+def _default_interrupt() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def images(count: int) -> list[str]:
