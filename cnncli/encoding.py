@@ -9,7 +9,6 @@ by cnncli.loading) the same way: `data.batches(lists of row indices, device)`.
 from __future__ import annotations
 
 import contextlib
-
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any

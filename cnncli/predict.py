@@ -239,12 +239,9 @@ def _recording_windows(bundle: Bundle, network, locator: str, window: float, hop
                        batch_size: int, device, threshold: float | None) -> Iterator[Prediction]:
     total, count = None, 0
     try:
-        for spans, batch in bundle.modality.encode_windows(locator, window, hop, batch_size):
-            scores = probabilities(network, bundle.modality, batch, batch_size, device, bundle.temperature)
-            for (start, end), row_scores in zip(spans, scores):
-                row = Prediction(locator, start=round(start, 3), end=round(end, 3))
-                _fill(row, *_top(row_scores, top_k), bundle.labels, threshold)
-                yield row
+        spans = bundle.modality.encode_windows(locator, window, hop, batch_size)
+        for rows, scores in _span_rows(bundle, network, locator, spans, top_k, batch_size, device, threshold):
+            yield from rows
             total = scores.sum(0) if total is None else total + scores.sum(0)
             count += len(scores)
     except CnncliError as error:
@@ -267,17 +264,25 @@ def _events(bundle: Bundle, network, inputs: Inputs, top_k: int, batch_size: int
             yield [Prediction(locator, error=item.error, columns=item.columns)]
             continue
         try:
-            for spans, batch in bundle.modality.encode_events(locator, batch_size):
-                scores = probabilities(network, bundle.modality, batch, batch_size, device, bundle.temperature)
-                rows = []
-                for (start, end), row_scores in zip(spans, scores):
-                    row = Prediction(locator, start=round(start, 3), end=round(end, 3), columns=item.columns)
-                    _fill(row, *_top(row_scores, top_k), bundle.labels, threshold)
-                    if row.label != background or row.error:
-                        rows.append(row)
-                yield rows
+            spans = bundle.modality.encode_events(locator, batch_size)
+            for rows, _ in _span_rows(bundle, network, locator, spans, top_k, batch_size, device, threshold,
+                                      item.columns):
+                yield [row for row in rows if row.label != background or row.error]
         except CnncliError as error:
             yield [Prediction(locator, error=str(error), columns=item.columns)]
+
+
+def _span_rows(bundle: Bundle, network, locator: str, batches, top_k: int, batch_size: int, device,
+               threshold: float | None, columns: dict | None = None) -> Iterator[tuple[list[Prediction], torch.Tensor]]:
+    """(a row per span, the probabilities) for each ([(start_s, end_s), ...], encoded batch) of one
+    long recording: windows or found sounds alike."""
+    for spans, batch in batches:
+        scores = probabilities(network, bundle.modality, batch, batch_size, device, bundle.temperature)
+        rows = []
+        for (start, end), row_scores in zip(spans, scores):
+            rows.append(Prediction(locator, start=round(start, 3), end=round(end, 3), columns=columns))
+            _fill(rows[-1], *_top(row_scores, top_k), bundle.labels, threshold)
+        yield rows, scores
 
 
 def _top(scores: torch.Tensor, top_k: int) -> tuple[list[float], list[int]]:
