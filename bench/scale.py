@@ -15,9 +15,11 @@ Then checks the issue's targets: in-memory peak RSS <= 1.3 x the encoded pixels 
 streaming peak RSS < 2 GB, streaming samples/s >= 0.8 x in memory, decoding with 2 workers
 >= 1.7x as fast as with 1. Needs `apt-get install -y dataset-fashion-mnist`.
 
-    python bench/scale.py [--files 60000] [--folder /tmp/cnncli-scale] [--steps 300] [--threads 2]
+    python bench/scale.py [--files 60000] [--folder /tmp/cnncli-scale] [--steps 300] [--threads 2] [--repeats 3]
 
-Timings need a quiet machine; `--files 2000 --steps 20` checks that everything runs.
+Each timing is taken `--repeats` times, the kinds alternated, and the medians are compared (the
+peak memory is the largest of the runs): on a shared VM one run can be 15% off the next. Timings
+need a quiet machine; `--files 2000 --steps 20 --repeats 1` checks that everything runs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import statistics
 import os
 import subprocess
 import sys
@@ -83,6 +86,12 @@ def write_folder(folder: Path, count: int) -> None:
     jobs = [(folder, start, images[start:start + 1000], labels[start:start + 1000]) for start in range(0, count, 1000)]
     with ProcessPoolExecutor(max(1, len(os.sched_getaffinity(0)))) as pool:
         list(pool.map(_write_images, jobs))
+
+
+def read_once(folder: Path) -> None:
+    """Read every file once, so that neither timed decode pays for a cold disk cache."""
+    for path in folder.rglob("*.jpg"):
+        path.read_bytes()
 
 
 def decode_seconds(recipe: Path, workers: int) -> float:
@@ -168,6 +177,7 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=Path("/tmp/cnncli-scale"))
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--repeats", type=int, default=3, help="timings of each kind, alternated; medians reported")
     parser.add_argument("--workers", help="data.workers for both training runs [default: cnncli's choice]")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--decode", type=int, help=argparse.SUPPRESS)  # one timing, in a fresh process
@@ -184,15 +194,30 @@ def main() -> None:
     recipe.write_text(RECIPE.format(folder=images, size=SIZE, steps=arguments.steps, threads=arguments.threads))
     encoded = arguments.files * 3 * SIZE * SIZE
     figures = {"files": arguments.files, "encoded_bytes": encoded, "threads": arguments.threads}
-    figures["decode_seconds"] = {workers: round(decode_seconds(recipe, workers), 2) for workers in (1, 2)}
+    read_once(images)
+    decodes: dict[int, list[float]] = {1: [], 2: []}
+    runs: dict[str, list[dict]] = {"in_memory": [], "streaming": []}
+    for repeat in range(arguments.repeats):  # alternated, so that a slow minute does not land on one side
+        for workers in (1, 2):
+            decodes[workers].append(round(decode_seconds(recipe, workers), 2))
+        for name, in_memory in (("in_memory", True), ("streaming", False)):
+            run = train_run(recipe, arguments.folder / f"run-{name}", in_memory, arguments.workers)
+            runs[name].append(run)
+            print(f"  run {repeat + 1}: {name:<10} {run['samples_per_second']:>5.0f} samples/s  "
+                  f"peak RSS {run['peak_rss'] / 1e9:.2f} GB")
+    figures["decode_seconds"] = {workers: statistics.median(seconds) for workers, seconds in decodes.items()}
+    figures["decode_seconds_each"] = decodes
     speedup = figures["decode_seconds"][1] / figures["decode_seconds"][2]
-    print(f"decoding up front: {figures['decode_seconds'][1]:.1f} s with 1 worker, "
+    print(f"decoding up front (median of {arguments.repeats}): {figures['decode_seconds'][1]:.1f} s with 1 worker, "
           f"{figures['decode_seconds'][2]:.1f} s with 2 ({speedup:.2f}x)")
-    for name, in_memory in (("in_memory", True), ("streaming", False)):
-        run = train_run(recipe, arguments.folder / f"run-{name}", in_memory, arguments.workers)
+    for name, each in runs.items():
+        run = {"samples_per_second": statistics.median(r["samples_per_second"] for r in each),
+               "peak_rss": max(r["peak_rss"] for r in each), "peak_pss": max(r["peak_pss"] for r in each),
+               "encode_seconds": statistics.median(r["encode_seconds"] for r in each),
+               "workers": each[0]["workers"], "each": each}
         figures[name] = run
-        print(f"{name:<10} {run['samples_per_second']:>7.0f} samples/s  peak RSS {run['peak_rss'] / 1e9:.2f} GB  "
-              f"peak PSS of the process tree {run['peak_pss'] / 1e9:.2f} GB  ({run['workers']} workers, "
+        print(f"{name:<10} {run['samples_per_second']:>7.0f} samples/s (median)  peak RSS {run['peak_rss'] / 1e9:.2f} GB"
+              f"  peak PSS of the process tree {run['peak_pss'] / 1e9:.2f} GB  ({run['workers']} workers, "
               f"encode {run['encode_seconds']:.1f} s)")
     held, streamed = figures["in_memory"], figures["streaming"]
     checks = {

@@ -48,6 +48,18 @@ def test_normalisation_is_fitted_on_training_pixels_and_applied_by_the_stem():
     assert images.build_stem()(data).flatten().unique().tolist() == [-1.0, 1.0]
 
 
+def test_normalisation_from_chunks_matches_every_pixel_at_once():
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (50, 3, 7, 5), dtype=torch.uint8, generator=generator)
+    pixels[:, 2] //= 4  # channels with different statistics
+    images = ImageModality(ImageOptions(size=[7, 5], color="rgb"))
+    images.fit_encoded_chunks(pixels.split(16))
+    values = pixels.to(torch.float64) / 255
+    assert images.mean == pytest.approx(values.mean(dim=(0, 2, 3)).tolist(), abs=1e-6)
+    assert images.std == pytest.approx(values.std(dim=(0, 2, 3), correction=0).tolist(), abs=1e-6)
+    assert images.std[2] < images.std[0] / 2
+
+
 def test_augmentation_moves_pixels_only_when_asked():
     batch = torch.zeros(8, 1, 16, 16, dtype=torch.uint8)
     batch[:, :, 6:10, 6:10] = 255
