@@ -7,8 +7,9 @@ they read instead of allocating new ones, and on the CPU the 2-d convolutions us
 channels-last layout, oneDNN's fast path (about twice as fast on 28x28 digits and 40-band
 spectrograms, measured one thread at a time), and a global max pool is one `amax` (the same
 values, about three times as fast as AdaptiveMaxPool2d on Kim's text maps; training keeps the
-pool, whose gradient goes to one maximum where amax would share it among ties). The copy is only
-ever run, never trained.
+pool, whose gradient goes to one maximum where amax would share it among ties), and a max pool
+whose windows tile the map is elementwise maxima of strided views (max_pool2d on the CPU also
+records where each maximum was; three times the cost). The copy is only ever run, never trained.
 
 `network_outputs` runs it without autograd bookkeeping (torch.inference_mode) over batches the
 modality cuts (text groups sentences of similar length and drops the padding no filter reaches).
@@ -36,6 +37,8 @@ def for_inference(network: nn.Module, device: torch.device) -> nn.Module:
             if isinstance(child, nn.AdaptiveMaxPool2d) and child.output_size in (1, (1, 1)) \
                     and not child.return_indices:
                 module._modules[name] = GlobalMax()
+            elif isinstance(child, nn.MaxPool2d) and _tiles(child):
+                module._modules[name] = TiledMax(_pair(child.kernel_size))
     fast.to(device)
     if device.type == "cpu":
         for module in fast.modules():
@@ -49,6 +52,37 @@ class GlobalMax(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.amax(dim=(2, 3), keepdim=True)
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _tiles(pool: nn.MaxPool2d) -> bool:
+    """Whether the pool's windows tile its input: stride = kernel, no padding, dilation or ceil."""
+    return (_pair(pool.stride) == _pair(pool.kernel_size) and _pair(pool.padding) == (0, 0)
+            and _pair(pool.dilation) == (1, 1) and not pool.ceil_mode and not pool.return_indices)
+
+
+class TiledMax(nn.Module):
+    """MaxPool2d with stride = kernel: the elementwise largest of the kernel's strided views, one
+    axis at a time (for 2 x 2, two `maximum` calls). The same values as max_pool2d, which on the CPU
+    also works out where each maximum was: three times as fast on FSDD's and lecture-3's maps."""
+
+    def __init__(self, kernel: tuple[int, int]):
+        super().__init__()
+        self.kernel = kernel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        high, wide = self.kernel
+        x = x[..., :x.shape[-2] // high * high, :x.shape[-1] // wide * wide]
+        rows = x[..., 0::high, :]
+        for offset in range(1, high):
+            rows = torch.maximum(rows, x[..., offset::high, :])
+        out = rows[..., 0::wide]
+        for offset in range(1, wide):
+            out = torch.maximum(out, rows[..., offset::wide])
+        return out
 
 
 def _fold_batch_norms(sequence: nn.Sequential) -> None:

@@ -302,6 +302,21 @@ def test_the_inference_copy_computes_what_the_trained_network_does(kind, inputs)
     assert not max_pools(fast) and (kind != "text" or max_pools(bundle.network))  # Kim's max over time: one amax
 
 
+@pytest.mark.parametrize("kernel, stride, size", [(2, None, (9, 14)), (3, None, (11, 7)), ((2, 3), None, (8, 10)),
+                                                  (3, 2, (9, 9))])
+def test_a_tiling_max_pool_becomes_strided_maxima_with_the_same_values(kernel, stride, size):
+    from cnncli.inference import TiledMax
+
+    pool = torch.nn.MaxPool2d(kernel, stride=stride)
+    fast = for_inference(torch.nn.Sequential(pool), torch.device("cpu"))
+    assert isinstance(fast[0], TiledMax) == (stride is None)  # overlapping windows keep max_pool2d
+    x = torch.randn(3, 4, *size, generator=torch.Generator().manual_seed(0))
+    x[0, 1, 2, 3] = float("nan")
+    for layout in (torch.contiguous_format, torch.channels_last):
+        got = fast(x.contiguous(memory_format=layout))
+        torch.testing.assert_close(got, pool(x), rtol=0, atol=0, equal_nan=True)
+
+
 def test_resume_keeps_the_whole_chunks_a_run_wrote_and_redoes_the_rest(tmp_path):
     manifest = tmp_path / "reviews.jsonl"
     records = [{"id": index, "sentence": f"{SENTENCES[index % 7]} {index}", "ok": index % 3 == 0}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import glob
 import gzip
+import os
 import re
 import struct
 import sys
@@ -168,9 +169,9 @@ def expand_paths(arguments: Iterable[str], extensions: tuple[str, ...]) -> Itera
     for argument in arguments:
         if argument == "-":
             yield from expand_paths((line.strip() for line in sys.stdin if line.strip()), extensions)
-        elif Path(argument).is_dir():
+        elif os.path.isdir(argument):  # one stat, no Path: this runs once per line of 100,000 on stdin
             yield from (Sample(str(path)) for path in list_files(Path(argument), extensions))
-        elif glob.has_magic(argument) and not Path(argument).exists():
+        elif glob.has_magic(argument) and not os.path.exists(argument):
             matches = sorted(glob.glob(argument, recursive=True))
             if not matches:
                 yield Sample(argument)

