@@ -27,8 +27,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import statistics
 import os
+import statistics
 import subprocess
 import sys
 import tempfile

@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from cnncli.calibration import scaled_probabilities
+from cnncli.layers import pair
 
 
 def for_inference(network: nn.Module, device: torch.device) -> nn.Module:
@@ -38,7 +39,7 @@ def for_inference(network: nn.Module, device: torch.device) -> nn.Module:
                     and not child.return_indices:
                 module._modules[name] = GlobalMax()
             elif isinstance(child, nn.MaxPool2d) and _tiles(child):
-                module._modules[name] = TiledMax(_pair(child.kernel_size))
+                module._modules[name] = TiledMax(pair(child.kernel_size))
     fast.to(device)
     if device.type == "cpu":
         for module in fast.modules():
@@ -54,20 +55,16 @@ class GlobalMax(nn.Module):
         return x.amax(dim=(2, 3), keepdim=True)
 
 
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
 def _tiles(pool: nn.MaxPool2d) -> bool:
     """Whether the pool's windows tile its input: stride = kernel, no padding, dilation or ceil."""
-    return (_pair(pool.stride) == _pair(pool.kernel_size) and _pair(pool.padding) == (0, 0)
-            and _pair(pool.dilation) == (1, 1) and not pool.ceil_mode and not pool.return_indices)
+    return (pair(pool.stride) == pair(pool.kernel_size) and pair(pool.padding) == (0, 0)
+            and pair(pool.dilation) == (1, 1) and not pool.ceil_mode and not pool.return_indices)
 
 
 class TiledMax(nn.Module):
     """MaxPool2d with stride = kernel: the elementwise largest of the kernel's strided views, one
     axis at a time (for 2 x 2, two `maximum` calls). The same values as max_pool2d, which on the CPU
-    also works out where each maximum was: three times as fast on FSDD's and lecture-3's maps."""
+    also works out where each maximum was: three times as fast on FSDD's maps."""
 
     def __init__(self, kernel: tuple[int, int]):
         super().__init__()

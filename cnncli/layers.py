@@ -99,7 +99,7 @@ def _row(module: nn.Module, name: str, field: _Field, out) -> dict:
         connections = out_values * per_output
         field.step(kernel, stride)
     elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-        kernel, stride = _pair(module.kernel_size), _pair(module.stride)
+        kernel, stride = pair(module.kernel_size), pair(module.stride)
         detail = f"{'max' if isinstance(module, nn.MaxPool2d) else 'avg'} k{_hw(kernel)} s{_hw(stride)}"
         connections = out_values * kernel[0] * kernel[1]
         field.step(kernel, stride)
@@ -137,13 +137,14 @@ def _leaf_output_shapes(network: nn.Module, input_shape) -> dict:
     return shapes
 
 
-def _pair(value):
+def pair(value) -> tuple:
+    """A layer's kernel, stride, padding or dilation as (height, width), given one number or two."""
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
-def _hw(pair) -> str:
-    pair = _pair(pair)
-    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+def _hw(value) -> str:
+    height, width = pair(value)
+    return str(height) if height == width else f"{height}x{width}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,8 +194,8 @@ def cell_centres(backbone: nn.Module, name: str) -> tuple[list[float], list[floa
             first[0] -= top * step[0]
             first[1] -= left * step[1]
         elif isinstance(leaf, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-            kernel, stride, padding = _pair(leaf.kernel_size), _pair(leaf.stride), _pair(leaf.padding)
-            dilation = _pair(getattr(leaf, "dilation", 1))
+            kernel, stride, padding = pair(leaf.kernel_size), pair(leaf.stride), pair(leaf.padding)
+            dilation = pair(getattr(leaf, "dilation", 1))
             for axis in range(2):
                 first[axis] += ((kernel[axis] - 1) * dilation[axis] / 2 - padding[axis]) * step[axis]
                 step[axis] *= stride[axis]
