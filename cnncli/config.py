@@ -38,6 +38,9 @@ class SplitConfig:
     test_offset: int = 0  # which of the test_every folds is test: 0..test_every-1 (cross-validation)
     test_range: list[int] | None = None  # [start, end): positions in this range go to test
     seed: int = 0  # seeds the random fractions; the split is recorded in the bundle
+    # regex searched in the file name, its first group (or whole match) naming the sample's group (a
+    # speaker, a session): the seeded fractions and rotate_val's folds then hold out whole groups
+    group_regex: str | None = None
 
 
 @dataclass

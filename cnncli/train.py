@@ -26,7 +26,7 @@ from cnncli.atomic import check_writable
 from cnncli.bundle import MODEL_FILE, read_info, save_bundle
 from cnncli.calibration import calibrate
 from cnncli.config import Config
-from cnncli.data.split import Splits, fold_count, load_splits, with_training_samples
+from cnncli.data.split import Splits, load_splits, with_training_samples
 from cnncli.device import measure_peak_gflops, pick_device, pick_precision, set_threads
 from cnncli.distributed import SINGLE, Cluster, from_environment, joined
 from cnncli.encoding import Rows, rows_of
@@ -116,8 +116,7 @@ def prepare(config: Config, progress: Progress = Progress(), cache: Path | None 
     if len(splits.labels) < 2:
         raise CnncliError(f"data.train: found only the label {splits.labels} in the training data; need at least two")
     modality.fit(splits.train)
-    splits = with_training_samples(splits, modality.extra_training_samples(splits.train),
-                                   config.data.split.val_fraction)
+    splits = with_training_samples(splits, modality.extra_training_samples(splits.train))
     check_size(modality, config, classes=len(splits.labels))
     for note in modality.fitted_notes():
         progress.note(note)
@@ -350,7 +349,7 @@ def member_data(run: Prepared, index: int) -> tuple:
     (rows of the shared split, not copies)."""
     if run.folds is None:
         return run.train, run.val
-    held = run.folds == index % fold_count(run.config.data.split.val_fraction)
+    held = run.folds == index % run.splits.fold_count
     return rows_of(run.train, ~held), rows_of(run.train, held)
 
 
@@ -358,7 +357,7 @@ def out_of_fold_probabilities(run: Prepared, members: list) -> "tuple[torch.Tens
     """(probabilities, targets) of the training rows in the folds some member held out, each row
     scored by the members that held it out: a validation figure no member has trained on."""
 
-    count = fold_count(run.config.data.split.val_fraction)
+    count = run.splits.fold_count
     scores, targets = [], []
     for fold in range(count):
         held = Rows(run.train, (run.folds == fold).nonzero().flatten())

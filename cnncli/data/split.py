@@ -4,6 +4,11 @@ Rules, in order of precedence for the test part: a separate `data.test` source; 
 regex (`split.test_pattern`); a position rule (`test_every`, `test_range`); a seeded, stratified
 fraction. Validation comes from `data.val` or a seeded, stratified fraction of the training part;
 with `train.rotate_val`, from rotating folds of the training part instead (`Splits.folds`).
+
+With `split.group_regex` (the speaker, session or patient a file name names), the seeded parts
+hold out whole groups instead: the same voice in training and validation would make validation
+measure voices the network knows, so keeping the best epoch and fitting the calibration
+temperature would both be tuned for them rather than for the new voices a user brings.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class Splits:
     labels: list[str]
     record: dict = field(default_factory=dict)  # how the split was made, stored in the bundle
     folds: list[int] | None = None  # with train.rotate_val: the validation fold of each training sample
+    fold_count: int = 0  # how many folds there are (0 without folds)
     notes: list[str] = field(default_factory=list)  # what reading found: encodings detected, lines skipped
 
 
@@ -46,20 +52,25 @@ def load_splits(config: Config, modality: Any) -> Splits:
         test_rule = f"source {data.test}"
     else:
         rest, test, test_rule = split_test(pool, rule)
-    folds = None
+    folds, count = None, 0
+    kind = f"whole groups ({rule.group_regex!r} in the file name)" if rule.group_regex else "stratified"
     if config.train.rotate_val:
         train, val = rest + (read_sources(data.val, data, modality, report) if data.val is not None else []), []
         count = fold_count(rule.val_fraction)
-        folds = stratified_folds(train, count, rule.seed + 1)
-        val_rule = (f"rotating: ensemble member i validates on fold i % {count} of {count} seeded stratified folds "
+        if rule.group_regex:
+            folds = group_folds(file_groups(train, rule.group_regex), count, rule.seed + 1)
+            count = max(folds, default=0) + 1
+        else:
+            folds = stratified_folds(train, count, rule.seed + 1)
+        val_rule = (f"rotating: ensemble member i validates on fold i % {count} of {count} seeded {kind} folds "
                     f"of the training part{' (with ' + str(data.val) + ')' if data.val is not None else ''} "
                     f"and trains on the others (seed {rule.seed})")
     elif data.val is not None:
         train, val = rest, read_sources(data.val, data, modality, report)
         val_rule = f"source {data.val}"
     else:
-        train, val = stratified_fraction(rest, rule.val_fraction, rule.seed + 1)
-        val_rule = f"seeded stratified fraction {rule.val_fraction} of the rest (seed {rule.seed})"
+        train, val = held_out_fraction(rest, rule.val_fraction, rule.seed + 1, rule.group_regex)
+        val_rule = f"seeded {kind} fraction {rule.val_fraction} of the rest (seed {rule.seed})"
     if not train:
         raise CnncliError("data: the training split is empty; check data.train and data.split")
     for part, samples in (("train", train), ("val", val), ("test", test)):
@@ -74,12 +85,14 @@ def load_splits(config: Config, modality: Any) -> Splits:
         "counts": {"train": len(train), "val": len(val), "test": len(test)},
         "test_digest": digest(test),
     }
+    if rule.group_regex and val and data.val is None:
+        record["val_groups"] = named_groups(file_groups(val, rule.group_regex))
     if report.skipped or report.encodings or report.columns:
         record["read"] = report.record()
-    return Splits(train, val, test, labels, record, folds, report.notes())
+    return Splits(train, val, test, labels, record, folds, count, report.notes())
 
 
-def with_training_samples(splits: Splits, extra: list[Sample], val_fraction: float) -> Splits:
+def with_training_samples(splits: Splits, extra: list[Sample]) -> Splits:
     """`splits` with `extra` samples (made by the modality) added to training, their labels
     joining the label list, dealt round-robin into the folds when there are folds."""
     if not extra:
@@ -88,7 +101,7 @@ def with_training_samples(splits: Splits, extra: list[Sample], val_fraction: flo
     labels = sorted({sample.label for sample in train}, key=natural_key)
     folds = None
     if splits.folds is not None:
-        folds = splits.folds + [position % fold_count(val_fraction) for position in range(len(extra))]
+        folds = splits.folds + [position % splits.fold_count for position in range(len(extra))]
     counts = {**splits.record["counts"], "train": len(train)}
     record = {**splits.record, "counts": counts, "made_train_samples": len(extra)}
     return dataclasses.replace(splits, train=train, labels=labels, record=record, folds=folds)
@@ -111,8 +124,9 @@ def split_test(samples: list[Sample], rule) -> tuple[list[Sample], list[Sample],
         chosen = [start <= sample.position < end for sample in samples]
         description = f"positions {start} to {end - 1}"
     else:
-        rest, test = stratified_fraction(samples, rule.test_fraction, rule.seed)
-        return rest, test, f"seeded stratified fraction {rule.test_fraction} (seed {rule.seed})"
+        rest, test = held_out_fraction(samples, rule.test_fraction, rule.seed, rule.group_regex)
+        kind = f"whole groups ({rule.group_regex!r} in the file name)" if rule.group_regex else "stratified"
+        return rest, test, f"seeded {kind} fraction {rule.test_fraction} (seed {rule.seed})"
     test = [sample for sample, is_test in zip(samples, chosen) if is_test]
     rest = [sample for sample, is_test in zip(samples, chosen) if not is_test]
     return rest, test, description
@@ -130,6 +144,78 @@ def stratified_fraction(samples: list[Sample], fraction: float, seed: int) -> tu
         held.update(indices[:count])
     kept = [sample for index, sample in enumerate(samples) if index not in held]
     return kept, [sample for index, sample in enumerate(samples) if index in held]
+
+
+def held_out_fraction(samples: list[Sample], fraction: float, seed: int,
+                      group_regex: str | None) -> tuple[list[Sample], list[Sample]]:
+    """(kept, held): `fraction` of the samples held out, stratified by label, or by whole groups."""
+    if not group_regex:
+        return stratified_fraction(samples, fraction, seed)
+    return group_fraction(samples, file_groups(samples, group_regex), fraction, seed)
+
+
+def file_groups(samples: Sequence[Sample], group_regex: str) -> list[str]:
+    """The group each sample's file name names: the regex's first group, or its whole match."""
+    try:
+        pattern = re.compile(group_regex)
+    except re.error as error:
+        raise CnncliError(f"data.split.group_regex: not a valid regular expression ({error})") from None
+    groups = []
+    for sample in samples:
+        match = pattern.search(file_name(sample))
+        if match is None:
+            raise CnncliError(f"{sample.locator}: data.split.group_regex {group_regex!r} finds no group in its name")
+        groups.append(match.group(1) if pattern.groups else match.group(0))
+    return groups
+
+
+def named_groups(groups: Sequence[str], most: int = 20) -> list[str]:
+    """The distinct groups in natural order, the first `most` of them (a bundle records which)."""
+    distinct = sorted(set(groups), key=natural_key)
+    return distinct[:most] + ([f"... {len(distinct) - most} more"] if len(distinct) > most else [])
+
+
+def group_fraction(samples: list[Sample], groups: list[str], fraction: float,
+                   seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Hold out whole groups, in a seeded order, until they make up `fraction` of the samples:
+    at least one group (when `fraction` > 0) and never all of them."""
+    if fraction <= 0:
+        return list(samples), []
+    sizes: dict[str, int] = defaultdict(int)
+    for group in groups:
+        sizes[group] += 1
+    if len(sizes) < 2:
+        raise CnncliError(f"data.split.group_regex: found one group ({next(iter(sizes), 'none')!r}); "
+                          "holding out whole groups needs at least two")
+    order = sorted(sizes, key=natural_key)
+    random.Random(seed).shuffle(order)
+    held_groups, held = set(), 0
+    for group in order[:-1]:
+        if held_groups and held >= fraction * len(samples):
+            break
+        held_groups.add(group)
+        held += sizes[group]
+    kept = [sample for sample, group in zip(samples, groups) if group not in held_groups]
+    return kept, [sample for sample, group in zip(samples, groups) if group in held_groups]
+
+
+def group_folds(groups: list[str], count: int, seed: int) -> list[int]:
+    """A fold for each sample such that a group's samples share one: at most `count` folds (one per
+    group when there are fewer), groups taken largest first (ties in a seeded order), each into
+    the fold with the fewest samples so far."""
+    sizes: dict[str, int] = defaultdict(int)
+    for group in groups:
+        sizes[group] += 1
+    order = sorted(sizes, key=natural_key)
+    random.Random(seed).shuffle(order)
+    order.sort(key=lambda group: -sizes[group])  # stable: equal sizes keep the seeded order
+    totals = [0] * min(count, len(order))
+    fold_of = {}
+    for group in order:
+        fold = totals.index(min(totals))
+        fold_of[group] = fold
+        totals[fold] += sizes[group]
+    return [fold_of[group] for group in groups]
 
 
 def shuffled_by_label(samples: Sequence[Sample], seed: int) -> list[list[int]]:
