@@ -142,6 +142,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--folder", type=Path, default=RECORDINGS)
     parser.add_argument("--keep", type=Path, help="write the recording and truth here instead of a temporary folder")
+    parser.add_argument("--adapt", action="store_true", help="predict --adapt: the network's batch norm measured "
+                        "again on the recording's own sounds first")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory against a 1-minute recording")
     args = parser.parse_args()
 
@@ -162,22 +164,24 @@ def main() -> None:
 
     started = time.perf_counter()
     events = [{"start": row.start, "end": row.end, "label": row.label, "score": row.score, "error": row.error}
-              for row in predict(load_bundle(args.bundle), [str(recording)], segment=True, workers=0)]
+              for row in predict(load_bundle(args.bundle), [str(recording)], segment=True, workers=0, adapt=args.adapt)]
     seconds = time.perf_counter() - started
     errors = [row["error"] for row in events if row["error"]]
     if errors:
         raise SystemExit(f"predict failed: {errors[0]}")
-    result = {"speaker": args.speaker, "bundle": str(args.bundle), "seconds_of_audio": round(
+    result = {"speaker": args.speaker, "bundle": str(args.bundle), "adapt": args.adapt, "seconds_of_audio": round(
         soundfile.info(str(recording)).duration, 1), "predict_seconds": round(seconds, 2), **score(events, truth)}
     if args.memory:
-        command = [sys.executable, "-m", "cnncli", "predict", str(args.bundle), "--segment", "--format", "csv"]
+        command = [sys.executable, "-m", "cnncli", "predict", str(args.bundle), "--segment", "--format", "csv",
+                   *(["--adapt"] if args.adapt else [])]
         short = folder / "one-minute.wav"
         build(short, digits, args.seed, 1.0)
         result["peak_mb_1min"], _ = peak_memory_mb([*command, str(short)])
         result["peak_mb_full"], result["cli_seconds_full"] = peak_memory_mb([*command, str(recording)])
     print(f"recording {recording} ({result['seconds_of_audio']} s, {RATE} Hz stereo), truth {truth_file}",
           file=sys.stderr)
-    print(f"cnncli predict {args.bundle} {recording} --segment --format csv", file=sys.stderr)
+    print(f"cnncli predict {args.bundle} {recording} --segment --format csv{' --adapt' if args.adapt else ''}",
+          file=sys.stderr)
     print(json.dumps(result))
 
 

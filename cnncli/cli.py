@@ -48,6 +48,8 @@ CACHE_DIR_HELP = "Folder for the audio feature cache [default: $CNNCLI_CACHE_DIR
 NO_CACHE_HELP = "Do not read or write the audio feature cache."
 RESULT_FORMAT_HELP = "table or json."
 ROW_FORMAT_HELP = "table, csv, jsonl or json (one array)."
+ADAPT_HELP = ("Measure the network's batch norm statistics again on these inputs first (no labels used): for "
+              "inputs from one voice, microphone or camera it never met. Scores then depend on the whole set.")
 LAYER_HELP = "Grad-CAM at this layer (e.g. conv2, parallel1.branch0.conv1) [default: the last convolution]."
 
 
@@ -143,6 +145,7 @@ def evaluate(
     layer: Optional[str] = typer.Option(None, "--layer", help="With --report: " + LAYER_HELP),
     batch_size: int = typer.Option(512, help="Inputs per forward pass."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+    adapt: bool = typer.Option(False, "--adapt", help=ADAPT_HELP),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
     no_cache: bool = typer.Option(False, "--no-cache", help=NO_CACHE_HELP),
 ):
@@ -153,6 +156,8 @@ def evaluate(
       cnncli eval runs/x
 
       cnncli eval runs/fsdd new_speaker_recordings/ --format json
+
+      cnncli eval runs/fsdd new_speaker_recordings/ --adapt
 
       cnncli eval runs/x --report runs/x/report --html runs/x/report.html
     """
@@ -171,7 +176,7 @@ def evaluate(
     loaded = load_bundle(bundle)
     warn_if_partial(loaded)
     loaded.modality.use_cache(run_cache(cache_dir, no_cache))
-    evaluation = run_evaluation(loaded, data or [], batch_size, pick_device(device), ConsoleProgress())
+    evaluation = run_evaluation(loaded, data or [], batch_size, pick_device(device), ConsoleProgress(), adapt)
     if plot:
         from cnncli.atomic import write_file
         from cnncli.plots import confusion_png
@@ -218,6 +223,7 @@ def predict(
     workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes that decode and predict "
                                           "[default: one per CPU; 0: none, all in this process]."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+    adapt: bool = typer.Option(False, "--adapt", help=ADAPT_HELP + " Measured on the first 2,000 inputs."),
     escape_formulas: bool = typer.Option(False, "--escape-formulas", help="CSV: prefix cells that start with = + - "
                                          "@ (or a tab or CR) with ' so a spreadsheet shows them instead of running them."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
@@ -253,7 +259,7 @@ def predict(
     loaded.modality.use_cache(run_cache(cache_dir, no_cache))
     source = prediction_inputs(loaded, inputs or [], manifest, lines)
     settings = dict(top_k=top_k, batch_size=batch_size, device=device, window=window, hop=hop, workers=workers,
-                    threshold=threshold, segment=segment)
+                    threshold=threshold, segment=segment, adapt=adapt)
     errors, total = _stream_predictions(loaded, source, form, output, resume, settings, escape_formulas)
     if errors:
         warn(f"{errors} of {total} inputs could not be read (see the error column)")

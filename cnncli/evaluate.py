@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from cnncli.adaptation import adapted_to
 from cnncli.bundle import Bundle
 from cnncli.calibration import expected_calibration_error, scaled_probabilities
 from cnncli.data.sample import Sample
@@ -39,13 +40,15 @@ class Evaluation:
 
 
 def evaluate(bundle: Bundle, data: Sequence[str] = (), batch_size: int = 512, device=None,
-             progress: Progress = Progress()) -> dict:
-    """Classification report of `bundle` on `data` (paths) or, when empty, its recipe's test split."""
-    return run_evaluation(bundle, data, batch_size, device, progress).report
+             progress: Progress = Progress(), adapt: bool = False) -> dict:
+    """Classification report of `bundle` on `data` (paths) or, when empty, its recipe's test split;
+    with `adapt`, by the network with its batch norm statistics measured on that data first
+    (cnncli.adaptation)."""
+    return run_evaluation(bundle, data, batch_size, device, progress, adapt).report
 
 
 def run_evaluation(bundle: Bundle, data: Sequence[str] = (), batch_size: int = 512, device=None,
-                   progress: Progress = Progress()) -> Evaluation:
+                   progress: Progress = Progress(), adapt: bool = False) -> Evaluation:
     """`evaluate`, keeping the samples, their encodings and the predicted probabilities."""
     device = device or pick_device("auto")
     samples, source, notes = evaluation_samples(bundle, data)
@@ -54,11 +57,15 @@ def run_evaluation(bundle: Bundle, data: Sequence[str] = (), batch_size: int = 5
     notes += split.notes
     if len(encoded) == 0:
         raise CnncliError(f"{source}: no sample could be read ({failures[0] if failures else 'empty'})")
-    network = for_inference(bundle.network, device)
-    outputs = network_outputs(network, bundle.modality, encoded.inputs, batch_size, device)
+    network = bundle.network
+    if adapt:
+        network = adapted_to(network, bundle.modality, encoded.inputs, device)
+    outputs = network_outputs(for_inference(network, device), bundle.modality, encoded.inputs, batch_size, device)
     report = classification_report(encoded.targets.tolist(), outputs.argmax(1).tolist(), bundle.labels)
     report.update(bundle=str(bundle.path), data=source, skipped=failures, notes=notes,
                   calibration=calibration_report(bundle, outputs, encoded.targets))
+    if adapt:
+        report["adapted_on"] = len(encoded)  # batch norm statistics measured on these inputs (--adapt)
     probabilities = scaled_probabilities(outputs, bundle.temperature)  # the scores predict gives
     return Evaluation(report, [samples[i] for i in split.index], encoded.inputs, encoded.targets, probabilities)
 

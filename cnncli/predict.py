@@ -13,16 +13,18 @@ sounds found in them (audio: `segment`), a row per window or sound as they come.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from typing import Any
 
 import numpy as np
 import torch
 
+from cnncli.adaptation import MAX_ADAPT_INPUTS, adapted_to
 from cnncli.bundle import Bundle
 from cnncli.data.inputs import Inputs, Item, argument_inputs, line_inputs, manifest_inputs
 from cnncli.data.sample import Sample
@@ -102,31 +104,36 @@ def prediction_inputs(bundle: Bundle, arguments: Sequence[str] = (), manifest: s
 def predict(bundle: Bundle, arguments: Iterable[str] | Inputs, top_k: int = 1, batch_size: int | None = None,
             device=None, window: float | None = None, hop: float | None = None, *, workers: int | None = None,
             threshold: float | None = None, done: Sequence[str] = (), chunk_size: int = CHUNK,
-            segment: bool = False) -> Iterator[Prediction]:
+            segment: bool = False, adapt: bool = False) -> Iterator[Prediction]:
     """Predictions for every input, in order; never raises for one bad input. With `window`, rows
     for windows slid over each recording; with `segment`, rows for the sounds found in it."""
     for rows in predict_batches(bundle, arguments, top_k, batch_size, device, window, hop, workers=workers,
-                                threshold=threshold, done=done, chunk_size=chunk_size, segment=segment):
+                                threshold=threshold, done=done, chunk_size=chunk_size, segment=segment,
+                                adapt=adapt):
         yield from rows
 
 
 def predict_batches(bundle: Bundle, arguments: Iterable[str] | Inputs, top_k: int = 1, batch_size: int | None = None,
                     device=None, window: float | None = None, hop: float | None = None, *,
                     workers: int | None = None, threshold: float | None = None, done: Sequence[str] = (),
-                    chunk_size: int = CHUNK, segment: bool = False) -> Iterator[list[Prediction]]:
+                    chunk_size: int = CHUNK, segment: bool = False,
+                    adapt: bool = False) -> Iterator[list[Prediction]]:
     """The rows of `predict` as they come, a list at a time (one per chunk, or per recording with
     windows). Settings are checked at once; inputs are read as the rows are asked for.
 
     `batch_size`: inputs per forward pass (None: the modality's choice on a CPU, 64 elsewhere);
     `workers`: processes that decode and predict (None: one per CPU, 0: none); `done`: the keys of
     inputs a previous run already wrote (--resume), which are checked against the first inputs and
-    skipped."""
+    skipped; `adapt`: measure the network's batch norm statistics on the first MAX_ADAPT_INPUTS
+    inputs before predicting any (cnncli.adaptation), so every row depends on those inputs."""
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise CnncliError(f"--threshold: a probability between 0 and 1, got {threshold}")
     if workers is not None and workers < 0:
         raise CnncliError(f"--workers: 0 (all in this process) or more, got {workers}")
     if segment and window is not None:
         raise CnncliError("--segment finds its own spans; give it without --window/--hop")
+    if adapt and window is not None:
+        raise CnncliError("--adapt measures whole inputs or the sounds found in them; give it without --window/--hop")
     if segment and type(bundle.modality).encode_events is Modality.encode_events:
         raise CnncliError(f"--segment: finds sounds in recordings; this bundle is {bundle.modality.name}")
     device = device or pick_device("auto")
@@ -134,11 +141,15 @@ def predict_batches(bundle: Bundle, arguments: Iterable[str] | Inputs, top_k: in
         batch_size = bundle.modality.inference_batch_size if device.type == "cpu" else GPU_BATCH
     inputs = arguments if isinstance(arguments, Inputs) else argument_inputs(bundle.modality, arguments)
     top_k = max(1, min(top_k, len(bundle.labels)))
-    network = for_inference(bundle.network, device)
+    if segment:  # with adapt: each recording's own sounds adapt the network for that recording
+        return _events(bundle, None if adapt else for_inference(bundle.network, device), inputs, top_k, batch_size,
+                       device, threshold)
+    network = bundle.network
+    if adapt:
+        network, inputs = _adapted(bundle, inputs, device)
+    network = for_inference(network, device)
     if window is not None:
         return _windows(bundle, network, inputs, window, hop or window, top_k, batch_size, device, threshold)
-    if segment:
-        return _events(bundle, network, inputs, top_k, batch_size, device, threshold)
     workers = default_workers() if workers is None else workers
     return _batches(Predictor(bundle, network, batch_size, device), inputs, top_k, workers, threshold, done,
                     chunk_size)
@@ -161,6 +172,16 @@ def _batches(predictor: Predictor, inputs: Inputs, top_k: int, workers: int, thr
         if not on_cpu and scored.index:  # the workers decoded; the network runs here, on the GPU
             scored.values = predictor.probabilities(torch.from_numpy(scored.values)).numpy()
         yield _rows(sent.popleft(), scored, predictor.bundle.labels, top_k, threshold)
+
+
+def _adapted(bundle: Bundle, inputs: Inputs, device) -> tuple[torch.nn.Module, Inputs]:
+    """The network adapted to the first MAX_ADAPT_INPUTS inputs, and the inputs, those first ones
+    put back in front (they are read once, from a pipe too, and decoded again for their rows)."""
+    items = iter(inputs.items)
+    head = list(islice(items, MAX_ADAPT_INPUTS))
+    encoded = bundle.modality.encode_many([item.sample for item in head if item.error is None])
+    network = adapted_to(bundle.network, bundle.modality, encoded.tensor, device)
+    return network, dataclasses.replace(inputs, items=chain(head, items))
 
 
 def _chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
@@ -256,7 +277,9 @@ def _recording_windows(bundle: Bundle, network, locator: str, window: float, hop
 def _events(bundle: Bundle, network, inputs: Inputs, top_k: int, batch_size: int, device,
             threshold: float | None) -> Iterator[list[Prediction]]:
     """Rows for the sounds found in each recording, in time order, a batch of sounds at a time;
-    sounds the network calls background (a class meaning "nothing here") are left out."""
+    sounds the network calls background (a class meaning "nothing here") are left out. Without a
+    network, each recording's network is adapted to its first MAX_ADAPT_INPUTS sounds (a first
+    pass over the file), then the sounds are found again and predicted."""
     background = bundle.modality.background_label
     for item in inputs.items:
         locator = item.sample.locator if item.sample else ""
@@ -264,12 +287,26 @@ def _events(bundle: Bundle, network, inputs: Inputs, top_k: int, batch_size: int
             yield [Prediction(locator, error=item.error, columns=item.columns)]
             continue
         try:
+            recording_network = network or for_inference(_adapted_to_sounds(bundle, locator, batch_size, device),
+                                                         device)
             spans = bundle.modality.encode_events(locator, batch_size)
-            for rows, _ in _span_rows(bundle, network, locator, spans, top_k, batch_size, device, threshold,
-                                      item.columns):
+            for rows, _ in _span_rows(bundle, recording_network, locator, spans, top_k, batch_size, device,
+                                      threshold, item.columns):
                 yield [row for row in rows if row.label != background or row.error]
         except CnncliError as error:
             yield [Prediction(locator, error=str(error), columns=item.columns)]
+
+
+def _adapted_to_sounds(bundle: Bundle, locator: str, batch_size: int, device) -> torch.nn.Module:
+    """The bundle's network adapted to the first MAX_ADAPT_INPUTS sounds found in one recording."""
+    found, count = [], 0
+    for _, batch in bundle.modality.encode_events(locator, batch_size):
+        found.append(batch)
+        count += len(batch)
+        if count >= MAX_ADAPT_INPUTS:
+            break
+    encoded = torch.cat(found)[:MAX_ADAPT_INPUTS] if found else torch.empty(0)
+    return adapted_to(bundle.network, bundle.modality, encoded, device)
 
 
 def _span_rows(bundle: Bundle, network, locator: str, batches, top_k: int, batch_size: int, device,
