@@ -82,7 +82,7 @@ def speaker_rows() -> list[Row]:
     for speaker in FSDD_SPEAKERS:
         pattern = rf"^\d_{speaker}_"
         rows.append(Row(f"fsdd-speaker-{speaker}", f"FSDD, {speaker} held out (500 test)", "recipes/fsdd.yaml",
-                        [f"data.split.test_pattern={pattern}"], ["fsdd.py", "--test-pattern", pattern],
+                        [f"data.split.test_pattern={pattern}"], ["fsdd.py", "--members", "3", "--test-pattern", pattern],
                         cnncli_flags=["--no-cache"], max_seeds=1))
     return rows
 
@@ -125,7 +125,8 @@ ROWS = [
     Row("fashion-best", "Fashion-MNIST 60k/-/10k", "recipes/fashion-best.yaml", [],
         ["lecture.py", "--config", "best", "--data", "fashion"], 0.94),
     # The audio feature cache is off so that every run (and the reference) computes its features.
-    Row("fsdd", "FSDD 2,030/220/250", "recipes/fsdd.yaml", [], ["fsdd.py"], 0.99, cnncli_flags=["--no-cache"]),
+    Row("fsdd", "FSDD 2,030/220/250", "recipes/fsdd.yaml", [], ["fsdd.py", "--members", "3"], 0.99,
+        cnncli_flags=["--no-cache"]),
     Row("fsdd-best", "FSDD 2,030/220/250", "recipes/fsdd-best.yaml", [], ["fsdd.py", "--members", "5"], 0.99,
         cnncli_flags=["--no-cache"]),
     *speaker_rows(),

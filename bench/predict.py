@@ -8,8 +8,8 @@ beside a naive loop that loads the bundle once and predicts one input at a time.
 It prepares, under --work (default runs/bench-predict/, reused by later runs):
 - 10,000 MNIST test images written as PNG files (from ../shared/data/mnist-t10k);
 - three bundles, trained for a few steps (the weights' quality does not change the speed):
-  images `recipes/lecture-3.yaml` on those digits, audio `recipes/fsdd.yaml`, text
-  `recipes/sst2.yaml` as one network; predict runs with `--no-cache`, so every recording is
+  images `recipes/lecture-3.yaml` on those digits, audio `recipes/fsdd.yaml` and text
+  `recipes/sst2.yaml` each as one network; predict runs with `--no-cache`, so every recording is
   decoded and transformed;
 - input lists: PNG paths, FSDD recording paths and SST-2 / MR sentences, repeated up to each size.
 
@@ -66,7 +66,7 @@ def write_pngs(folder: Path, count: int = 10_000) -> list[Path]:
 BUNDLES = {
     "image": ["recipes/lecture-3.yaml", f"data.root={SHARED / 'mnist-t10k'}", "data.train=t10k-images-idx3-ubyte.gz",
               "data.test=null"],
-    "audio": ["recipes/fsdd.yaml"],
+    "audio": ["recipes/fsdd.yaml", "train.ensemble=1"],
     "text": ["recipes/sst2.yaml", "train.ensemble=1", "train.rotate_val=false"],
 }
 

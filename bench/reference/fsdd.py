@@ -45,7 +45,7 @@ from torch import nn
 
 RECORDINGS = Path(__file__).resolve().parents[3] / "shared" / "data" / "fsdd" / "recordings"
 STANDARD_TEST = r"_[0-4]\.wav$"  # recordings with index 0-4
-SAMPLE_RATE, DURATION, N_FFT, HOP, N_MELS, TOP_DB = 8000, 1.0, 256, 64, 40, 80.0
+SAMPLE_RATE, DURATION, N_FFT, HOP, N_MELS, TOP_DB = 8000, 1.0, 256, 64, 24, 80.0
 EPOCHS, BATCH, LR = 30, 32, 0.003
 TIME_SHIFT, TIME_MASK, FREQ_MASK = 0.1, 12, 6
 SPEED, PITCH, EQ_DB, NOISE_SNR, NOISE_PROB = 0.1, 0.0, 20.0, (10.0, 40.0), 0.5
@@ -100,7 +100,7 @@ MEL = torchaudio.transforms.MelScale(n_mels=N_MELS, sample_rate=SAMPLE_RATE, n_s
 
 @torch.no_grad()
 def log_mel(waves: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(N, 1, 40, 126) dB below each picture's peak, floored TOP_DB down; with a generator, each
+    """(N, 1, N_MELS, 126) dB below each picture's peak, floored TOP_DB down; with a generator, each
     row's frequency axis is first stretched by up to +-PITCH and shaped by a random equaliser."""
     pictures = []
     for chunk in waves.split(256):
