@@ -287,8 +287,8 @@ def _events(bundle: Bundle, network, inputs: Inputs, top_k: int, batch_size: int
             yield [Prediction(locator, error=item.error, columns=item.columns)]
             continue
         try:
-            recording_network = network or for_inference(_adapted_to_sounds(bundle, locator, batch_size, device),
-                                                         device)
+            recording_network = network if network is not None else \
+                for_inference(_adapted_to_sounds(bundle, locator, batch_size, device), device)
             spans = bundle.modality.encode_events(locator, batch_size)
             for rows, _ in _span_rows(bundle, recording_network, locator, spans, top_k, batch_size, device,
                                       threshold, item.columns):

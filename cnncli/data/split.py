@@ -17,7 +17,7 @@ import dataclasses
 import hashlib
 import random
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -53,7 +53,7 @@ def load_splits(config: Config, modality: Any) -> Splits:
     else:
         rest, test, test_rule = split_test(pool, rule)
     folds, count = None, 0
-    kind = f"whole groups ({rule.group_regex!r} in the file name)" if rule.group_regex else "stratified"
+    kind = held_out_kind(rule.group_regex)
     if config.train.rotate_val:
         train, val = rest + (read_sources(data.val, data, modality, report) if data.val is not None else []), []
         count = fold_count(rule.val_fraction)
@@ -125,8 +125,7 @@ def split_test(samples: list[Sample], rule) -> tuple[list[Sample], list[Sample],
         description = f"positions {start} to {end - 1}"
     else:
         rest, test = held_out_fraction(samples, rule.test_fraction, rule.seed, rule.group_regex)
-        kind = f"whole groups ({rule.group_regex!r} in the file name)" if rule.group_regex else "stratified"
-        return rest, test, f"seeded {kind} fraction {rule.test_fraction} (seed {rule.seed})"
+        return rest, test, f"seeded {held_out_kind(rule.group_regex)} fraction {rule.test_fraction} (seed {rule.seed})"
     test = [sample for sample, is_test in zip(samples, chosen) if is_test]
     rest = [sample for sample, is_test in zip(samples, chosen) if not is_test]
     return rest, test, description
@@ -144,6 +143,11 @@ def stratified_fraction(samples: list[Sample], fraction: float, seed: int) -> tu
         held.update(indices[:count])
     kept = [sample for index, sample in enumerate(samples) if index not in held]
     return kept, [sample for index, sample in enumerate(samples) if index in held]
+
+
+def held_out_kind(group_regex: str | None) -> str:
+    """How a seeded part is held out, for the split's record."""
+    return f"whole groups ({group_regex!r} in the file name)" if group_regex else "stratified"
 
 
 def held_out_fraction(samples: list[Sample], fraction: float, seed: int,
@@ -175,20 +179,25 @@ def named_groups(groups: Sequence[str], most: int = 20) -> list[str]:
     return distinct[:most] + ([f"... {len(distinct) - most} more"] if len(distinct) > most else [])
 
 
+def shuffled_groups(groups: Sequence[str], seed: int) -> tuple[list[str], Counter]:
+    """The distinct groups in a seeded order (from natural order, so the same whatever the order
+    of the samples), and how many samples each has."""
+    sizes = Counter(groups)
+    order = sorted(sizes, key=natural_key)
+    random.Random(seed).shuffle(order)
+    return order, sizes
+
+
 def group_fraction(samples: list[Sample], groups: list[str], fraction: float,
                    seed: int) -> tuple[list[Sample], list[Sample]]:
     """Hold out whole groups, in a seeded order, until they make up `fraction` of the samples:
     at least one group (when `fraction` > 0) and never all of them."""
     if fraction <= 0:
         return list(samples), []
-    sizes: dict[str, int] = defaultdict(int)
-    for group in groups:
-        sizes[group] += 1
-    if len(sizes) < 2:
-        raise CnncliError(f"data.split.group_regex: found one group ({next(iter(sizes), 'none')!r}); "
+    order, sizes = shuffled_groups(groups, seed)
+    if len(order) < 2:
+        raise CnncliError(f"data.split.group_regex: found one group ({next(iter(order), 'none')!r}); "
                           "holding out whole groups needs at least two")
-    order = sorted(sizes, key=natural_key)
-    random.Random(seed).shuffle(order)
     held_groups, held = set(), 0
     for group in order[:-1]:
         if held_groups and held >= fraction * len(samples):
@@ -203,11 +212,7 @@ def group_folds(groups: list[str], count: int, seed: int) -> list[int]:
     """A fold for each sample such that a group's samples share one: at most `count` folds (one per
     group when there are fewer), groups taken largest first (ties in a seeded order), each into
     the fold with the fewest samples so far."""
-    sizes: dict[str, int] = defaultdict(int)
-    for group in groups:
-        sizes[group] += 1
-    order = sorted(sizes, key=natural_key)
-    random.Random(seed).shuffle(order)
+    order, sizes = shuffled_groups(groups, seed)
     order.sort(key=lambda group: -sizes[group])  # stable: equal sizes keep the seeded order
     totals = [0] * min(count, len(order))
     fold_of = {}
