@@ -83,7 +83,11 @@ def torchrun(root: Path, *arguments, wait: bool = True):
                                text=True)
     if not wait:
         return process
-    stdout, stderr = process.communicate(timeout=300)
+    try:
+        stdout, stderr = process.communicate(timeout=300)
+    except BaseException:  # a timeout or an interrupt must not leave ranks waiting in gloo beside later tests
+        kill_tree(process.pid, root)
+        raise
     assert process.returncode == 0, stderr[-3000:]
     return stdout
 
@@ -121,7 +125,7 @@ def test_a_run_of_two_processes_killed_while_training_resumes_and_finishes(folde
         except (OSError, ValueError, KeyError):
             pass
         time.sleep(0.01)
-    kill_tree(process.pid)  # both ranks and the launcher, as a power cut would
+    kill_tree(process.pid, folder)  # both ranks and the launcher, as a power cut would
     process.wait()
     info = read_info(cut)
     assert info["status"] == "partial" and info["training"]["epochs_run"] < 40
@@ -134,12 +138,14 @@ def test_a_run_of_two_processes_killed_while_training_resumes_and_finishes(folde
     assert not written_by(folder, 1)
 
 
-def kill_tree(pid: int) -> None:
+def kill_tree(pid: int, root: Path | None = None) -> None:
     """SIGKILL `pid` and everything it started, until /proc shows none of them left: one walk of
-    /proc once missed a rank, which lived on (an orphan waiting in gloo) beside the resumed run."""
+    /proc once missed a rank, which lived on (an orphan waiting in gloo) beside the resumed run.
+    With `root`, also every process started for that test folder (torchrun's environment, which
+    its ranks inherit): that finds a rank whose launcher is already gone."""
     doomed: set[int] = set()
     for _ in range(50):
-        found = set(descendants(pid)) | {pid}
+        found = set(descendants(pid)) | {pid} | (started_for(root) if root else set())
         alive = {p for p in found | doomed if Path(f"/proc/{p}").exists() and not _zombie(p)}
         if not alive:
             return
@@ -158,6 +164,19 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return True
+
+
+def started_for(root: Path) -> set[int]:
+    """The processes whose environment names `root`'s write records (see torchrun)."""
+    marker = f"RECORD_WRITES_TO={root / 'writes'}".encode() + b"\0"
+    found = set()
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in environ.read_bytes():
+                found.add(int(environ.parent.name))
+        except OSError:
+            continue
+    return found - {os.getpid()}
 
 
 def descendants(pid: int) -> list[int]:
