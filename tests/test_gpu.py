@@ -11,8 +11,10 @@ import pytest
 import torch
 from conftest import REPO, tiny_image_recipe, write_two_class_images
 
+from cnncli.adaptation import adapted_to, batch_norms
 from cnncli.bundle import load_bundle
 from cnncli.config import load_config
+from cnncli.data.sample import Sample
 from cnncli.device import channels_last_helps, pick_precision
 from cnncli.predict import predict
 from cnncli.train import train
@@ -117,3 +119,20 @@ def test_audio_features_and_waveform_augmentation_run_on_the_gpu(precision, exac
     assert [row.error for row in on_gpu] == [None] * len(files)
     for gpu_row, cpu_row in zip(on_gpu, on_cpu, strict=True):
         assert gpu_row.score == pytest.approx(cpu_row.score, abs=1e-3), gpu_row.input
+
+
+def test_adapting_on_the_gpu_measures_what_the_cpu_measures(exact_float32):
+    """--adapt on CUDA: the batch norm statistics measured on the GPU are the CPU's (float32
+    rounding), and predict --adapt there labels and scores as on the CPU."""
+    bundle = load_bundle(REPO / "tests" / "fixtures" / "bundles-v1" / "image")
+    files = sorted(str(path) for path in (REPO / "sample_data" / "images").rglob("*.png"))[:120]
+    inputs = bundle.modality.encode_many([Sample(locator=f, label=None, position=0) for f in files]).tensor
+    on_cpu = batch_norms(adapted_to(bundle.network, bundle.modality, inputs, torch.device("cpu")))
+    on_gpu = batch_norms(adapted_to(bundle.network, bundle.modality, inputs, CUDA))
+    for cpu_norm, gpu_norm in zip(on_cpu, on_gpu, strict=True):
+        assert torch.allclose(gpu_norm.running_mean.cpu(), cpu_norm.running_mean, atol=1e-4, rtol=1e-4)
+        assert torch.allclose(gpu_norm.running_var.cpu(), cpu_norm.running_var, atol=1e-4, rtol=1e-4)
+    rows_gpu = list(predict(bundle, files, device=CUDA, workers=0, adapt=True))
+    rows_cpu = list(predict(bundle, files, device=torch.device("cpu"), workers=0, adapt=True))
+    assert [row.label for row in rows_gpu] == [row.label for row in rows_cpu]
+    assert [row.score for row in rows_gpu] == pytest.approx([row.score for row in rows_cpu], abs=1e-3)
