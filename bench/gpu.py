@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="folder with fashion-mnist/ and fsdd/recordings/")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--epochs", type=int, default=2, help="lecture-3's epochs")
-    parser.add_argument("--fsdd-epochs", type=int, default=5, help="FSDD's epochs (the recipe trains 30; a speed "
+    parser.add_argument("--fsdd-epochs", type=int, default=5, help="FSDD's epochs (the recipe trains 60; a speed "
                                                                      "check needs fewer)")
     parser.add_argument("--threads", type=int, default=4, help="CPU threads of every run, cnncli and reference alike")
     parser.add_argument("--budget", type=float, default=330, help="seconds for all the runs together")

@@ -46,7 +46,7 @@ from torch import nn
 RECORDINGS = Path(__file__).resolve().parents[3] / "shared" / "data" / "fsdd" / "recordings"
 STANDARD_TEST = r"_[0-4]\.wav$"  # recordings with index 0-4
 SAMPLE_RATE, DURATION, N_FFT, HOP, N_MELS, TOP_DB = 8000, 1.0, 256, 64, 24, 80.0
-EPOCHS, BATCH, LR = 30, 32, 0.003
+EPOCHS, BATCH, LR = 60, 32, 0.003
 TIME_SHIFT, TIME_MASK, FREQ_MASK = 0.1, 12, 6
 SPEED, PITCH, EQ_DB, NOISE_SNR, NOISE_PROB = 0.1, 0.0, 20.0, (10.0, 40.0), 0.5
 
