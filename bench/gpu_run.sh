@@ -9,19 +9,10 @@
 set -u
 : "${OUT:?set OUT to the folder for gpu.log and gpu.json}"
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
-export PYTHONUNBUFFERED=1
-# Caches and matplotlib's settings where any user may write, whatever HOME is there.
-export CNNCLI_CACHE_DIR=${CNNCLI_CACHE_DIR:-/tmp/cnncli-cache} MPLCONFIGDIR=${MPLCONFIGDIR:-/tmp/matplotlib}
 mkdir -p "$OUT"
 
 run() {
-    if [ -z "${NO_WHEELS:-}" ] && compgen -G ".whl/*.whl" > /dev/null; then
-        "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-        export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-    else
-        export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-    fi
+    source bench/gpu_env.sh  # wheels, PYTHONPATH, caches
     echo "== $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 || echo "no nvidia-smi"
     "$PYTHON" -c "import torch, torchaudio, soundfile; print('torch', torch.__version__, 'cuda', torch.version.cuda,

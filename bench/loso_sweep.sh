@@ -14,16 +14,9 @@
 set -u
 : "${OUT:?set OUT to the folder for sweep.txt}"
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
 START=$(date +%s)
 DEADLINE=$((START + ${BUDGET:-420}))
-if [ -z "${NO_WHEELS:-}" ] && compgen -G ".whl/*.whl" > /dev/null; then
-    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    export PYTHONPATH="/tmp/site:$PWD"
-else
-    export PYTHONPATH="$PWD"
-fi
-export PYTHONUNBUFFERED=1 CNNCLI_CACHE_DIR=${CNNCLI_CACHE_DIR:-/tmp/cnncli-cache} MPLCONFIGDIR=/tmp/matplotlib
+source bench/gpu_env.sh  # wheels, PYTHONPATH, caches
 export ROOT=${ROOT:-$PWD/.gpudata/fsdd/recordings} DEVICE=${DEVICE:-cuda} DEADLINE OUT PYTHON
 mkdir -p "$OUT" /tmp/runs
 
