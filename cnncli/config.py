@@ -86,6 +86,7 @@ class TrainConfig:
     lr_min: float = 0.0  # floor of the exponential and cosine schedules
     decay_steps: float = 2000.0  # exponential: lr_min + (lr - lr_min) * exp(-step / decay_steps)
     label_smoothing: float = 0.0
+    mixup: float = 0.0  # alpha of mixup: each batch blended with a shuffled copy by a Beta(alpha, alpha) weight; 0 = off
     max_norm: float | None = None  # clip each output unit's weight norm of the last layer (Kim)
     ensemble: int = 1  # train this many networks (seeds seed, seed+1000, ...) and average their probabilities
     rotate_val: bool = False  # member i validates on its own fold (data.val joins the training data): all data trains

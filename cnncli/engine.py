@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,6 +29,7 @@ from torch import nn
 from cnncli.device import FP32, Precision, channels_last_helps, pick_precision
 from cnncli.distributed import SINGLE, Cluster
 from cnncli.encoding import TensorData
+from cnncli.model import Mix
 from cnncli.errors import CnncliError
 from cnncli.optim import build_optimizer, build_schedule
 from cnncli.progress import Progress
@@ -67,12 +69,15 @@ def training_step(network: nn.Module, modality: Any, inputs: torch.Tensor, targe
     is the sum over this process's share times world size / global batch size: DDP averages the
     processes' gradients, which then add up to the gradient of the global batch's mean."""
     augmented = modality.augment(inputs, generator)
+    mix = draw_mix(len(targets), settings.mixup, generator) if settings.mixup else None
     with precision.autocast():
-        logits = network(augmented)
-        if loss_scale is None:
-            loss = F.cross_entropy(logits, targets, label_smoothing=settings.label_smoothing)
-        else:
-            loss = F.cross_entropy(logits, targets, reduction="sum", label_smoothing=settings.label_smoothing)
+        logits = network(augmented, mix=mix) if mix else network(augmented)
+        reduction = "mean" if loss_scale is None else "sum"
+        loss = F.cross_entropy(logits, targets, reduction=reduction, label_smoothing=settings.label_smoothing)
+        if mix:  # the blend's loss is the same blend of the two rows' losses
+            loss = mix.weight * loss + (1 - mix.weight) * F.cross_entropy(
+                logits, targets[mix.order], reduction=reduction, label_smoothing=settings.label_smoothing)
+        if loss_scale is not None:
             loss = loss * loss_scale
     optimizer.zero_grad(set_to_none=True)
     if scaler is None:
@@ -87,6 +92,18 @@ def training_step(network: nn.Module, modality: Any, inputs: torch.Tensor, targe
             weight = getattr(network, "module", network).classifier.linear.weight  # DDP wraps the network
             weight.data = torch.renorm(weight.data, 2, 0, settings.max_norm)
     return loss.detach(), logits.detach()
+
+
+def draw_mix(rows: int, alpha: float, generator: torch.Generator) -> Mix:
+    """mixup (Zhang et al. 2018) for one batch: a partner for each row (a shuffle of the batch)
+    and one weight from Beta(alpha, alpha), both from the augmentation stream, so a seeded or
+    resumed fit draws the same blends. Teaching the network the blend of two examples' labels on
+    the blend of their pictures keeps it from staking everything on the few cues of the voices
+    or photos it was trained on. torch's Beta sampler takes no generator, so numpy draws the
+    weight from a seed the stream gives."""
+    seed = int(torch.randint(2 ** 62, (1,), generator=generator, device=generator.device))
+    weight = float(numpy.random.default_rng(seed).beta(alpha, alpha))
+    return Mix(torch.randperm(rows, generator=generator, device=generator.device), weight)
 
 
 class Loop:

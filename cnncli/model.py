@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -19,12 +19,21 @@ from cnncli.errors import CnncliError
 from cnncli.limits import MAX_ACTIVATIONS, MAX_BATCH_ACTIVATIONS, MAX_INPUT_VALUES, MAX_PARAMETERS
 
 
+class Mix(NamedTuple):
+    """mixup's draw for one training batch: row i becomes weight * row i + (1 - weight) * row order[i]."""
+
+    order: torch.Tensor
+    weight: float
+
+
 class Network(nn.Module):
     """stem -> backbone (named blocks) -> classifier. The same class serves every modality.
 
     `input_dtype` is the type of the encoded samples the stem reads (uint8 pixels, int64 token
     ids, float spectrograms); `trims_batches` says the stem cuts training batches to the rows the
-    backbone needs, so the work per sample varies (see Modality.adapt_stem)."""
+    backbone needs, so the work per sample varies (see Modality.adapt_stem). With a `mix` (training
+    with mixup) the batch is blended after the stem: on the picture every modality makes (scaled
+    pixels, a normalised spectrogram, token embeddings), so one mixup serves images, sound and text."""
 
     def __init__(self, stem: nn.Module, backbone: nn.Sequential, classifier: nn.Sequential,
                  input_dtype: torch.dtype = torch.float32):
@@ -35,8 +44,11 @@ class Network(nn.Module):
         self.input_dtype = input_dtype
         self.trims_batches = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.backbone(self.stem(x)))
+    def forward(self, x: torch.Tensor, mix: Mix | None = None) -> torch.Tensor:
+        x = self.stem(x)
+        if mix is not None:
+            x = mix.weight * x + (1 - mix.weight) * x[mix.order]
+        return self.classifier(self.backbone(x))
 
 
 class Ensemble(nn.Module):

@@ -51,6 +51,7 @@ def _train_checks(train: Any) -> list[tuple[str, bool, str]]:
         ("train.lr_min", 0 <= train.lr_min <= train.lr, "must be from 0 to train.lr"),
         ("train.decay_steps", train.decay_steps > 0, "must be positive"),
         ("train.label_smoothing", 0 <= train.label_smoothing < 1, "must be in [0, 1)"),
+        ("train.mixup", 0 <= train.mixup <= 100, "must be 0 (off) or the alpha of its Beta weights, e.g. 0.2"),
         ("train.max_norm", train.max_norm is None or train.max_norm > 0, "must be positive (or null)"),
         ("train.ensemble", *_between(train.ensemble, 1, MAX_MEMBERS)),
         ("train.ema", train.ema is None or 0 < train.ema < 1, "must be in (0, 1), e.g. 0.999 (or null)"),

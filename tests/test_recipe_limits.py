@@ -22,6 +22,7 @@ NO_DATA = "data.root=/nonexistent/cnncli-data"
     ("train.eval_batch_size=0", "train.eval_batch_size: must be from 1 to"),
     ("train.ema=2", "train.ema: must be in (0, 1)"),
     ("train.label_smoothing=5", "train.label_smoothing: must be in [0, 1)"),
+    ("train.mixup=-0.2", "train.mixup: must be 0 (off) or the alpha"),
     ("train.weight_decay=-1", "train.weight_decay: must be 0 or more"),
     ("train.lr=.nan", "train.lr: expected a finite number"),
     ("train.lr=1e400", "train.lr: expected a finite number"),
