@@ -148,13 +148,14 @@ def load_bundle(path: str | Path, device=None) -> Bundle:
 
 def modality_from_info(info: dict, where: str):
     """The fitted modality a checked model.json describes: its options checked against their schema,
-    keys older versions wrote dropped, the rest of its state read by the modality itself."""
+    keys older versions wrote dropped, keys they did not write set as they were then, the rest of its state read by the modality itself."""
     name, state = info["modality"]["name"], info["modality"]["state"]
     if name not in MODALITIES:
         raise CnncliError(f"{where}: modality.name: unknown modality {name!r} (known: {', '.join(MODALITIES)})")
     modality_type = modality_class(name)
     if "options" in state:
-        raw = {key: value for key, value in state["options"].items() if key not in modality_type.retired_options} \
+        raw = {**modality_type.options_before_recorded, **{
+            key: value for key, value in state["options"].items() if key not in modality_type.retired_options}} \
             if isinstance(state["options"], dict) else state["options"]
         options = build_typed(modality_type.options_type, raw, "modality.state.options", where)
         for key, message in modality_type.check_options(options):

@@ -97,6 +97,9 @@ class Modality(ABC):
     # Keys of `data.<name>` that older versions wrote and this one ignores, each with what replaced
     # it: old recipes and bundles still load, and `--set` of one says what to use instead.
     retired_options: ClassVar[dict[str, str]] = {}
+    # Keys of `data.<name>` added later, each with the value a bundle that does not record it was
+    # trained with (a new default may differ): such a bundle predicts as it always did.
+    options_before_recorded: ClassVar[dict[str, Any]] = {}
     # Whether a sample may be a line of text itself (a sentence) rather than a file to read.
     text_samples: ClassVar[bool] = False
     # The label of a class that means "nothing here" (audio's background noise), if the modality

@@ -1,7 +1,7 @@
 """The sounds in a long recording, found against the recording's own noise floor.
 
 The file is read in blocks and measured in 10 ms frames (mono, at its own rate). A frame is
-sound when its energy (smoothed over 30 ms) stands `event_threshold_db` above the noise floor,
+sound when its energy (smoothed over 30 ms; with `remove_dc`, about each frame's own mean) stands `event_threshold_db` above the noise floor,
 the 10th percentile of the frame energies within 5 s on either side, and within RANGE_DB of the
 loudest frame there (so that a recording padded with digital silence does not turn hiss into
 words). Sounds closer than `event_min_gap` join; sounds shorter than `event_min_length` are
@@ -46,6 +46,7 @@ class EventDetector:
         self.rate = rate
         self.frame = max(1, round(FRAME_SECONDS * rate))
         self.threshold_db = options.event_threshold_db
+        self.remove_dc = options.remove_dc
         self.gap = max(1, round(options.event_min_gap / FRAME_SECONDS))
         self.shortest = max(1, round(options.event_min_length / FRAME_SECONDS))
         self.longest = round(LONGEST_SECONDS / FRAME_SECONDS)
@@ -66,7 +67,10 @@ class EventDetector:
         if have > first_new:
             begin = first_new * self.frame - self.audio_start
             frames = self.audio[begin:begin + (have - first_new) * self.frame].reshape(-1, self.frame)
-            power = frames.astype(np.float64) ** 2
+            frames = frames.astype(np.float64)
+            if self.remove_dc:  # a sound card's offset is not sound: it would raise the floor of every frame
+                frames = frames - frames.mean(axis=1, keepdims=True)
+            power = frames ** 2
             self.energy = np.concatenate([self.energy, 10 * np.log10(power.mean(axis=1) + SILENCE_POWER)])
         return self._cut(self._decide(until=have - self.reach))
 
@@ -158,7 +162,7 @@ def find_events(path: str, options: AudioOptions, encode: Callable[[torch.Tensor
     def cut(cuts: list[tuple[tuple[int, int], np.ndarray]]) -> None:
         for span, samples in cuts:
             waveform = resample(torch.from_numpy(np.ascontiguousarray(samples)), rate, options.sample_rate)
-            pending.append((span, fit_length(waveform, length)))
+            pending.append((span, fit_length(waveform, length, options.remove_dc)))
 
     def batches() -> Iterator[tuple[Spans, torch.Tensor]]:
         while pending:

@@ -46,7 +46,7 @@ def band_count(options: AudioOptions) -> int:
 
 
 FEATURE_KEYS = ("sample_rate", "features", "n_fft", "hop_length", "win_length", "n_mels", "n_mfcc", "f_min", "f_max",
-                "top_db", "level", "duration")
+                "top_db", "level", "duration", "remove_dc")
 
 
 def feature_params(options: AudioOptions, keep: tuple[str, ...] = FEATURE_KEYS, kind: str | None = None) -> dict:
@@ -58,6 +58,8 @@ def feature_params(options: AudioOptions, keep: tuple[str, ...] = FEATURE_KEYS, 
     if options.features == "stft":
         for name in ("n_mels", "f_min", "f_max"):
             values.pop(name, None)
+    if not options.remove_dc:  # the default of bundles made before the key: their cache entries stay valid
+        values.pop("remove_dc", None)
     return {"version": FEATURES_VERSION, **({"kind": kind} if kind else {}), **values}
 
 
@@ -65,15 +67,19 @@ def params_json(options: AudioOptions, keep: tuple[str, ...] = FEATURE_KEYS, kin
     return json.dumps(feature_params(options, keep, kind), sort_keys=True)
 
 
-def fit_length(waveform: torch.Tensor, length: int) -> torch.Tensor:
-    """Centre-crop a longer waveform or zero-pad a shorter one on both sides to `length` samples.
+def fit_length(waveform: torch.Tensor, length: int, remove_dc: bool = False) -> torch.Tensor:
+    """Centre-crop a longer waveform or zero-pad a shorter one on both sides to `length` samples;
+    with `remove_dc`, the mean of what is kept is subtracted first (per row of a batch), so that
+    the padding continues the sound at its own zero line.
 
     Centring keeps a short word in the middle of the picture, where convolution padding is far.
     """
     size = waveform.shape[-1]
     if size > length:
         start = (size - length) // 2
-        return waveform[..., start:start + length]
+        waveform = waveform[..., start:start + length]
+    if remove_dc and size:
+        waveform = waveform - waveform.mean(dim=-1, keepdim=True)
     if size < length:
         before = (length - size) // 2
         return torch.nn.functional.pad(waveform, (before, length - size - before))

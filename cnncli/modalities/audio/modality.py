@@ -76,6 +76,8 @@ class AudioModality(Modality):
     options_type = AudioOptions
     augment_type = AudioAugment
     background_label = BACKGROUND_LABEL
+    # options that came later, with the value a bundle that does not record them was trained with
+    options_before_recorded = {"remove_dc": False}
     retired_options = {"cache": "the feature cache folder is --cache-dir or CNNCLI_CACHE_DIR (--no-cache: none)"}
     thumbnail_aspect = 2.0
     # 40-band pictures of a second through recipes/fsdd.yaml's network, one thread: 32 per forward
@@ -172,7 +174,7 @@ class AudioModality(Modality):
 
     def cache_params(self) -> str:
         if self.waveforms:  # the cache keeps the decoded, resampled, padded waveform
-            return params_json(self.options, keep=("sample_rate", "duration"), kind="waveform")
+            return params_json(self.options, keep=("sample_rate", "duration", "remove_dc"), kind="waveform")
         return params_json(self.options)
 
     def encode_many(self, samples: Sequence[Sample], progress: ProgressCallback | None = None) -> Encoded:
@@ -195,7 +197,8 @@ class AudioModality(Modality):
                     if cached is not None and tuple(cached.shape) == self.input_shape:
                         results[position] = cached
                     else:
-                        waveform = fit_length(decode(sample.locator, content, self.sample_rate), length)
+                        waveform = fit_length(decode(sample.locator, content, self.sample_rate), length,
+                                              self.options.remove_dc)
                         pending.append((position, key, waveform))
                 except CnncliError as error:
                     failures[position] = str(error)
@@ -336,7 +339,7 @@ class AudioModality(Modality):
         norm = "per-band normalisation" if options.normalize else "no normalisation"
         stem = f"waveform 1x{self.input_shape[1]} -> (in the stem) " if self.waveforms else ""
         return (f"audio {stem}{options.features} 1x{bands}x{frames}: {options.sample_rate} Hz mono, "
-                f"{options.duration:g} s pad/centre-crop, n_fft {options.n_fft} hop {options.hop_length} "
+                f"{options.duration:g} s {'DC removed, ' if options.remove_dc else ''}pad/centre-crop, n_fft {options.n_fft} hop {options.hop_length} "
                 f"win {options.win_length or options.n_fft}, {kind[options.features]}{top_db}, {norm}")
 
     def preprocessing(self) -> dict[str, Any]:
@@ -353,13 +356,15 @@ class AudioModality(Modality):
             spectrogram.update(n_mfcc=options.n_mfcc, dct="type II, orthonormal, of the dB mel bands")
         return {"steps": ["decode the audio file", "mix to mono (mean of the channels)",
                           f"resample to {options.sample_rate} Hz (windowed sinc, as torchaudio.functional.resample)",
+                          *(["subtract the mean (the DC offset) of what is kept"] if options.remove_dc else []),
                           f"centre-crop or zero-pad both sides to {target_length(options)} samples",
                           f"{options.features} power spectrogram (librosa's conventions)",
                           "decibels: 10 log10(max(power, 1e-10))"
                           + (", less the recording's peak (its loudest cell is 0 dB)" if options.level == "peak" else "")
                           + ", floored at top_db below the peak",
                           "shape (1, bands, frames), row 0 the lowest band"],
-                "sample_rate": options.sample_rate, "duration": options.duration, "features": options.features,
+                "sample_rate": options.sample_rate, "duration": options.duration, "remove_dc": options.remove_dc,
+                "features": options.features,
                 "spectrogram": spectrogram, "top_db": options.top_db, "level": options.level, "mean": self.mean, "std": self.std,
                 "normalization": "inside the graph: (decibels - mean) / std per band"}
 
@@ -380,7 +385,7 @@ class AudioModality(Modality):
         encoded = self.encode(sample)
         picture = stem_picture(network, encoded) if network is not None else self.featurize(encoded.unsqueeze(0))[0]
         waveform = fit_length(decode(sample.locator, read_bytes(sample.locator), self.options.sample_rate),
-                              target_length(self.options))
+                              target_length(self.options), self.options.remove_dc)
         thumbnail(axis, picture[0].numpy(), waveform, self.options)
 
     def measure(self, sample: Sample) -> dict[str, Any]:

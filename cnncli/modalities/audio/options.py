@@ -30,6 +30,9 @@ class AudioOptions:
     # floor of -100 dB re full scale that both share)
     level: Literal["absolute", "peak"] = "absolute"
     duration: float = 1.0  # seconds: shorter recordings are padded, longer ones centre-cropped
+    # subtract each recording's (window's, event's) mean before padding: a sound card's DC offset is
+    # not part of the sound, and left in it lights the lowest band and clicks where padding begins
+    remove_dc: bool = True
     normalize: bool = True  # per-band mean/std fitted on the training split
     # (`cache`, the feature cache folder, was a key here; the folder is now the user's: cnncli.cache)
     # `predict --segment`: how the sounds of a long recording are found (see audio/events.py)

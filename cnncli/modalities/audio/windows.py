@@ -39,7 +39,7 @@ def sliding_windows(path: str, window: float, hop: float, options: AudioOptions,
         if not bool(torch.isfinite(stacked).all()):
             raise CnncliError(f"{path}: holds samples that are not finite numbers (NaN or infinity)")
         waveforms = resample(stacked.mean(dim=2), native_rate, options.sample_rate)
-        waveforms = fit_length(waveforms, length)
+        waveforms = fit_length(waveforms, length, options.remove_dc)
         features = encode(waveforms)
         if bool(too_loud(waveforms, options).any()) or not bool(torch.isfinite(features).all()):
             raise CnncliError(f"{path}: its samples are too large to make finite features")
