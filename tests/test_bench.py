@@ -93,6 +93,7 @@ def test_fsdd_reference_matches_recipe(recipe, members):
     assert (config.train.epochs, config.train.batch_size, config.train.lr, config.train.schedule) == (
         module.EPOCHS, module.BATCH, module.LR, "cosine")
     assert audio.level == "peak"  # the reference measures dB below each picture's peak
+    assert (config.train.mixup, audio.remove_dc) == (module.MIXUP, module.REMOVE_DC)
     augment = config.augment
     assert (augment.time_shift, augment.time_mask, augment.freq_mask, augment.gain_db) == (
         module.TIME_SHIFT, module.TIME_MASK, module.FREQ_MASK, 0.0)

@@ -1,11 +1,12 @@
 r"""Hand-written PyTorch reference for recipes/fsdd.yaml: spoken digits as log-mel pictures (no cnncli import).
 
 soundfile decodes, torchaudio resamples (if needed) and computes the mel spectrogram; the rest is
-plain torch: mono mix-down, centre crop / symmetric zero pad to one second, power -> dB below
+plain torch: mono mix-down, the DC offset removed, centre crop / symmetric zero pad to one second, power -> dB below
 each recording's own peak with top_db 80 (librosa.power_to_db(ref=np.max)), per-band mean/std
 fitted on the training split. Training batches are augmented as waveforms (speed by resampling,
 circular shift, coloured noise at a random SNR) and then as pictures (frequency warp, random
-equaliser, SpecAugment masks), a 4-conv BN network, Adam with a cosine schedule, the best epoch
+equaliser, SpecAugment masks), blended in pairs (mixup, after the per-band normalisation), a
+4-conv BN network, Adam with a cosine schedule, the best epoch
 on validation kept, the test split touched once.
 With --members N, N such networks train from seeds seed, seed + 1000, ... and their softmax
 outputs are averaged (cnncli's train.ensemble).
@@ -49,6 +50,7 @@ SAMPLE_RATE, DURATION, N_FFT, HOP, N_MELS, TOP_DB = 8000, 1.0, 256, 64, 24, 80.0
 EPOCHS, BATCH, LR = 60, 32, 0.003
 TIME_SHIFT, TIME_MASK, FREQ_MASK = 0.1, 12, 6
 SPEED, PITCH, EQ_DB, NOISE_SNR, NOISE_PROB = 0.1, 0.0, 20.0, (10.0, 40.0), 0.5
+MIXUP, REMOVE_DC = 0.2, True
 
 
 def list_recordings(folder: Path, test_pattern: str = STANDARD_TEST):
@@ -80,14 +82,17 @@ def load_waveforms(samples) -> tuple[torch.Tensor, torch.Tensor]:
         wave = torch.from_numpy(np.ascontiguousarray(audio)).mean(dim=1)
         if rate != SAMPLE_RATE:
             wave = torchaudio.functional.resample(wave, rate, SAMPLE_RATE)
-        waveforms.append(fit(wave, length))
+        waveforms.append(fit(wave, length, REMOVE_DC))
     return torch.stack(waveforms), torch.tensor([digit for _, digit in samples])
 
 
-def fit(wave: torch.Tensor, length: int) -> torch.Tensor:
+def fit(wave: torch.Tensor, length: int, remove_dc: bool = False) -> torch.Tensor:
+    """Centre-crop or zero-pad to `length`; with `remove_dc`, what is kept loses its mean first."""
     if len(wave) > length:
         start = (len(wave) - length) // 2
-        return wave[start:start + length]
+        wave = wave[start:start + length]
+    if remove_dc:
+        wave = wave - wave.mean()
     before = (length - len(wave)) // 2
     return F.pad(wave, (before, length - len(wave) - before))
 
@@ -281,7 +286,16 @@ def train_member(seed, train, val, mean, std, steps=None, device=torch.device("c
                 continue
             batch = augment(w_train[index], mean, augment_generator).to(device, non_blocking=True)
             targets, device_mean, device_std = on_device
-            loss = F.cross_entropy(model((batch - device_mean) / device_std), targets[index.to(device)])
+            targets = targets[index.to(device)]
+            pictures = (batch - device_mean) / device_std
+            if MIXUP:  # one Beta(MIXUP, MIXUP) weight per batch, numpy seeded from the stream; a shuffle of the batch
+                weight = float(np.random.default_rng(int(torch.randint(2 ** 62, (1,), generator=augment_generator)))
+                               .beta(MIXUP, MIXUP))
+                order = torch.randperm(len(index), generator=augment_generator).to(device)
+                logits = model(weight * pictures + (1 - weight) * pictures[order])
+                loss = weight * F.cross_entropy(logits, targets) + (1 - weight) * F.cross_entropy(logits, targets[order])
+            else:
+                loss = F.cross_entropy(model(pictures), targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
