@@ -148,7 +148,8 @@ def load_bundle(path: str | Path, device=None) -> Bundle:
 
 def modality_from_info(info: dict, where: str):
     """The fitted modality a checked model.json describes: its options checked against their schema,
-    keys older versions wrote dropped, keys they did not write set as they were then, the rest of its state read by the modality itself."""
+    keys older versions wrote dropped, keys they did not write set as they were then, the rest of
+    its state read by the modality itself."""
     name, state = info["modality"]["name"], info["modality"]["state"]
     if name not in MODALITIES:
         raise CnncliError(f"{where}: modality.name: unknown modality {name!r} (known: {', '.join(MODALITIES)})")

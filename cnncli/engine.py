@@ -29,8 +29,8 @@ from torch import nn
 from cnncli.device import FP32, Precision, channels_last_helps, pick_precision
 from cnncli.distributed import SINGLE, Cluster
 from cnncli.encoding import TensorData
-from cnncli.model import Mix
 from cnncli.errors import CnncliError
+from cnncli.model import Mix
 from cnncli.optim import build_optimizer, build_schedule
 from cnncli.progress import Progress
 from cnncli.resume_state import FitState

@@ -1,8 +1,8 @@
 r"""Hand-written PyTorch reference for recipes/fsdd.yaml: spoken digits as log-mel pictures (no cnncli import).
 
 soundfile decodes, torchaudio resamples (if needed) and computes the mel spectrogram; the rest is
-plain torch: mono mix-down, the DC offset removed, centre crop / symmetric zero pad to one second, power -> dB below
-each recording's own peak with top_db 80 (librosa.power_to_db(ref=np.max)), per-band mean/std
+plain torch: mono mix-down, the DC offset removed, centre crop / symmetric zero pad to one second,
+power -> dB below each recording's own peak with top_db 80 (librosa.power_to_db(ref=np.max)), per-band mean/std
 fitted on the training split. Training batches are augmented as waveforms (speed by resampling,
 circular shift, coloured noise at a random SNR) and then as pictures (frequency warp, random
 equaliser, SpecAugment masks), blended in pairs (mixup, after the per-band normalisation), a
@@ -288,7 +288,7 @@ def train_member(seed, train, val, mean, std, steps=None, device=torch.device("c
             targets, device_mean, device_std = on_device
             targets = targets[index.to(device)]
             pictures = (batch - device_mean) / device_std
-            if MIXUP:  # one Beta(MIXUP, MIXUP) weight per batch, numpy seeded from the stream; a shuffle of the batch
+            if MIXUP:  # one Beta(MIXUP, MIXUP) weight per batch (numpy, seeded from the stream); a shuffle
                 weight = float(np.random.default_rng(int(torch.randint(2 ** 62, (1,), generator=augment_generator)))
                                .beta(MIXUP, MIXUP))
                 order = torch.randperm(len(index), generator=augment_generator).to(device)

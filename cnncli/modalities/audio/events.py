@@ -1,8 +1,8 @@
 """The sounds in a long recording, found against the recording's own noise floor.
 
 The file is read in blocks and measured in 10 ms frames (mono, at its own rate). A frame is
-sound when its energy (smoothed over 30 ms; with `remove_dc`, about each frame's own mean) stands `event_threshold_db` above the noise floor,
-the 10th percentile of the frame energies within 5 s on either side, and within RANGE_DB of the
+sound when its energy (smoothed over 30 ms; with `remove_dc`, about each frame's own mean)
+stands `event_threshold_db` above the noise floor, the 10th percentile of the frame energies within 5 s on either side, and within RANGE_DB of the
 loudest frame there (so that a recording padded with digital silence does not turn hiss into
 words). Sounds closer than `event_min_gap` join; sounds shorter than `event_min_length` are
 dropped. Each sound is then cut out with a small margin and encoded exactly as a file holding

@@ -339,7 +339,8 @@ class AudioModality(Modality):
         norm = "per-band normalisation" if options.normalize else "no normalisation"
         stem = f"waveform 1x{self.input_shape[1]} -> (in the stem) " if self.waveforms else ""
         return (f"audio {stem}{options.features} 1x{bands}x{frames}: {options.sample_rate} Hz mono, "
-                f"{options.duration:g} s {'DC removed, ' if options.remove_dc else ''}pad/centre-crop, n_fft {options.n_fft} hop {options.hop_length} "
+                f"{options.duration:g} s {'DC removed, ' if options.remove_dc else ''}pad/centre-crop, "
+                f"n_fft {options.n_fft} hop {options.hop_length} "
                 f"win {options.win_length or options.n_fft}, {kind[options.features]}{top_db}, {norm}")
 
     def preprocessing(self) -> dict[str, Any]:
