@@ -37,7 +37,7 @@ def feature_options():
     import dataclasses
 
     sys.path.insert(0, str(REPO))
-    from cnncli.config import load_config
+    from cnncli.recipe.config import load_config
 
     return dataclasses.replace(load_config(REPO / "recipes" / "fsdd.yaml").data.audio)  # (no cache: none given)
 

@@ -76,7 +76,7 @@ def main() -> None:
 
     import torch
 
-    from cnncli.bundle import load_bundle
+    from cnncli.bundle.io import load_bundle
     from cnncli.data.sample import Sample
 
     torch.set_num_threads(1)

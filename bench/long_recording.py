@@ -159,8 +159,8 @@ def main() -> None:
     truth = build(recording, digits, args.seed, args.minutes)
     truth_file.write_text("".join(json.dumps(row) + "\n" for row in truth))
 
-    from cnncli.bundle import load_bundle
-    from cnncli.predict import predict
+    from cnncli.bundle.io import load_bundle
+    from cnncli.verbs.predict import predict
 
     started = time.perf_counter()
     events = [{"start": row.start, "end": row.end, "label": row.label, "score": row.score, "error": row.error}

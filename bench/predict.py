@@ -209,7 +209,7 @@ def naive_loop(name: str, bundle_path: str, inputs: str) -> None:
     """What a user would write first: load the bundle once, then one input at a time, one row each."""
     import torch
 
-    from cnncli.bundle import load_bundle
+    from cnncli.bundle.io import load_bundle
     from cnncli.data.sample import Sample
 
     bundle = load_bundle(bundle_path)

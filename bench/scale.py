@@ -105,10 +105,10 @@ def decode_seconds(recipe: Path, workers: int) -> float:
 
 
 def decode(recipe: Path, workers: int) -> float:
-    from cnncli.config import load_config
     from cnncli.data.sources import read_sources
-    from cnncli.encoding import encode_split
     from cnncli.modalities.image import ImageModality
+    from cnncli.recipe.config import load_config
+    from cnncli.training.encoding import encode_split
 
     config = load_config(recipe)
     modality = ImageModality.from_config(config)

@@ -27,8 +27,8 @@ VARIANTS = ("plain", "+ conv1d", "+ trim", "+ fused adam")
 
 
 def epoch_seconds(config, run, variant: int, repeats: int) -> float:
-    from cnncli.blocks import FullWidthConv2d
-    from cnncli.model import build_network
+    from cnncli.nn.blocks import FullWidthConv2d
+    from cnncli.nn.model import build_network
 
     torch.manual_seed(0)
     network = build_network(config.model.blocks, run.modality.build_stem(), run.modality.input_shape,
@@ -66,8 +66,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from cnncli.config import load_config
-    from cnncli.train import prepare
+    from cnncli.recipe.config import load_config
+    from cnncli.training.train import prepare
 
     config = load_config(args.recipe, ["train.ensemble=1", "train.rotate_val=false"])
     run = prepare(config)

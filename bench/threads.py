@@ -36,11 +36,11 @@ def train_steps(steps: int, threads: int) -> float:
     """Samples/s of `steps` training steps of lecture-3 (batches of 100) with `threads` threads."""
     import torch
 
-    from cnncli.config import load_config
-    from cnncli.engine import training_step
-    from cnncli.model import network_for
     from cnncli.modalities.image import ImageModality
-    from cnncli.optim import build_optimizer
+    from cnncli.nn.model import network_for
+    from cnncli.recipe.config import load_config
+    from cnncli.training.engine import training_step
+    from cnncli.training.optim import build_optimizer
 
     torch.set_num_threads(threads)
     config = load_config(REPO / "recipes" / "lecture-3.yaml")

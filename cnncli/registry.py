@@ -9,7 +9,7 @@ strings, imported on first use, so that registering costs nothing at `cnncli --h
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from cnncli.errors import CnncliError
@@ -65,12 +65,3 @@ class Registry:
         for name in list(self._entries):
             yield name, self.get(name)
 
-
-def lazy(path: str) -> Callable[..., Any]:
-    """A callable that imports 'module:function' on its first call (for builders of heavy things)."""
-
-    def call(*args, **kwargs):
-        module_name, _, attribute = path.partition(":")
-        return getattr(importlib.import_module(module_name), attribute)(*args, **kwargs)
-
-    return call

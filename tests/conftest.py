@@ -73,8 +73,8 @@ def tiny_image_recipe(root: Path, **train) -> dict:
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
     """A complete image bundle trained for one epoch on 8x8 PNGs of two classes (left, right)."""
-    from cnncli.config import load_config
-    from cnncli.train import train
+    from cnncli.recipe.config import load_config
+    from cnncli.training.train import train
 
     root = tmp_path_factory.mktemp("tiny")
     images = write_two_class_images(root / "images")

@@ -8,12 +8,12 @@ import pytest
 import torch
 from conftest import REPO, SAMPLE_IMAGES
 
-from cnncli.adaptation import adapted_to, batch_norms
-from cnncli.bundle import load_bundle
+from cnncli.bundle.io import load_bundle
 from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
-from cnncli.inference import for_inference, network_outputs
-from cnncli.predict import predict
+from cnncli.nn.adaptation import adapted_to, batch_norms
+from cnncli.nn.inference import for_inference, network_outputs
+from cnncli.verbs.predict import predict
 
 BUNDLES = REPO / "tests" / "fixtures" / "bundles-v1"
 CPU = torch.device("cpu")
@@ -67,7 +67,7 @@ def test_adapting_undoes_a_change_of_contrast_the_network_never_saw():
 def test_predict_adapts_on_the_first_inputs_and_still_predicts_every_one_in_order(monkeypatch):
     files, _, bundle = digits()
     chosen = files[::5][:30]
-    monkeypatch.setattr("cnncli.predict.MAX_ADAPT_INPUTS", 8)
+    monkeypatch.setattr("cnncli.verbs.predict.MAX_ADAPT_INPUTS", 8)
     rows = list(predict(bundle, chosen, top_k=3, workers=0, adapt=True, chunk_size=16))
     assert [row.input for row in rows] == chosen
     network = for_inference(adapted_to(bundle.network, bundle.modality, encoded(bundle, chosen[:8]), CPU), CPU)
@@ -110,7 +110,7 @@ def test_eval_adapt_reports_the_adapted_network_on_that_data():
 
     from typer.testing import CliRunner
 
-    from cnncli.cli import app
+    from cnncli.cli.app import app
 
     files, labels, bundle = digits()
     result = CliRunner().invoke(app, ["eval", str(BUNDLES / "image"), str(SAMPLE_IMAGES), "--adapt", "--format", "json"])
@@ -128,8 +128,8 @@ def test_eval_adapt_reports_the_adapted_network_on_that_data():
 def test_predict_help_gives_the_number_of_inputs_adapt_reads():
     from typer.testing import CliRunner
 
-    from cnncli.adaptation import MAX_ADAPT_INPUTS
-    from cnncli.cli import app
+    from cnncli.cli.app import app
+    from cnncli.nn.adaptation import MAX_ADAPT_INPUTS
 
     result = CliRunner().invoke(app, ["predict", "--help"], env={"COLUMNS": "400", "TERM": "dumb"})
     assert f"the first {MAX_ADAPT_INPUTS:,} inputs" in " ".join(result.output.split())

@@ -263,9 +263,9 @@ def test_sample_recordings_are_small_and_credited():
 
 
 def test_quickstart_trains_and_predicts_windows(tmp_path: Path):
-    from cnncli.bundle import load_bundle
-    from cnncli.config import load_config
-    from cnncli.train import train
+    from cnncli.bundle.io import load_bundle
+    from cnncli.recipe.config import load_config
+    from cnncli.training.train import train
 
     config = load_config(REPO / "recipes" / "audio-quickstart.yaml", ["train.epochs=2"])
     outcome = train(config, tmp_path / "bundle", cache=tmp_path / "cache")
@@ -280,8 +280,8 @@ def test_quickstart_trains_and_predicts_windows(tmp_path: Path):
 
 @pytest.mark.slow
 def test_fsdd_reaches_98_percent_test_accuracy(tmp_path: Path):
-    from cnncli.config import load_config
-    from cnncli.train import train
+    from cnncli.recipe.config import load_config
+    from cnncli.training.train import train
 
     if not (SHARED_DATA / "fsdd" / "recordings").exists():
         pytest.skip("FSDD is not in ../shared/data")

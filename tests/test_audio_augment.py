@@ -14,19 +14,14 @@ import torch
 from conftest import REPO
 from test_resume import Crash, CrashAtNote
 
-from cnncli.bundle import load_bundle, read_resume_state
-from cnncli.config import load_config
+from cnncli.bundle.io import load_bundle, read_resume_state
 from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
 from cnncli.modalities.audio import AudioAugment, AudioModality, AudioOptions
 from cnncli.modalities.audio.background import BACKGROUND_LABEL, background_samples
-from cnncli.modalities.audio.waveforms import (
-    active_power,
-    change_speed,
-    stretch_time,
-    warp_frequencies,
-)
-from cnncli.train import train
+from cnncli.modalities.audio.waveforms import active_power, change_speed, stretch_time, warp_frequencies
+from cnncli.recipe.config import load_config
+from cnncli.training.train import train
 
 RATE = 8000
 

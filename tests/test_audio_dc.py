@@ -74,7 +74,7 @@ def test_segment_finds_the_same_sounds_under_an_offset(tmp_path: Path):
 
 
 def test_a_bundle_from_before_the_key_keeps_the_offset_and_new_ones_record_it():
-    from cnncli.bundle import load_bundle
+    from cnncli.bundle.io import load_bundle
 
     old = load_bundle(REPO / "tests" / "fixtures" / "bundles-v1" / "audio")
     assert "remove_dc" not in old.info["modality"]["state"]["options"]

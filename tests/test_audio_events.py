@@ -13,7 +13,7 @@ import torch
 from conftest import REPO
 from typer.testing import CliRunner
 
-from cnncli.cli import app
+from cnncli.cli.app import app
 from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
 from cnncli.modalities.audio import AudioModality, AudioOptions
@@ -115,8 +115,8 @@ def test_an_unreadable_or_empty_recording_names_the_file(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def digits_bundle(tmp_path_factory) -> Path:
-    from cnncli.config import load_config
-    from cnncli.train import train
+    from cnncli.recipe.config import load_config
+    from cnncli.training.train import train
 
     out = tmp_path_factory.mktemp("bundle") / "digits"
     train(load_config(REPO / "recipes" / "audio-quickstart.yaml", ["train.epochs=1"]), out)

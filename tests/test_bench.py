@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnncli.config import load_config
 from cnncli.data.sample import Sample
 from cnncli.data.split import fold_count, stratified_folds
 from cnncli.modalities.audio import BandNormalize
 from cnncli.modalities.image import Normalize
 from cnncli.modalities.text import TokenEmbedding
-from cnncli.model import build_network
+from cnncli.nn.model import build_network
+from cnncli.recipe.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 

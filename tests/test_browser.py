@@ -22,7 +22,7 @@ from headless_chromium import Chromium, chromium_path
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnncli.cli import app
+from cnncli.cli.app import app
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(chromium_path() is None, reason="needs chromium (apt-get install -y chromium)")]

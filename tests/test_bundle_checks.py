@@ -13,7 +13,7 @@ from conftest import REPO
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from cnncli.cli import app
+from cnncli.cli.app import app
 
 runner = CliRunner()
 FIXTURES = REPO / "tests" / "fixtures" / "bundles-v1"
@@ -123,7 +123,7 @@ def test_weights_that_are_not_safetensors_are_refused(text_bundle):
 def test_an_old_bundle_with_the_retired_cache_key_still_loads(tmp_path):
     info = json.loads((FIXTURES / "audio" / "model.json").read_text())
     assert "cache" in info["modality"]["state"]["options"] and "cache" in info["recipe"]["data"]["audio"]
-    from cnncli.bundle import load_bundle
+    from cnncli.bundle.io import load_bundle
 
     assert load_bundle(FIXTURES / "audio").modality.input_shape == (1, 40, 126)
 
@@ -136,8 +136,8 @@ def partial_bundle(tmp_path_factory):
     """A partial bundle with its resume state: a 3-epoch run interrupted after epoch 2."""
     from conftest import tiny_image_recipe, write_two_class_images
 
-    from cnncli.config import load_config
-    from cnncli.train import train
+    from cnncli.recipe.config import load_config
+    from cnncli.training.train import train
 
     root = tmp_path_factory.mktemp("partial")
     images = write_two_class_images(root / "images")
@@ -146,7 +146,7 @@ def partial_bundle(tmp_path_factory):
     class StopAfterTwo(Exception):
         pass
 
-    from cnncli.progress import Progress
+    from cnncli.runtime.progress import Progress
 
     class Interrupting(Progress):
         def epoch(self, record, members=1):

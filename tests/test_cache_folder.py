@@ -11,8 +11,8 @@ from pathlib import Path
 from conftest import REPO
 from typer.testing import CliRunner
 
-from cnncli.cache import cache_folder, default_folder, prune
-from cnncli.cli import app
+from cnncli.cli.app import app
+from cnncli.files.cache import cache_folder, default_folder, prune
 
 runner = CliRunner()
 AUDIO_BUNDLE = REPO / "tests" / "fixtures" / "bundles-v1" / "audio"

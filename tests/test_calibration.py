@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnncli.bundle import load_bundle
-from cnncli.calibration import calibrate, expected_calibration_error, fit_temperature, scaled_probabilities
-from cnncli.cli import app
+from cnncli.bundle.io import load_bundle
+from cnncli.cli.app import app
 from cnncli.data.sample import Sample
-from cnncli.inference import network_outputs
-from cnncli.predict import predict
+from cnncli.nn.calibration import calibrate, expected_calibration_error, fit_temperature, scaled_probabilities
+from cnncli.nn.inference import network_outputs
+from cnncli.verbs.predict import predict
 
 runner = CliRunner()
 FIXTURES = Path(__file__).parent / "fixtures" / "bundles-v1"

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from cnncli.config import config_from_dict, config_to_dict, load_config
 from cnncli.errors import CnncliError
+from cnncli.recipe.config import config_from_dict, config_to_dict, load_config
 
 MINIMAL = "data:\n  root: somewhere\nmodel:\n  blocks:\n    - conv: {channels: 4}\n"
 

@@ -11,9 +11,9 @@ from conftest import write_idx
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnncli.cli import app
+from cnncli.cli.app import app
 from cnncli.data.sample import Sample
-from cnncli.data_view import content_digest
+from cnncli.verbs.data_view import content_digest
 
 runner = CliRunner()
 

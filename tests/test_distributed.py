@@ -17,10 +17,10 @@ import torch
 from conftest import REPO
 from PIL import Image
 
-from cnncli.bundle import load_bundle, read_info
-from cnncli.config import load_config
-from cnncli.distributed import Cluster
-from cnncli.train import train
+from cnncli.bundle.io import load_bundle, read_info
+from cnncli.recipe.config import load_config
+from cnncli.runtime.distributed import Cluster
+from cnncli.training.train import train
 
 # Loaded by every process torchrun starts (through PYTHONPATH): Python's audit hooks report each
 # file opened for writing, folder made and rename under the test's folder, per rank.

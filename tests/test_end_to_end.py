@@ -9,11 +9,11 @@ import torch
 from conftest import REPO, SAMPLE_IMAGES
 from typer.testing import CliRunner
 
-from cnncli.bundle import load_bundle, read_info
-from cnncli.cli import app
-from cnncli.engine import predict_probabilities
+from cnncli.bundle.io import load_bundle, read_info
+from cnncli.cli.app import app
+from cnncli.data.sources import expand_paths
 from cnncli.modalities.image import ImageModality
-from cnncli.predict import expand_paths
+from cnncli.nn.inference import probabilities
 
 runner = CliRunner()
 
@@ -87,12 +87,12 @@ def test_predict_jsonl_to_a_file_from_folders_and_globs(bundle, tmp_path):
 def test_bundle_round_trip_gives_the_same_predictions(bundle):
     loaded = load_bundle(bundle)
     images = ImageModality.from_state(read_info(bundle)["modality"]["state"])
-    from cnncli.predict import expand_paths
+    from cnncli.data.sources import expand_paths
 
     samples = list(expand_paths([str(SAMPLE_IMAGES / "7")], images.extensions))
     encoded = images.encode_many(samples).tensor
-    first = predict_probabilities(loaded.network, encoded, 64, torch.device("cpu"))
-    second = predict_probabilities(load_bundle(bundle).network, encoded, 64, torch.device("cpu"))
+    first = probabilities(loaded.network, images, encoded, 64, torch.device("cpu"))
+    second = probabilities(load_bundle(bundle).network, images, encoded, 64, torch.device("cpu"))
     assert torch.equal(first, second)
     report = json.loads(cli("eval", bundle, SAMPLE_IMAGES, "--format", "json").stdout)
     assert report["per_class"]["7"]["support"] == 20
@@ -137,7 +137,7 @@ def test_retraining_replaces_the_bundle_atomically(bundle, tmp_path):
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys\nfrom cnncli.cli import app\ntry:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
+    code = ("import sys\nfrom cnncli.cli.app import app\ntry:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
             "assert 'torch' not in sys.modules, 'torch imported'\nprint('ok')")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr
@@ -171,8 +171,8 @@ def test_an_ensemble_bundle_averages_members_trained_from_their_own_seeds(bundle
     assert not torch.equal(first.classifier.linear.weight, second.classifier.linear.weight)
     samples = list(expand_paths([str(SAMPLE_IMAGES)], pair.modality.extensions))[:8]
     inputs = torch.stack([pair.modality.encode(sample) for sample in samples])
-    averaged = predict_probabilities(pair.network, inputs, 4, torch.device("cpu"))
-    by_hand = (predict_probabilities(first, inputs, 4, torch.device("cpu"))
-               + predict_probabilities(second, inputs, 4, torch.device("cpu"))) / 2
+    averaged = probabilities(pair.network, pair.modality, inputs, 4, torch.device("cpu"))
+    by_hand = (probabilities(first, pair.modality, inputs, 4, torch.device("cpu"))
+               + probabilities(second, pair.modality, inputs, 4, torch.device("cpu"))) / 2
     assert torch.allclose(averaged, by_hand, atol=1e-6)
     assert [json.loads(line).get("member") for line in (out / "log.jsonl").read_text().splitlines()] == [1, 1, 1, 2, 2, 2]

@@ -5,13 +5,14 @@ import torch
 import torch.nn.functional as F
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from cnncli.config import Config, TrainConfig, load_config
 from cnncli.data.sample import Sample
-from cnncli.engine import draw_mix, fit, training_step
 from cnncli.modalities.text import TextModality, TextOptions
-from cnncli.model import Mix, network_for
-from cnncli.optim import lr_factor
-from cnncli.train import prepare
+from cnncli.nn.model import Mix, network_for
+from cnncli.recipe.config import load_config
+from cnncli.recipe.schema import Config, TrainConfig
+from cnncli.training.engine import draw_mix, fit, training_step
+from cnncli.training.optim import build_schedule
+from cnncli.training.train import prepare
 
 
 @pytest.fixture
@@ -61,15 +62,31 @@ def test_steps_override_epochs(prepared_config):
     assert result.history[-1]["step"] == 5
 
 
+def learning_rates(train: TrainConfig, total_steps: int, steps: list[int]) -> list[float]:
+    """The learning rate the schedule named in `train` gives at each of `steps`."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=train.lr)
+    schedule, rates = build_schedule(optimizer, train, total_steps), {}
+    for step in range(max(steps) + 1):
+        rates[step] = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        schedule.step()
+    return [rates[step] for step in steps]
+
+
 def test_exponential_schedule_is_the_lectures_formula():
-    factor = lr_factor(TrainConfig(lr=0.02, lr_min=0.0001, schedule="exponential", decay_steps=2000), 10_000)
-    for step in (0, 2000, 9000):
-        assert 0.02 * factor(step) == pytest.approx(0.0001 + (0.02 - 0.0001) * math.exp(-step / 2000))
+    train = TrainConfig(lr=0.02, lr_min=0.0001, schedule="exponential", decay_steps=2000)
+    steps = [0, 2000, 9000]
+    assert learning_rates(train, 10_000, steps) == pytest.approx(
+        [0.0001 + (0.02 - 0.0001) * math.exp(-step / 2000) for step in steps])
 
 
 def test_cosine_schedule_ends_at_its_floor():
-    factor = lr_factor(TrainConfig(lr=0.1, lr_min=0.001, schedule="cosine"), 100)
-    assert factor(0) == pytest.approx(1.0) and 0.1 * factor(100) == pytest.approx(0.001)
+    train = TrainConfig(lr=0.1, lr_min=0.001, schedule="cosine")
+    assert learning_rates(train, 100, [0, 50, 100]) == pytest.approx([0.1, 0.0505, 0.001])
+
+
+def test_constant_schedule_keeps_the_rate():
+    assert learning_rates(TrainConfig(lr=0.01, schedule="constant"), 10, [0, 5, 9]) == pytest.approx([0.01] * 3)
 
 
 def test_ema_keeps_the_moving_average_of_the_weights(prepared_config):

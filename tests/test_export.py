@@ -11,13 +11,13 @@ import torch
 from conftest import REPO
 from typer.testing import CliRunner
 
-from cnncli.bundle import load_bundle
-from cnncli.cli import app
-from cnncli.config import load_config
+from cnncli.bundle.export import export_bundle
+from cnncli.bundle.io import load_bundle
+from cnncli.cli.app import app
 from cnncli.data.sample import Sample
-from cnncli.engine import predict_probabilities
-from cnncli.export import export_bundle
-from cnncli.train import train
+from cnncli.nn.inference import probabilities
+from cnncli.recipe.config import load_config
+from cnncli.training.train import train
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="needs the export extra: pip install '.[export]'")
 
@@ -39,7 +39,7 @@ def agree(onnx_file, bundle, inputs: torch.Tensor) -> None:
     session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     for count in (1, 7):
         theirs = session.run(["probabilities"], {"input": inputs[:count].numpy()})[0]
-        ours = predict_probabilities(bundle.network, inputs[:count], 64, torch.device("cpu"))
+        ours = probabilities(bundle.network, bundle.modality, inputs[:count], 64, torch.device("cpu"))
         assert theirs.shape == tuple(ours.shape)
         assert torch.allclose(torch.from_numpy(theirs), ours, atol=1e-4, rtol=0)
 

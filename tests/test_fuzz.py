@@ -24,11 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from cnncli.bundle import load_bundle
-from cnncli.cli import app
+from cnncli.bundle.io import load_bundle
+from cnncli.cli.app import app
 from cnncli.errors import CnncliError
 from cnncli.output.rows import write_predictions
-from cnncli.predict import predict
+from cnncli.verbs.predict import predict
 
 FIXTURES = REPO / "tests" / "fixtures" / "bundles-v1"
 ROUTE = {".png": "image", ".jpg": "image", ".wav": "audio", ".flac": "audio", ".mp3": "audio", ".txt": "text",

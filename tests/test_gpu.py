@@ -11,13 +11,13 @@ import pytest
 import torch
 from conftest import REPO, tiny_image_recipe, write_two_class_images
 
-from cnncli.adaptation import adapted_to, batch_norms
-from cnncli.bundle import load_bundle
-from cnncli.config import load_config
+from cnncli.bundle.io import load_bundle
 from cnncli.data.sample import Sample
-from cnncli.device import channels_last_helps, pick_precision
-from cnncli.predict import predict
-from cnncli.train import train
+from cnncli.nn.adaptation import adapted_to, batch_norms
+from cnncli.recipe.config import load_config
+from cnncli.runtime.device import channels_last_helps, pick_precision
+from cnncli.training.train import train
+from cnncli.verbs.predict import predict
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")

@@ -8,15 +8,15 @@ import pytest
 import torch
 from PIL import Image
 
-from cnncli.bundle import load_bundle
-from cnncli.calibration import expected_calibration_error, reliability_bins
-from cnncli.config import load_config
+from cnncli.bundle.io import load_bundle
 from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
-from cnncli.gradcam import default_layers, grad_cam, place_on_input
-from cnncli.layers import cell_centres
-from cnncli.model import Ensemble, build_network
-from cnncli.train import train
+from cnncli.nn.calibration import expected_calibration_error, reliability_bins
+from cnncli.nn.gradcam import default_layers, grad_cam, place_on_input
+from cnncli.nn.layers import cell_centres
+from cnncli.nn.model import Ensemble, build_network
+from cnncli.recipe.config import load_config
+from cnncli.training.train import train
 
 SIZE = 16
 CORNERS = {"top-left": (slice(0, 5), slice(0, 5)), "top-right": (slice(0, 5), slice(11, 16)),

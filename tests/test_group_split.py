@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnncli.config import load_config
 from cnncli.data.sample import Sample
 from cnncli.data.split import file_groups, group_folds, group_fraction, load_splits
 from cnncli.errors import CnncliError
 from cnncli.modalities.image import ImageModality
-from cnncli.train import member_data, prepare
+from cnncli.recipe.config import load_config
+from cnncli.training.train import member_data, prepare
 
 SPEAKERS = ("ann", "bob", "cat", "dan", "eve")
 

@@ -15,7 +15,7 @@ import soundfile
 from conftest import REPO, tiny_image_recipe, write_two_class_images
 from typer.testing import CliRunner
 
-from cnncli.cli import app
+from cnncli.cli.app import app
 
 runner = CliRunner()
 TEXT_BUNDLE = REPO / "tests" / "fixtures" / "bundles-v1" / "text"
@@ -57,8 +57,8 @@ MARKUP = ["[/x]", "[bold]b[/bold]"]
 def markup_bundle(tmp_path_factory):
     """A bundle whose labels are markup (from a manifest: a folder name cannot hold a slash),
     trained on data whose path is markup too."""
-    from cnncli.config import load_config
-    from cnncli.train import train
+    from cnncli.recipe.config import load_config
+    from cnncli.training.train import train
 
     root = tmp_path_factory.mktemp("markup")
     data = write_two_class_images(root / "[red]data[/red]")

@@ -3,8 +3,8 @@ import math
 
 from typer.testing import CliRunner
 
-from cnncli.cli import app
-from cnncli.lr_finder import suggest
+from cnncli.cli.app import app
+from cnncli.training.lr_finder import suggest
 
 
 def test_suggestion_is_the_steepest_descent():

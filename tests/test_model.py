@@ -5,12 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnncli.config import load_config
 from cnncli.errors import CnncliError
-from cnncli.layers import layer_table
 from cnncli.modalities.image import Normalize
 from cnncli.modalities.text import TextModality, TextOptions, TokenEmbedding
-from cnncli.model import build_network
+from cnncli.nn.layers import layer_table
+from cnncli.nn.model import build_network
+from cnncli.recipe.config import load_config
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 

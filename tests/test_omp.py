@@ -1,4 +1,4 @@
-"""The OpenMP wait policy cnncli picks before torch loads (cnncli.omp)."""
+"""The OpenMP wait policy cnncli picks before torch loads (cnncli.runtime.omp)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import pytest
 from conftest import REPO
 
-from cnncli.omp import choose_wait_policy, wait_policy
+from cnncli.runtime.omp import choose_wait_policy, wait_policy
 
 
 @pytest.mark.parametrize("load, expected", [(0.0, None), (0.49, None), (0.5, "PASSIVE"), (3.2, "PASSIVE"),
@@ -27,7 +27,7 @@ def test_a_policy_the_user_chose_is_left_alone():
 def test_the_command_line_sets_the_policy_before_torch_is_imported():
     """What cnncli's entry point leaves in the environment torch reads at import, and that it
     has not imported torch by then (the policy would come too late)."""
-    code = ("import os, sys, cnncli.cli as cli; cli.app = lambda: None; os.environ['OMP_WAIT_POLICY'] = 'ACTIVE'; "
+    code = ("import os, sys, cnncli.cli.app as cli; cli.app = lambda: None; os.environ['OMP_WAIT_POLICY'] = 'ACTIVE'; "
             "cli.main(); print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert done.stdout.split() == ["ACTIVE", "False"]

@@ -16,8 +16,8 @@ import pytest
 from conftest import REPO
 from typer.testing import CliRunner
 
-from cnncli.atomic import open_file, remove_stale_temporaries, staged_folder, write_file
-from cnncli.cli import app
+from cnncli.cli.app import app
+from cnncli.files.atomic import open_file, remove_stale_temporaries, staged_folder, write_file
 
 runner = CliRunner()
 TEXT_BUNDLE = REPO / "tests" / "fixtures" / "bundles-v1" / "text"
@@ -134,7 +134,7 @@ def test_an_open_file_that_fails_leaves_the_previous_content(tmp_path):
 
 @pytest.mark.parametrize("umask, folder_mode, file_mode", [(0o027, 0o750, 0o640), (0o022, 0o755, 0o644)])
 def test_bundles_and_outputs_get_the_permissions_the_umask_allows(tmp_path, umask, folder_mode, file_mode):
-    from cnncli.bundle import load_bundle, save_bundle
+    from cnncli.bundle.io import load_bundle, save_bundle
 
     bundle = load_bundle(TEXT_BUNDLE)
     previous = os.umask(umask)

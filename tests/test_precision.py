@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import REPO
 
-from cnncli.bundle import load_bundle
-from cnncli.config import config_from_dict, load_config
-from cnncli.device import channels_last_helps, pick_precision
-from cnncli.train import train
+from cnncli.bundle.io import load_bundle
+from cnncli.recipe.config import config_from_dict, load_config
+from cnncli.runtime.device import channels_last_helps, pick_precision
+from cnncli.training.train import train
 
 FIXTURES = REPO / "tests" / "fixtures" / "bundles-v1"
 
@@ -26,10 +26,17 @@ def fixture_recipe(kind: str):
     return config
 
 
-def assert_same_weights(bundle, other) -> None:
+def assert_same_weights(bundle, other, tolerance: float = 0.0) -> None:
     before = load_bundle(other).network.state_dict()
     for name, weight in load_bundle(bundle).network.state_dict().items():
-        assert torch.equal(weight, before[name]), name
+        torch.testing.assert_close(weight, before[name], rtol=tolerance, atol=tolerance, msg=name)
+
+
+# The v1 fixtures were trained on another CPU, whose SIMD kernels round sums in another order: on
+# a different processor the same run lands within a few float32 ulps of each weight (seen: 5e-8)
+# and 3e-4 on a batch norm's running mean after three epochs. Any change to what training computes
+# (data order, augmentation, initialisation, the schedule) moves weights by far more than that.
+ACROSS_CPUS = 1e-3
 
 
 # Audio is not here: since issue 15 its bundles encode waveforms and augment the sound, so a run
@@ -38,7 +45,7 @@ def assert_same_weights(bundle, other) -> None:
 @pytest.mark.parametrize("kind", ["image", "text"])
 def test_a_cpu_run_trains_the_very_weights_of_a_bundle_made_before(kind, tmp_path):
     train(fixture_recipe(kind), tmp_path / "again")
-    assert_same_weights(tmp_path / "again", FIXTURES / kind)
+    assert_same_weights(tmp_path / "again", FIXTURES / kind, ACROSS_CPUS)
 
 
 def test_two_cpu_runs_of_an_audio_recipe_train_the_very_same_weights(tmp_path):

@@ -22,10 +22,10 @@ import torch
 from conftest import REPO, SAMPLE_IMAGES
 from typer.testing import CliRunner
 
-from cnncli.bundle import load_bundle
-from cnncli.cli import app
-from cnncli.inference import for_inference, network_outputs
-from cnncli.predict import predict
+from cnncli.bundle.io import load_bundle
+from cnncli.cli.app import app
+from cnncli.nn.inference import for_inference, network_outputs
+from cnncli.verbs.predict import predict
 
 BUNDLES = REPO / "tests" / "fixtures" / "bundles-v1"
 SAMPLE_AUDIO = REPO / "sample_data" / "audio"
@@ -305,7 +305,7 @@ def test_the_inference_copy_computes_what_the_trained_network_does(kind, inputs)
 @pytest.mark.parametrize("kernel, stride, size", [(2, None, (9, 14)), (3, None, (11, 7)), ((2, 3), None, (8, 10)),
                                                   (3, 2, (9, 9))])
 def test_a_tiling_max_pool_becomes_strided_maxima_with_the_same_values(kernel, stride, size):
-    from cnncli.inference import TiledMax
+    from cnncli.nn.inference import TiledMax
 
     pool = torch.nn.MaxPool2d(kernel, stride=stride)
     fast = for_inference(torch.nn.Sequential(pool), torch.device("cpu"))

@@ -7,9 +7,9 @@ import pytest
 from conftest import REPO
 from typer.testing import CliRunner
 
-from cnncli.cli import app
-from cnncli.config import load_config
+from cnncli.cli.app import app
 from cnncli.errors import CnncliError
+from cnncli.recipe.config import load_config
 
 runner = CliRunner()
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"

@@ -6,12 +6,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cnncli.bundle import load_bundle, read_info, read_resume_state
-from cnncli.cli import app
-from cnncli.config import load_config
+from cnncli.bundle.io import load_bundle, read_info, read_resume_state
+from cnncli.cli.app import app
 from cnncli.errors import CnncliError
-from cnncli.progress import Progress
-from cnncli.train import train
+from cnncli.recipe.config import load_config
+from cnncli.runtime.progress import Progress
+from cnncli.training.train import train
 
 
 class Crash(Exception):

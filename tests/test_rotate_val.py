@@ -6,12 +6,12 @@ from collections import Counter
 
 import torch
 
-from cnncli.bundle import load_bundle, read_info
-from cnncli.calibration import fit_temperature
-from cnncli.config import load_config
+from cnncli.bundle.io import load_bundle, read_info
 from cnncli.data.sample import Sample
 from cnncli.data.split import stratified_folds
-from cnncli.train import member_data, out_of_fold_probabilities, prepare, train
+from cnncli.nn.calibration import fit_temperature
+from cnncli.recipe.config import load_config
+from cnncli.training.train import member_data, out_of_fold_probabilities, prepare, train
 
 
 def test_folds_are_stratified_seeded_and_balanced():

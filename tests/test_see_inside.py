@@ -15,7 +15,7 @@ from conftest import REPO
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnncli.cli import app
+from cnncli.cli.app import app
 
 runner = CliRunner()
 SAMPLES = REPO / "sample_data"

@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 from conftest import write_idx
 
-from cnncli.config import DataConfig, SplitConfig, load_config
 from cnncli.data.sample import Sample
+from cnncli.data.schema import DataConfig, SplitConfig
 from cnncli.data.sources import read_lines, read_source, read_sources
 from cnncli.data.split import load_splits, split_test, stratified_fraction
 from cnncli.errors import CnncliError
 from cnncli.modalities.audio import AudioModality
 from cnncli.modalities.image import ImageModality
+from cnncli.recipe.config import load_config
 
 
 def test_class_folders_label_by_folder_name(tiny_image_folder):

@@ -13,15 +13,15 @@ from conftest import REPO
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnncli.bundle import load_bundle, read_info
-from cnncli.cli import app
-from cnncli.config import load_config
+from cnncli.bundle.io import load_bundle, read_info
+from cnncli.cli.app import app
 from cnncli.data.sample import Sample
-from cnncli.encoding import encode_split
 from cnncli.errors import CnncliError
-from cnncli.loading import SampleDataset
 from cnncli.modalities.image import ImageModality, ImageOptions
-from cnncli.train import train
+from cnncli.recipe.config import load_config
+from cnncli.training.encoding import encode_split
+from cnncli.training.loading import SampleDataset
+from cnncli.training.train import train
 
 
 @pytest.fixture

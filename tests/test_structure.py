@@ -14,7 +14,7 @@ from conftest import REPO
 from torch import nn
 from typer.testing import CliRunner
 
-from cnncli.cli import app
+from cnncli.cli.app import app
 from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
 from cnncli.modalities import MODALITIES
@@ -109,8 +109,8 @@ class RowModality(Modality):
         return f"rows of {self.width} numbers"
 
     def draw(self, sample, path, network=None):
-        from cnncli.atomic import write_file
-        from cnncli.plots import figure_png, plt
+        from cnncli.files.atomic import write_file
+        from cnncli.output.plots import figure_png, plt
 
         figure, axis = plt.subplots(figsize=(4, 1))
         axis.imshow(self.encode(sample).view(1, -1).numpy(), aspect="auto")
@@ -223,6 +223,54 @@ def test_no_module_imports_a_module_that_imports_it_back():
     assert not cycles
 
 
+# The packages from the ground up: each may import the ground floor (the modules directly under
+# cnncli/) and the packages before it in this list, never one after it. docs/ARCHITECTURE.md
+# draws the same order.
+LAYERS = ["files", "output", "runtime", "nn", "data", "modalities", "recipe", "bundle", "training", "verbs",
+          "cli"]
+
+
+def layer(module: str) -> int:
+    """-1 for the ground floor, the package's place in LAYERS otherwise; __main__ sits on top."""
+    parts = module.split(".")
+    if parts[-1] == "__main__":
+        return len(LAYERS)
+    return LAYERS.index(parts[1]) if len(parts) > 2 or (len(parts) == 2 and parts[1] in LAYERS) else -1
+
+
+def test_every_package_has_its_place_in_the_layers():
+    packages = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
+    assert packages == set(LAYERS)
+
+
+def test_the_top_level_holds_a_handful_of_modules():
+    assert len(list(PACKAGE.glob("*.py"))) <= 8
+
+
+def test_no_package_imports_a_package_above_it():
+    files = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    upward = [f"{name} -> {target}" for name, path in files.items()
+              for target in imported_modules(path, set(files)) if layer(target) > layer(name)]
+    assert not upward
+
+
+def test_the_layer_test_sees_a_lazy_import_that_runs_upward(tmp_path):
+    """The rule above is only as good as imported_modules: an import inside a function counts."""
+    module = tmp_path / "lazy.py"
+    module.write_text("def f():\n    from cnncli.cli.app import app\n    return app\n")
+    assert imported_modules(module, {"cnncli.cli.app"}) == {"cnncli.cli.app"}
+    assert layer("cnncli.cli.app") > layer("cnncli.nn.model") > layer("cnncli.errors")
+
+
+def test_every_name_registered_as_a_string_points_at_something_that_exists():
+    """Registries on a lower floor name their entries as "module:attr" strings (cnncli.names):
+    each must import and resolve, or a recipe naming it would fail only when training starts."""
+    from cnncli.names import OPTIMIZERS, SCHEDULES
+
+    for registry in (OPTIMIZERS, SCHEDULES, MODALITIES):
+        assert all(callable(entry) for _, entry in registry.items())
+
+
 def test_files_and_functions_stay_short():
     long_files = [f"{path.name}: {count}" for path in PACKAGE.rglob("*.py")
                   if (count := len(path.read_text().splitlines())) > 400]
@@ -261,7 +309,7 @@ def test_an_unknown_name_on_the_command_line_lists_the_known_ones(override, mess
 
 
 def test_an_unknown_tokenizer_in_a_recipe_is_refused_when_it_is_read(tmp_path):
-    from cnncli.config import load_config
+    from cnncli.recipe.config import load_config
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("data: {modality: text, text: {tokenizer: sentencepiece}}\nmodel: {blocks: [flatten]}\n")

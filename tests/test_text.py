@@ -14,23 +14,24 @@ import pytest
 import torch
 from conftest import REPO
 
-from cnncli.bundle import load_bundle, read_info
-from cnncli.config import DataConfig, load_config
+from cnncli.bundle.io import load_bundle, read_info
 from cnncli.data.sample import Sample
+from cnncli.data.schema import DataConfig
 from cnncli.data.sources import read_source
 from cnncli.data.split import load_splits
 from cnncli.errors import CnncliError
-from cnncli.evaluate import evaluate
-from cnncli.explain import explain_input
 from cnncli.modalities.text import TextAugment, TextModality, TextOptions
 from cnncli.modalities.text.saliency import token_saliency
 from cnncli.modalities.text.subwords import MAX_PER_TOKEN, char_ngrams, subword_ids
 from cnncli.modalities.text.tokenize import tokenize
 from cnncli.modalities.text.vectors import detect_format, load_vectors
 from cnncli.modalities.text.vocabulary import PAD_ID, UNK_ID, Vocabulary
-from cnncli.model import network_for
-from cnncli.predict import predict
-from cnncli.train import train
+from cnncli.nn.model import network_for
+from cnncli.recipe.config import load_config
+from cnncli.training.train import train
+from cnncli.verbs.evaluate import evaluate
+from cnncli.verbs.explain import explain_input
+from cnncli.verbs.predict import predict
 
 KIM_BLOCKS = [
     {"parallel": [[{"conv": {"channels": 4, "kernel": [k, "full"]}}, {"pool": {"type": "max", "size": "global"}}]

@@ -8,18 +8,19 @@ import pytest
 import torch
 from conftest import REPO
 
-from cnncli.bundle import load_bundle, read_info, read_resume_state
-from cnncli.config import DataConfig, config_to_dict, load_config
+from cnncli.bundle.io import load_bundle, read_info, read_resume_state
 from cnncli.data.sample import Sample
+from cnncli.data.schema import DataConfig
 from cnncli.data.sources import ReadReport, detect_encoding, read_source
 from cnncli.errors import CnncliError
 from cnncli.modalities.text import TextModality, TextOptions
 from cnncli.modalities.text.modality import length_from_data
 from cnncli.modalities.text.options import GENERAL_RECIPE, REGULARISATION_GRID
-from cnncli.predict import predict
-from cnncli.progress import Progress
-from cnncli.recipes import recipe_source
-from cnncli.train import train
+from cnncli.recipe.config import config_to_dict, load_config
+from cnncli.recipe.defaults import recipe_source
+from cnncli.runtime.progress import Progress
+from cnncli.training.train import train
+from cnncli.verbs.predict import predict
 
 TINY = ["train.epochs=2", "data.text.embedding_dim=8", "train.ensemble=2", "train.early_stopping=null",
         "model.blocks.1.parallel.0.0.conv.channels=4", "model.blocks.1.parallel.1.0.conv.channels=4",

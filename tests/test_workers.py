@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cnncli.errors import CnncliError
-from cnncli.workers import ordered_map
+from cnncli.runtime.workers import ordered_map
 
 
 def where_and_how(chunk: list[int]) -> tuple[list[int], int, int]:

@@ -13,12 +13,12 @@ resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 import hostile  # noqa: E402 - after the limit: what these imports map counts too
 
-from cnncli.bundle import load_bundle  # noqa: E402
-from cnncli.config import load_config  # noqa: E402
+from cnncli.bundle.io import load_bundle  # noqa: E402
 from cnncli.errors import CnncliError  # noqa: E402
 from cnncli.modalities import modality_class  # noqa: E402
-from cnncli.predict import predict  # noqa: E402
-from cnncli.train import check_size  # noqa: E402
+from cnncli.recipe.config import load_config  # noqa: E402
+from cnncli.training.train import check_size  # noqa: E402
+from cnncli.verbs.predict import predict  # noqa: E402
 
 folder, recipes, bundles = (Path(argument) for argument in sys.argv[2:5])
 fixtures = hostile.REPO / "tests" / "fixtures" / "bundles-v1"

@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnncli.config import DataConfig
 from cnncli.data.sample import Sample
+from cnncli.data.schema import DataConfig
 from cnncli.errors import CnncliError
-from cnncli.jsontext import loads
+from cnncli.files.jsontext import loads
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
 IDX_PATTERN = re.compile(r"idx\d-ubyte(\.gz)?$")

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
-from cnncli.config import Config
 from cnncli.data.sample import Sample
 from cnncli.data.sources import ReadReport, read_sources
 from cnncli.errors import CnncliError
@@ -41,7 +40,7 @@ class Splits:
     notes: list[str] = field(default_factory=list)  # what reading found: encodings detected, lines skipped
 
 
-def load_splits(config: Config, modality: Any) -> Splits:
+def load_splits(config: Any, modality: Any) -> Splits:
     """Read the recipe's sources for `modality` (its class or an instance; see read_sources) and
     split them; labels are those of the training part."""
     data, rule = config.data, config.data.split

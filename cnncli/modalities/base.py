@@ -28,10 +28,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from cnncli.blocks import output_shape
 from cnncli.data.sample import Sample
 from cnncli.data.sources import expand_paths
 from cnncli.errors import CnncliError
+from cnncli.nn.blocks import output_shape
 
 
 @dataclass
@@ -111,7 +111,7 @@ class Modality(ABC):
     # Inputs per forward pass when `predict` runs on a CPU and the user did not choose: the size
     # whose activations stay in the CPU's caches for this modality's networks.
     inference_batch_size: ClassVar[int] = 64
-    # The backbone `cnncli train DATA_FOLDER` uses (None: the small CNN of cnncli.recipes), and
+    # The backbone `cnncli train DATA_FOLDER` uses (None: the small CNN of cnncli.recipe.defaults), and
     # the `data.<name>` options it sets there.
     default_blocks: ClassVar[list | None] = None
     default_options: ClassVar[dict] = {}
@@ -193,7 +193,7 @@ class Modality(ABC):
 
     def use_cache(self, folder: Path | None) -> None:
         """Where this modality may keep what it can recompute (audio features), chosen by the user
-        for this run (cnncli.cache), never by a recipe or a bundle; None: nowhere. Default: it
+        for this run (cnncli.files.cache), never by a recipe or a bundle; None: nowhere. Default: it
         keeps nothing."""
 
     @abstractmethod
@@ -345,7 +345,7 @@ class Modality(ABC):
     def draw_heatmap(self, sample: Sample, heat: torch.Tensor, network: nn.Module, caption: str) -> bytes:
         """PNG of a heat map (Grad-CAM: (H, W), 0..1, on the grid of the stem's output) over the
         sample as the network sees it. Default: over the stem's output, averaged over channels."""
-        from cnncli.plots import heatmap_png
+        from cnncli.output.plots import heatmap_png
 
         return heatmap_png(stem_picture(network, self.encode(sample)).mean(0), heat, caption)
 

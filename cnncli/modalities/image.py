@@ -229,13 +229,13 @@ class ImageModality(Modality):
                 "normalization": "inside the graph: (pixels / 255 - mean) / std per channel"}
 
     def draw(self, sample: Sample, path: Path, network: nn.Module | None = None) -> None:
-        from cnncli.plots import save_image
+        from cnncli.output.plots import save_image
 
         save_image(self.encode(sample), path, title=Path(sample.locator).name)
 
     def draw_heatmap(self, sample: Sample, heat: torch.Tensor, network: nn.Module, caption: str) -> bytes:
         """The image's own pixels (colour kept) with the heat map over them."""
-        from cnncli.plots import figure_png, overlay_heat, plt
+        from cnncli.output.plots import figure_png, overlay_heat, plt
 
         figure, axis = plt.subplots(figsize=(4.5, 4.5))
         self._show(axis, self.encode(sample))

@@ -17,7 +17,7 @@ import typer
 import yaml
 
 from cnncli.errors import CnncliError
-from cnncli.jsontext import dumps
+from cnncli.files.jsontext import dumps
 from cnncli.output.rows import Layout, write_predictions
 from cnncli.output.tables import TABLES
 from cnncli.registry import Registry

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnncli.atomic import write_file
+from cnncli.files.atomic import write_file
 from cnncli.output import wrote
 from cnncli.output.html import document, picture, section, table, text
 from cnncli.output.tables import SHORT_TYPES, block_rows
@@ -134,7 +134,7 @@ def _layer_table(summary: dict) -> str:
 
 
 def _temperature(metrics: dict) -> str:
-    """What calibration did, where the bundle has a temperature (cnncli.calibration)."""
+    """What calibration did, where the bundle has a temperature (cnncli.nn.calibration)."""
     fitted = metrics.get("calibration") or {}
     if not fitted.get("fitted_on"):
         return ""

@@ -24,8 +24,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cnncli.atomic import open_file
-from cnncli.jsontext import dumps
+from cnncli.files.atomic import open_file
+from cnncli.files.jsontext import dumps
 
 PREDICTED = ("label", "score", "top", "error")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run (OWASP's CSV injection list)

@@ -1,11 +1,11 @@
-"""Computed features kept in the user's cache folder (cnncli.cache), so a recording is decoded and
+"""Computed features kept in the user's cache folder (cnncli.files.cache), so a recording is decoded and
 transformed once per parameter set.
 
 Key = sha256 of the file's bytes and of the feature parameters as JSON: a renamed or copied file
 hits the cache, an edited file or a changed parameter misses it. Entries are .npy files under
 CACHE/audio/ (read with allow_pickle=False, so a cache can never run code), written atomically
-(cnncli.atomic) so a crash or a concurrent run never leaves half an entry; the folder's size cap
-and pruning are cnncli.cache's.
+(cnncli.files.atomic) so a crash or a concurrent run never leaves half an entry; the folder's size cap
+and pruning are cnncli.files.cache's.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnncli.atomic import write_file
-from cnncli.cache import entry_path, note_written, touch
+from cnncli.files.atomic import write_file
+from cnncli.files.cache import entry_path, note_written, touch
 
 KIND = "audio"
 

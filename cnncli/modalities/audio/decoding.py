@@ -22,8 +22,8 @@ import torch
 import torchaudio.functional as audio_functional
 
 from cnncli.errors import CnncliError
+from cnncli.files.reading import read_limited
 from cnncli.limits import AUDIO_RATES, MAX_AUDIO_SECONDS, MAX_AUDIO_VALUES
-from cnncli.reading import read_limited
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 

@@ -40,7 +40,7 @@ def spectrogram_axis(axis, picture: np.ndarray, options: AudioOptions, ticks: bo
 
 def spectrogram_png(picture: np.ndarray, options: AudioOptions, title: str, normalised: bool) -> bytes:
     """The picture the first convolution reads, with a colour bar in its unit."""
-    from cnncli.plots import figure_png, plt
+    from cnncli.output.plots import figure_png, plt
 
     figure, axis = plt.subplots(figsize=(7, 3.6))
     image, _ = spectrogram_axis(axis, picture, options)
@@ -52,7 +52,7 @@ def spectrogram_png(picture: np.ndarray, options: AudioOptions, title: str, norm
 
 def heatmap_png(picture: np.ndarray, heat: torch.Tensor, options: AudioOptions, caption: str) -> bytes:
     """A heat map (bands x frames) over the picture, on the same time and frequency axes."""
-    from cnncli.plots import figure_png, overlay_heat, plt
+    from cnncli.output.plots import figure_png, overlay_heat, plt
 
     figure, axis = plt.subplots(figsize=(7, 3.6))
     _, extent = spectrogram_axis(axis, picture, options)

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnncli.atomic import write_file
 from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
+from cnncli.files.atomic import write_file
 from cnncli.modalities.audio.augment import (
     BackgroundNoise,
     augment_spectrograms,
@@ -31,18 +31,9 @@ from cnncli.modalities.audio.augment import (
     spectrograms_of,
     waveform_augmenting,
 )
-from cnncli.modalities.audio.background import (
-    BACKGROUND_LABEL,
-    background_samples,
-    synthesise_background,
-)
+from cnncli.modalities.audio.background import BACKGROUND_LABEL, background_samples, synthesise_background
 from cnncli.modalities.audio.cache import FeatureCache
-from cnncli.modalities.audio.decoding import (
-    AUDIO_EXTENSIONS,
-    decode,
-    read_bytes,
-    recording_facts,
-)
+from cnncli.modalities.audio.decoding import AUDIO_EXTENSIONS, decode, read_bytes, recording_facts
 from cnncli.modalities.audio.drawing import heatmap_png, spectrogram_png, thumbnail
 from cnncli.modalities.audio.events import find_events
 from cnncli.modalities.audio.features import (
@@ -55,12 +46,7 @@ from cnncli.modalities.audio.features import (
     target_length,
     too_loud,
 )
-from cnncli.modalities.audio.options import (
-    AudioAugment,
-    AudioOptions,
-    augment_problems,
-    option_problems,
-)
+from cnncli.modalities.audio.options import AudioAugment, AudioOptions, augment_problems, option_problems
 from cnncli.modalities.audio.stem import BandNormalize, WaveformStem
 from cnncli.modalities.audio.windows import sliding_windows
 from cnncli.modalities.base import Encoded, Modality, ProgressCallback, finite_only, state_numbers, stem_picture

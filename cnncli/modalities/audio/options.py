@@ -34,7 +34,7 @@ class AudioOptions:
     # not part of the sound, and left in it lights the lowest band and clicks where padding begins
     remove_dc: bool = True
     normalize: bool = True  # per-band mean/std fitted on the training split
-    # (`cache`, the feature cache folder, was a key here; the folder is now the user's: cnncli.cache)
+    # (`cache`, the feature cache folder, was a key here; the folder is now the user's: cnncli.files.cache)
     # `predict --segment`: how the sounds of a long recording are found (see audio/events.py)
     event_threshold_db: float = 10.0  # a sound stands this many dB above the recording's noise floor
     event_min_gap: float = 0.3  # seconds: sounds separated by a shorter pause are one sound

@@ -15,7 +15,7 @@ def tokens_png(tokens: list[str], ids: torch.Tensor, stem: nn.Module | None, sco
                score_title: str = "") -> bytes:
     """PNG: the sentence's embedding matrix (rows = tokens) and, given `scores`, one bar per
     token beside it (red pushes towards the class, blue away)."""
-    from cnncli.plots import figure_png, plt
+    from cnncli.output.plots import figure_png, plt
 
     tokens = tokens or ["(empty)"]
     panels = 1 + (scores is not None)

@@ -23,10 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnncli.atomic import write_file
 from cnncli.data.sample import Sample
 from cnncli.data.sources import ENCODING_HINT, list_files, read_lines
 from cnncli.errors import CnncliError
+from cnncli.files.atomic import write_file
+from cnncli.files.reading import is_text_encoding
 from cnncli.modalities.base import Modality
 from cnncli.modalities.text.augment import crop_spans, hide_words
 from cnncli.modalities.text.drawing import tokens_png, words_thumbnail
@@ -48,8 +49,7 @@ from cnncli.modalities.text.subwords import MAX_PER_TOKEN, subword_ids
 from cnncli.modalities.text.tokenize import tokenize
 from cnncli.modalities.text.vectors import load_vectors
 from cnncli.modalities.text.vocabulary import PAD_ID, UNK_ID, Vocabulary
-from cnncli.model import padding_margin
-from cnncli.ranges import is_text_encoding
+from cnncli.nn.model import padding_margin
 
 TEXT_EXTENSIONS = (".txt",)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnncli.model import members_of
+from cnncli.nn.model import members_of
 
 
 def token_saliency(network: nn.Module, ids: torch.Tensor) -> list[float]:

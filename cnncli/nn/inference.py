@@ -1,0 +1,125 @@
+"""The network as prediction runs it: folded, laid out for the CPU, batched by the modality.
+
+`for_inference` returns a copy of a trained network that computes the same outputs (up to float
+rounding, about 1e-7) faster: each batch norm is folded into the convolution or linear layer
+before it (one pass over the activations instead of three), ReLUs overwrite the fresh results
+they read instead of allocating new ones, and on the CPU the 2-d convolutions use the
+channels-last layout, oneDNN's fast path (about twice as fast on 28x28 digits and 40-band
+spectrograms, measured one thread at a time), and a global max pool is one `amax` (the same
+values, about three times as fast as AdaptiveMaxPool2d on Kim's text maps; training keeps the
+pool, whose gradient goes to one maximum where amax would share it among ties), and a max pool
+whose windows tile the map is elementwise maxima of strided views (max_pool2d on the CPU also
+records where each maximum was; three times the cost). The copy is only ever run, never trained.
+
+`network_outputs` runs it without autograd bookkeeping (torch.inference_mode) over batches the
+modality cuts (text groups sentences of similar length and drops the padding no filter reaches).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+from cnncli.nn.calibration import scaled_probabilities
+from cnncli.nn.layers import pair
+
+
+def for_inference(network: nn.Module, device: torch.device) -> nn.Module:
+    """A faster copy of `network` for prediction only (see the module's docstring)."""
+    fast = copy.deepcopy(network).eval()
+    for module in list(fast.modules()):
+        if isinstance(module, nn.Sequential):
+            _fold_batch_norms(module)
+        for name, child in module.named_children():
+            if isinstance(child, nn.AdaptiveMaxPool2d) and child.output_size in (1, (1, 1)) \
+                    and not child.return_indices:
+                module._modules[name] = GlobalMax()
+            elif isinstance(child, nn.MaxPool2d) and _tiles(child):
+                module._modules[name] = TiledMax(pair(child.kernel_size))
+    fast.to(device)
+    if device.type == "cpu":
+        for module in fast.modules():
+            if type(module) is nn.Conv2d:  # not FullWidthConv2d, which runs as a 1-d convolution
+                module.to(memory_format=torch.channels_last)
+    return fast
+
+
+class GlobalMax(nn.Module):
+    """The largest value of each (N, C) map, shaped (N, C, 1, 1): AdaptiveMaxPool2d(1)'s output."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.amax(dim=(2, 3), keepdim=True)
+
+
+def _tiles(pool: nn.MaxPool2d) -> bool:
+    """Whether the pool's windows tile its input: stride = kernel, no padding, dilation or ceil."""
+    return (pair(pool.stride) == pair(pool.kernel_size) and pair(pool.padding) == (0, 0)
+            and pair(pool.dilation) == (1, 1) and not pool.ceil_mode and not pool.return_indices)
+
+
+class TiledMax(nn.Module):
+    """MaxPool2d with stride = kernel: the elementwise largest of the kernel's strided views, one
+    axis at a time (for 2 x 2, two `maximum` calls). The same values as max_pool2d, which on the CPU
+    also works out where each maximum was: three times as fast on FSDD's maps."""
+
+    def __init__(self, kernel: tuple[int, int]):
+        super().__init__()
+        self.kernel = kernel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        high, wide = self.kernel
+        x = x[..., :x.shape[-2] // high * high, :x.shape[-1] // wide * wide]
+        rows = x[..., 0::high, :]
+        for offset in range(1, high):
+            rows = torch.maximum(rows, x[..., offset::high, :])
+        out = rows[..., 0::wide]
+        for offset in range(1, wide):
+            out = torch.maximum(out, rows[..., offset::wide])
+        return out
+
+
+def _fold_batch_norms(sequence: nn.Sequential) -> None:
+    """Fold each batch norm into the convolution or linear layer right before it, and let a ReLU
+    that reads a fresh result of such a layer overwrite it (no new tensor per call)."""
+    names = list(sequence._modules)
+    for first, second in zip(names, names[1:]):
+        layer, norm = sequence._modules[first], sequence._modules[second]
+        if not isinstance(norm, (nn.BatchNorm1d, nn.BatchNorm2d)) or norm.running_mean is None:
+            continue
+        if isinstance(layer, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+            sequence._modules[first] = fuse_conv_bn_eval(layer, norm)
+        elif isinstance(layer, nn.Linear) and isinstance(norm, nn.BatchNorm1d):
+            sequence._modules[first] = fuse_linear_bn_eval(layer, norm)
+        else:
+            continue
+        sequence._modules[second] = nn.Identity()
+    fresh = False  # whether the tensor flowing here was made by the module before (nobody else holds it)
+    for module in sequence.children():
+        if isinstance(module, nn.ReLU) and fresh:
+            module.inplace = True
+        elif not isinstance(module, nn.Identity):
+            fresh = isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d))
+
+
+def network_outputs(network: nn.Module, modality: Any, encoded: torch.Tensor, batch_size: int,
+                    device: torch.device) -> torch.Tensor:
+    """Raw outputs (logits; an ensemble's log averaged probabilities) for encoded rows, in their
+    order, on the CPU."""
+    outputs: torch.Tensor | None = None
+    with torch.inference_mode():
+        for positions, batch in modality.inference_batches(encoded, batch_size):
+            result = network(batch.to(device)).float().cpu()
+            if outputs is None:
+                outputs = torch.empty((len(encoded), result.shape[1]))
+            outputs[positions] = result
+    return outputs if outputs is not None else torch.empty((0, 0))
+
+
+def probabilities(network: nn.Module, modality: Any, encoded: torch.Tensor, batch_size: int,
+                  device: torch.device, temperature: float = 1.0) -> torch.Tensor:
+    """Class probabilities softmax(outputs / temperature) for encoded rows, in their order."""
+    return scaled_probabilities(network_outputs(network, modality, encoded, batch_size, device), temperature)

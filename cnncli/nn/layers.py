@@ -1,0 +1,239 @@
+"""What a network is made of: the layer table that `inspect` prints and training counts FLOPs from.
+
+The layer table lists, for every layer: type, kernel/stride/padding, output shape, parameters,
+connections and receptive field. Connections are counted as LeCun et al. (1998) do: for each
+output value, the inputs it is wired to plus its bias (LeNet-5's C1: 156 parameters, 28 x 28 x
+156 = 122,304 connections); pooling counts its window, batch norm one per value, activations none.
+The receptive field is the input window (height x width) that one output value depends on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+from torch import nn
+
+from cnncli.nn.blocks import Parallel, output_shape
+from cnncli.nn.model import members_of
+
+
+def layer_table(network: nn.Module, input_shape: tuple[int, ...], input_description: str = "") -> dict:
+    """Rows describing every leaf layer of `network`, and totals; of the first member for an ensemble."""
+    members = members_of(network)
+    network = members[0]
+    shapes = _leaf_output_shapes(network, input_shape)
+    stem_shape = output_shape(network.stem, input_shape, dtype=network.input_dtype)
+    rows = [{"name": "input", "type": "input", "detail": input_description,
+             "output_shape": list(input_shape), "parameters": 0, "connections": 0, "receptive_field": "1x1"}]
+    stem_parameters = sum(p.numel() for p in network.stem.parameters())
+    rows.append({"name": "stem", "type": type(network.stem).__name__, "detail": "",
+                 "output_shape": list(stem_shape), "parameters": stem_parameters, "connections": 0,
+                 "receptive_field": "1x1"})
+    field = _Field(stem_shape)
+    _walk(network.backbone, "", field, shapes, rows, stem_shape)
+    _walk(network.classifier, "classifier", field, shapes, rows, None)
+    trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in network.parameters())
+    return {
+        "layers": rows,
+        "total_parameters": total,
+        "trainable_parameters": trainable,
+        "total_connections": sum(row["connections"] for row in rows),
+        "members": len(members),
+    }
+
+
+class _Field:
+    """Receptive field (rf) and jump (input pixels between neighbouring outputs), per axis."""
+
+    def __init__(self, shape):
+        self.input_size = tuple(shape[1:3]) if len(shape) == 3 else (1, 1)
+        self.rf, self.jump, self.whole = [1, 1], [1, 1], False
+
+    def copy(self):
+        other = _Field((0, *self.input_size))
+        other.rf, other.jump, other.whole = list(self.rf), list(self.jump), self.whole
+        return other
+
+    def step(self, kernel, stride):
+        for axis in range(2):
+            self.rf[axis] += (kernel[axis] - 1) * self.jump[axis]
+            self.jump[axis] *= stride[axis]
+
+    def text(self):
+        if self.whole:
+            return "all"
+        return "x".join(str(min(r, s)) for r, s in zip(self.rf, self.input_size))
+
+
+def _walk(module: nn.Module, prefix: str, field: _Field, shapes: dict, rows: list, in_shape) -> None:
+    if isinstance(module, Parallel):
+        results = []
+        for index, branch in enumerate(module.branches):
+            branch_field = field.copy()
+            _walk(branch, f"{prefix}.branch{index}", branch_field, shapes, rows, in_shape)
+            results.append(branch_field)
+        field.rf = [max(f.rf[a] for f in results) for a in range(2)]
+        field.jump = results[0].jump
+        field.whole = any(f.whole for f in results)
+        return
+    children = list(module.named_children())
+    if children:
+        for name, child in children:
+            _walk(child, f"{prefix}.{name}" if prefix else name, field, shapes, rows, in_shape)
+        return
+    out = shapes.get(id(module))
+    rows.append(_row(module, prefix, field, out))
+
+
+def _row(module: nn.Module, name: str, field: _Field, out) -> dict:
+    out = list(out) if out is not None else []
+    out_values = math.prod(out) if out else 0
+    parameters = sum(p.numel() for p in module.parameters())
+    detail, connections = "", 0
+    if isinstance(module, nn.Conv2d):
+        kernel, stride, padding = module.kernel_size, module.stride, module.padding
+        detail = f"{module.in_channels}->{module.out_channels} k{_hw(kernel)} s{_hw(stride)} p{_hw(padding)}"
+        per_output = module.in_channels // module.groups * kernel[0] * kernel[1] + (module.bias is not None)
+        connections = out_values * per_output
+        field.step(kernel, stride)
+    elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+        kernel, stride = pair(module.kernel_size), pair(module.stride)
+        detail = f"{'max' if isinstance(module, nn.MaxPool2d) else 'avg'} k{_hw(kernel)} s{_hw(stride)}"
+        connections = out_values * kernel[0] * kernel[1]
+        field.step(kernel, stride)
+    elif isinstance(module, (nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d)):
+        detail = f"global {'max' if isinstance(module, nn.AdaptiveMaxPool2d) else 'avg'}"
+        connections = out_values * field.input_size[0] * field.input_size[1]  # upper bound: the whole map
+        field.whole = True
+    elif isinstance(module, nn.Linear):
+        detail = f"{module.in_features}->{module.out_features}"
+        connections = module.out_features * (module.in_features + (module.bias is not None))
+        field.whole = True
+    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        detail = f"{module.num_features} features"
+        connections = out_values
+    elif isinstance(module, nn.Dropout):
+        detail = f"p={module.p}"
+    elif isinstance(module, nn.ZeroPad2d):
+        left, right, top, bottom = module.padding
+        detail = f"top {top} bottom {bottom} left {left} right {right}"
+    return {"name": name, "type": type(module).__name__, "detail": detail, "output_shape": out,
+            "parameters": parameters, "connections": connections, "receptive_field": field.text()}
+
+
+def _leaf_output_shapes(network: nn.Module, input_shape) -> dict:
+    shapes, hooks = {}, []
+    for module in network.modules():
+        if not list(module.children()):
+            hooks.append(module.register_forward_hook(
+                lambda mod, args, out: shapes.__setitem__(id(mod), tuple(out.shape[1:]))))
+    try:
+        output_shape(network, input_shape, dtype=network.input_dtype)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return shapes
+
+
+def pair(value) -> tuple:
+    """A layer's kernel, stride, padding or dilation as (height, width), given one number or two."""
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _hw(value) -> str:
+    height, width = pair(value)
+    return str(height) if height == width else f"{height}x{width}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks by name, and where a layer's output cells sit on its input (for Grad-CAM)
+
+
+def named_blocks(backbone: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
+    """The backbone's blocks in the order they run, named as in the layer table (conv1, pool1,
+    parallel1.branch0.conv1, ...); a parallel block comes after the blocks of its branches."""
+    for name, child in backbone.named_children():
+        full = f"{prefix}.{name}" if prefix else name
+        if isinstance(child, Parallel):
+            for index, branch in enumerate(child.branches):
+                yield from named_blocks(branch, f"{full}.branch{index}")
+        yield full, child
+
+
+def named_layers(backbone: nn.Module) -> dict[str, nn.Module]:
+    """Every block and every leaf layer of the backbone by its layer-table name (conv2, conv2.conv)."""
+    layers = {}
+    for name, block in named_blocks(backbone):
+        layers[name] = block
+        if not isinstance(block, Parallel):
+            layers.update((f"{name}.{leaf}", module) for leaf, module in block.named_children())
+    return layers
+
+
+def is_convolution(module: nn.Module) -> bool:
+    """A convolution layer, or a block (conv + bn + act ...) that holds one."""
+    return isinstance(module, nn.Conv2d) or (
+        isinstance(module, nn.Sequential) and any(isinstance(child, nn.Conv2d) for child in module.children()))
+
+
+def cell_centres(backbone: nn.Module, name: str) -> tuple[list[float], list[float]] | None:
+    """(centre of output cell 0, distance between neighbouring cells), per axis (height, width),
+    in cells of the backbone's input, for layer `name`: cell (i, j) of its output is centred on
+    input position (first[0] + i * step[0], first[1] + j * step[1]). None when the layer's output
+    has been pooled over the whole input (its cells are not anywhere in particular). Where
+    parallel branches differ, a layer after them is placed as in the first branch."""
+    leaves, found = _leaves_until(backbone, "", name)
+    if not found:
+        raise KeyError(name)
+    first, step = [0.0, 0.0], [1.0, 1.0]
+    for leaf in leaves:
+        if isinstance(leaf, nn.ZeroPad2d):
+            left, _, top, _ = leaf.padding
+            first[0] -= top * step[0]
+            first[1] -= left * step[1]
+        elif isinstance(leaf, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            kernel, stride, padding = pair(leaf.kernel_size), pair(leaf.stride), pair(leaf.padding)
+            dilation = pair(getattr(leaf, "dilation", 1))
+            for axis in range(2):
+                first[axis] += ((kernel[axis] - 1) * dilation[axis] / 2 - padding[axis]) * step[axis]
+                step[axis] *= stride[axis]
+        elif isinstance(leaf, (nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Linear)):
+            return None
+    return first, step
+
+
+def _leaves_until(module: nn.Module, prefix: str, target: str) -> tuple[list[nn.Module], bool]:
+    """The leaf layers that run from the backbone's input up to the end of layer `target`, and
+    whether `target` was reached; of a parallel block, only the branch on the way."""
+    if prefix == target:
+        return list(_run_leaves(module)), True
+    if isinstance(module, Parallel):
+        for index, branch in enumerate(module.branches):
+            leaves, found = _leaves_until(branch, f"{prefix}.branch{index}", target)
+            if found:
+                return leaves, True
+        return list(_run_leaves(module)), False
+    children = list(module.named_children())
+    if not children:
+        return [module], False
+    collected = []
+    for name, child in children:
+        leaves, found = _leaves_until(child, f"{prefix}.{name}" if prefix else name, target)
+        collected += leaves
+        if found:
+            return collected, True
+    return collected, False
+
+
+def _run_leaves(module: nn.Module) -> Iterator[nn.Module]:
+    """Leaf layers in run order; of a parallel block, those of its first branch."""
+    if isinstance(module, Parallel):
+        yield from _run_leaves(module.branches[0])
+        return
+    children = list(module.children())
+    if not children:
+        yield module
+    for child in children:
+        yield from _run_leaves(child)
