@@ -87,7 +87,7 @@ def test_segment_adapts_to_the_sounds_of_each_recording(tmp_path):
     plain = list(predict(audio, paths, segment=True, top_k=2))
     assert [(r.input, r.start, r.end) for r in rows] == [(r.input, r.start, r.end) for r in plain]
     for path in paths:
-        sounds = torch.cat([batch for _, batch in audio.modality.encode_events(path)])
+        sounds = torch.cat([batch for _, batch in audio.modality.spans(path)])
         network = for_inference(adapted_to(audio.network, audio.modality, sounds, CPU), CPU)
         expected = network_outputs(network, audio.modality, sounds, 64, CPU).softmax(1)
         assert [r.score for r in rows if r.input == path] == pytest.approx(expected.max(1).values.tolist(), abs=2e-6)

@@ -218,7 +218,7 @@ def test_windows_over_a_long_recording_have_the_expected_spans_and_match_encode(
     signal = np.concatenate([tone(300 + 100 * k, 1.0, rate) for k in range(10)])  # 10 s, a new tone each second
     soundfile.write(path, signal, rate, subtype="FLOAT")
     modality = AudioModality(options(sample_rate=16000, duration=1.0))
-    chunks = list(modality.encode_windows(str(path), window=1.0, hop=0.5, batch_size=8))
+    chunks = list(modality.spans(str(path), batch_size=8, window=(1.0, 0.5)))
     assert [len(spans) for spans, _ in chunks] == [8, 8, 3]
     spans = [span for chunk_spans, _ in chunks for span in chunk_spans]
     assert spans == [(0.5 * k, 0.5 * k + 1.0) for k in range(19)]
@@ -233,7 +233,7 @@ def test_windows_over_a_long_recording_have_the_expected_spans_and_match_encode(
 def test_a_recording_shorter_than_the_window_is_one_window(tmp_path: Path):
     path = tmp_path / "short.wav"
     soundfile.write(path, tone(440, 0.3, 8000), 8000)
-    chunks = list(AudioModality(options()).encode_windows(str(path), window=1.0, hop=0.5))
+    chunks = list(AudioModality(options()).spans(str(path), window=(1.0, 0.5)))
     assert len(chunks) == 1 and chunks[0][0] == [(0.0, 0.3)] and chunks[0][1].shape[0] == 1
 
 
@@ -241,7 +241,7 @@ def test_windows_of_an_unreadable_file_name_it(tmp_path: Path):
     path = tmp_path / "broken.wav"
     path.write_text("not audio")
     with pytest.raises(CnncliError, match="broken.wav"):
-        list(AudioModality(options()).encode_windows(str(path), 1.0, 0.5))
+        list(AudioModality(options()).spans(str(path), window=(1.0, 0.5)))
 
 
 def test_draw_writes_a_png_of_the_spectrogram(tmp_path: Path):
@@ -273,7 +273,7 @@ def test_quickstart_trains_and_predicts_windows(tmp_path: Path):
     assert outcome.metrics["test"]["n"] == 20 and outcome.metrics["val"]["n"] == 10
     bundle = load_bundle(tmp_path / "bundle")
     assert isinstance(bundle.modality, AudioModality) and bundle.modality.mean != [0.0] * 40
-    spans, batch = next(bundle.modality.encode_windows(str(sorted(SAMPLE_AUDIO.glob("*.wav"))[0]), 0.5, 0.25))
+    spans, batch = next(bundle.modality.spans(str(sorted(SAMPLE_AUDIO.glob("*.wav"))[0]), window=(0.5, 0.25)))
     with torch.no_grad():
         assert bundle.network.eval()(batch).shape == (len(spans), 10)
 

@@ -47,7 +47,7 @@ def test_an_offset_leaves_the_picture_as_it_was(tmp_path: Path):
 def test_an_offset_leaves_the_windows_of_a_long_recording_as_they_were(tmp_path: Path):
     modality = AudioModality(options())
     clean, offset = word(tmp_path / "clean.wav"), word(tmp_path / "offset.wav", OFFSET)
-    windows = [modality.featurize(torch.cat([batch for _, batch in modality.encode_windows(str(path), 0.25, 0.1)]))
+    windows = [modality.featurize(torch.cat([batch for _, batch in modality.spans(str(path), window=(0.25, 0.1))]))
                for path in (clean, offset)]
     assert windows[0].shape == windows[1].shape and (windows[0] - windows[1]).abs().max() < 0.05
 
@@ -62,7 +62,7 @@ def test_segment_finds_the_same_sounds_under_an_offset(tmp_path: Path):
 
     def events(path: Path, **changes) -> tuple[list, torch.Tensor]:
         modality = AudioModality(options(**changes))
-        found = list(modality.encode_events(str(path)))
+        found = list(modality.spans(str(path)))
         pictures = [modality.featurize(batch) for _, batch in found]
         return [span for spans, _ in found for span in spans], torch.cat(pictures) if pictures else None
 

@@ -42,7 +42,7 @@ def options(**changes) -> AudioOptions:
 
 
 def events(path: Path, **changes) -> list[tuple[float, float]]:
-    return [span for spans, _ in AudioModality(options(**changes)).encode_events(str(path)) for span in spans]
+    return [span for spans, _ in AudioModality(options(**changes)).spans(str(path)) for span in spans]
 
 
 @pytest.mark.parametrize("rate, channels, tone_dbfs", [(44100, 2, -20.0), (8000, 1, -36.0), (16000, 1, -30.0)])
@@ -76,7 +76,7 @@ def test_a_higher_threshold_keeps_only_the_louder_sounds(tmp_path: Path):
 def test_each_event_is_encoded_as_a_file_holding_that_stretch(tmp_path: Path):
     path = recording(tmp_path / "long.wav", 16000)
     modality = AudioModality(options())
-    chunks = list(modality.encode_events(str(path)))
+    chunks = list(modality.spans(str(path)))
     spans, batch = [span for part, _ in chunks for span in part], torch.cat([part for _, part in chunks])
     signal, rate = soundfile.read(path, dtype="float32")
     start, end = spans[2]

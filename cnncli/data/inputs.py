@@ -21,9 +21,9 @@ from cnncli.data.sample import Sample
 from cnncli.data.sources import json_row
 from cnncli.errors import CnncliError
 
-# Column names a manifest's inputs are found under when the bundle's own names are not there.
+# Column names a manifest's paths are found under when the bundle's own name is not there (its
+# text: by the modality's own names, Modality.content_columns, as in training).
 PATH_COLUMNS = ("path", "file", "filename", "filepath", "file_path", "image", "audio", "recording")
-TEXT_COLUMNS = ("text", "sentence", "sentences", "review", "content", "utterance")
 
 
 @dataclass
@@ -115,7 +115,7 @@ def _input_column(manifest: Path, columns: list[str], modality: Any, data: Any) 
     lowered = {column.lower(): column for column in columns}
     candidates = []
     if modality.text_samples:
-        candidates += [(data.text_column, True)] + [(name, True) for name in TEXT_COLUMNS]
+        candidates += [(data.text_column, True)] + [(name, True) for name in modality.content_columns]
     candidates += [(data.path_column, False)] + [(name, False) for name in PATH_COLUMNS]
     for name, is_text in candidates:
         if name in columns:

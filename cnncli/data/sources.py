@@ -41,9 +41,8 @@ from cnncli.files.jsontext import loads
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
 IDX_PATTERN = re.compile(r"idx\d-ubyte(\.gz)?$")
 AUTO_ENCODING = "auto"
-# Column names a manifest's text and label are found by when the recipe's names are absent.
-TEXT_COLUMNS = ("text", "sentence", "question", "review", "content", "body", "document", "comment", "utterance",
-                "tweet", "query", "message")
+# Column names a manifest's label is found by when the recipe's name is absent (its text: by the
+# modality's own names, Modality.content_columns).
 LABEL_COLUMNS = ("label", "class", "category", "target", "sentiment", "intent", "type", "labels", "y")
 
 
@@ -114,7 +113,7 @@ def read_source(path: Path, data: DataConfig, modality: Any, report: ReadReport 
         return read_idx(path)
     lines = read_numbered_lines(path, data.encoding, report)
     if kind == "manifest":
-        return read_manifest(path, data, modality.text_samples, report, lines)
+        return read_manifest(path, data, modality, report, lines)
     if kind == "lines":
         label = label_from_name(path.name, _label_regex(data)) if data.label_regex else None
         return [Sample(f"{path}:{number}", label, text, n) for n, (number, text) in enumerate(lines)]
@@ -206,21 +205,22 @@ def read_labelled_files(root: Path, extensions: Sequence[str], pattern: re.Patte
     return [Sample(str(path), label_from_name(path.name, pattern), None, n) for n, path in enumerate(files)]
 
 
-def read_manifest(path: Path, data: DataConfig, text_samples: bool = False, report: ReadReport | None = None,
+def read_manifest(path: Path, data: DataConfig, modality: Any, report: ReadReport | None = None,
                   lines: list[tuple[int, str]] | None = None) -> list[Sample]:
-    """A CSV/TSV/JSONL table: text rows (a text column) or file rows (a path column). Columns the
-    recipe does not name are found by name (TEXT_COLUMNS, LABEL_COLUMNS); a row with a label and
-    no text is skipped and reported."""
+    """A CSV/TSV/JSONL table: text rows (a text column, for a modality with `text_samples`) or
+    file rows (a path column). Columns the recipe does not name are found by name (the modality's
+    `content_columns`, LABEL_COLUMNS); a row with a label and no text is skipped and reported."""
     report = report if report is not None else ReadReport()
     rows = list(_manifest_rows(path, lines if lines is not None else read_numbered_lines(path, data.encoding, report)))
     if not rows:
         raise CnncliError(f"{path}: the manifest has no rows")
     columns = list(rows[0][1])
-    text_column = _column(columns, data.text_column, TEXT_COLUMNS, "text_column", report) if text_samples else None
+    text_column = _column(columns, data.text_column, modality.content_columns, "text_column", report) \
+        if modality.text_samples else None
     text_mode = text_column is not None
     content_column = text_column if text_mode else data.path_column
     label_column = _column(columns, data.label_column, LABEL_COLUMNS, "label_column", report)
-    for column, key in ((content_column, "data.text_column" if text_samples else "data.path_column"),
+    for column, key in ((content_column, "data.text_column" if modality.text_samples else "data.path_column"),
                         (label_column, "data.label_column")):
         if column not in columns:
             raise CnncliError(f"{path}: no column {column!r} (columns: {', '.join(sorted(map(str, columns)))}); "

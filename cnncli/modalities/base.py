@@ -50,6 +50,8 @@ class Encoded:
 
 
 ProgressCallback = Callable[[int], None]  # called with the number of samples just finished
+Window = tuple[float, float]  # (seconds, hop seconds) of the windows slid over a long input
+SpanBatch = tuple[list[tuple[float, float]], torch.Tensor]  # ([(start_s, end_s), ...], encoded batch)
 
 
 def state_numbers(state: dict[str, Any], key: str, count: int) -> list[float]:
@@ -102,9 +104,12 @@ class Modality(ABC):
     options_before_recorded: ClassVar[dict[str, Any]] = {}
     # Whether a sample may be a line of text itself (a sentence) rather than a file to read.
     text_samples: ClassVar[bool] = False
-    # The label of a class that means "nothing here" (audio's background noise), if the modality
-    # may add one: `predict --segment` drops the events a network gives it.
-    background_label: ClassVar[str | None] = None
+    # Column names a manifest's samples themselves (not paths to them) are found under when the
+    # recipe's data.text_column is not there, for training and predict alike (text: sentences).
+    content_columns: ClassVar[tuple[str, ...]] = ()
+    # Whether `spans` finds by itself the parts of one long input that deserve a row each (audio:
+    # the sounds of a recording), for `predict --segment`.
+    finds_spans: ClassVar[bool] = False
     # Whether training may stream samples from their files, `encode` running in DataLoader worker
     # processes, when the encoded splits would not fit in memory (data.in_memory).
     can_stream: ClassVar[bool] = True
@@ -322,16 +327,20 @@ class Modality(ABC):
         for start in range(0, len(encoded), batch_size):
             yield slice(start, start + batch_size), encoded[start:start + batch_size]
 
-    def encode_windows(self, path: str, window: float, hop: float,
-                       batch_size: int = 64) -> Iterator[tuple[list[tuple[float, float]], torch.Tensor]]:
-        """([(start_s, end_s), ...], encoded batch) chunks of windows slid over one long input."""
-        raise CnncliError(f"--window: {self.name} inputs cannot be cut into windows (audio can)")
-
-    def encode_events(self, path: str,
-                      batch_size: int = 64) -> Iterator[tuple[list[tuple[float, float]], torch.Tensor]]:
-        """([(start_s, end_s), ...], encoded batch) chunks of the events found in one long input,
-        each encoded as a training sample is."""
+    def spans(self, locator: str, batch_size: int = 64, window: Window | None = None) -> Iterator[SpanBatch]:
+        """One long input cut into spans, each encoded as a training sample is and predicted as a
+        row of its own, as ([(start_s, end_s), ...], encoded batch) chunks of up to `batch_size`:
+        windows of `window` = (seconds, hop seconds) slid over it, or without a window the spans
+        the modality finds (`finds_spans`). Default: it cannot be cut."""
+        if window is not None:
+            raise CnncliError(f"--window: {self.name} inputs cannot be cut into windows (audio can)")
         raise CnncliError(f"--segment: {self.name} inputs cannot be cut into events (audio can)")
+
+    def keeps_found_span(self, label: str) -> bool:
+        """Whether a span found by `spans` (no window) that the network gives `label` is a row: a
+        class the modality adds in training to mean "nothing here" is not (audio: background).
+        Default: every span is."""
+        return True
 
     def draw(self, sample: Sample, path: Path, network: nn.Module | None = None) -> None:
         """Write a PNG of `sample` as the network sees it (for `inspect --input`); a modality may

@@ -1,5 +1,7 @@
 """What `cnncli train` accepts: a recipe file, or data (a folder, or a text manifest or labelled
-text file) that gets a sensible default recipe: the modality's general one when it has one."""
+text file) that gets a sensible default recipe: the modality's general one when it has one. A
+data file that is no folder belongs to the modality whose samples may be lines of text (the one
+that declares `text_samples`), found in the registry like any other."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from cnncli.data.sources import MANIFEST_SUFFIXES, TEXT_COLUMNS, read_lines
+from cnncli.data.sources import MANIFEST_SUFFIXES, read_lines
 from cnncli.errors import CnncliError
 from cnncli.modalities import MODALITIES
 
@@ -38,18 +40,29 @@ def recipe_source(argument: str) -> tuple[str | dict, str]:
     if not path.exists():
         raise CnncliError(f"{argument}: no such recipe or data folder")
     if path.suffix.lower() not in RECIPE_SUFFIXES and text_data_file(path):
-        return default_recipe(path, "text"), path.stem
+        return default_recipe(path, lines_modality()), path.stem
     return str(path), path.stem
+
+
+def lines_modality() -> str | None:
+    """The name of the first registered modality whose samples may be lines of text
+    (Modality.text_samples); None when no modality reads text."""
+    return next((name for name, modality in MODALITIES.items() if modality.text_samples), None)
 
 
 def text_data_file(path: Path) -> bool:
     """Whether a file given to `cnncli train` holds sentences rather than a recipe: a manifest
-    with a text column, or a file of lines that is not a YAML mapping (a recipe without .yaml)."""
+    with a text column (one of `lines_modality()`'s content columns), or a file of lines that is
+    not a YAML mapping (a recipe without .yaml)."""
+    name = lines_modality()
+    if name is None:
+        return False
+    modality = MODALITIES.get(name)
     suffix = path.suffix.lower()
     if suffix in MANIFEST_SUFFIXES:
         head = read_lines(path, "auto")[:1]
-        return bool(head) and any(name in head[0].lower() for name in TEXT_COLUMNS)
-    if suffix in _all_extensions() - set(MODALITIES.get("text").extensions):
+        return bool(head) and any(column in head[0].lower() for column in modality.content_columns)
+    if suffix in _all_extensions() - set(modality.extensions):
         return False  # an image or a recording: its own error follows
     try:
         with path.open(encoding="utf-8", errors="replace") as handle:

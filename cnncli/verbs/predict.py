@@ -7,8 +7,9 @@ or decode while this process runs the network (on a GPU), a few chunks in flight
 every core is busy and memory stays flat over any number of inputs (cnncli.runtime.workers). Rows come
 back in input order, and each equals the prediction of its input alone. Scores are the bundle's
 calibrated probabilities (its temperature, when training fitted one); with a threshold, a top
-score below it gives the label `unknown`. Long recordings can be cut into windows, or into the
-sounds found in them (audio: `segment`), a row per window or sound as they come.
+score below it gives the label `unknown`. A modality may cut one long input into spans (audio:
+windows slid over a recording, or with `segment` the sounds found in it), each span a row of its
+own (Modality.spans), as they come.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from cnncli.bundle.io import Bundle
 from cnncli.data.inputs import Inputs, Item, argument_inputs, line_inputs, manifest_inputs
 from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
-from cnncli.modalities.base import Modality
 from cnncli.nn.adaptation import MAX_ADAPT_INPUTS, adapted_to
 from cnncli.nn.inference import for_inference, probabilities
 from cnncli.output.rows import cell_text, escape_formula
@@ -47,7 +47,7 @@ class Prediction:
     score: float | None = None
     top: list[tuple[str, float]] = field(default_factory=list)
     error: str | None = None
-    start: float | None = None  # seconds, for a window of a long recording
+    start: float | None = None  # seconds, for a span of a long input (a window, a sound)
     end: float | None = None
     columns: dict[str, Any] | None = None  # a manifest row's cells, passed through unchanged
 
@@ -105,7 +105,7 @@ def predict(bundle: Bundle, arguments: Iterable[str] | Inputs, top_k: int = 1, b
             threshold: float | None = None, done: Sequence[str] = (), chunk_size: int = CHUNK,
             segment: bool = False, adapt: bool = False) -> Iterator[Prediction]:
     """Predictions for every input, in order; never raises for one bad input. With `window`, rows
-    for windows slid over each recording; with `segment`, rows for the sounds found in it."""
+    for windows slid over each input; with `segment`, rows for the spans the modality finds in it."""
     for rows in predict_batches(bundle, arguments, top_k, batch_size, device, window, hop, workers=workers,
                                 threshold=threshold, done=done, chunk_size=chunk_size, segment=segment,
                                 adapt=adapt):
@@ -117,7 +117,7 @@ def predict_batches(bundle: Bundle, arguments: Iterable[str] | Inputs, top_k: in
                     workers: int | None = None, threshold: float | None = None, done: Sequence[str] = (),
                     chunk_size: int = CHUNK, segment: bool = False,
                     adapt: bool = False) -> Iterator[list[Prediction]]:
-    """The rows of `predict` as they come, a list at a time (one per chunk, or per recording with
+    """The rows of `predict` as they come, a list at a time (one per chunk, or per input with
     windows). Settings are checked at once; inputs are read as the rows are asked for.
 
     `batch_size`: inputs per forward pass (None: the modality's choice on a CPU, 64 elsewhere);
@@ -133,16 +133,16 @@ def predict_batches(bundle: Bundle, arguments: Iterable[str] | Inputs, top_k: in
         raise CnncliError("--segment finds its own spans; give it without --window/--hop")
     if adapt and window is not None:
         raise CnncliError("--adapt measures whole inputs or the sounds found in them; give it without --window/--hop")
-    if segment and type(bundle.modality).encode_events is Modality.encode_events:
+    if segment and not bundle.modality.finds_spans:
         raise CnncliError(f"--segment: finds sounds in recordings; this bundle is {bundle.modality.name}")
     device = device or pick_device("auto")
     if batch_size is None:
         batch_size = bundle.modality.inference_batch_size if device.type == "cpu" else GPU_BATCH
     inputs = arguments if isinstance(arguments, Inputs) else argument_inputs(bundle.modality, arguments)
     top_k = max(1, min(top_k, len(bundle.labels)))
-    if segment:  # with adapt: each recording's own sounds adapt the network for that recording
-        return _events(bundle, None if adapt else for_inference(bundle.network, device), inputs, top_k, batch_size,
-                       device, threshold)
+    if segment:  # with adapt: each input's own spans adapt the network for that input
+        return _found(bundle, None if adapt else for_inference(bundle.network, device), inputs, top_k, batch_size,
+                      device, threshold)
     network = bundle.network
     if adapt:
         network, inputs = _adapted(bundle, inputs, device)
@@ -246,20 +246,20 @@ def _fill(row: Prediction, scores: list[float], indices: list[int], labels: list
 
 def _windows(bundle: Bundle, network, inputs: Inputs, window: float, hop: float, top_k: int, batch_size: int,
              device, threshold: float | None) -> Iterator[list[Prediction]]:
-    """Rows for each window of each long recording, then one row for the whole file (the mean)."""
+    """Rows for each window of each long input, then one row for the whole input (the mean)."""
     for item in inputs.items:
         if item.error is not None:
             yield [Prediction(_display(item.sample) if item.sample else "", error=item.error, columns=item.columns)]
             continue
-        yield list(_recording_windows(bundle, network, item.sample.locator, window, hop, top_k, batch_size, device,
-                                      threshold))
+        yield list(_input_windows(bundle, network, item.sample.locator, window, hop, top_k, batch_size, device,
+                                  threshold))
 
 
-def _recording_windows(bundle: Bundle, network, locator: str, window: float, hop: float, top_k: int,
-                       batch_size: int, device, threshold: float | None) -> Iterator[Prediction]:
+def _input_windows(bundle: Bundle, network, locator: str, window: float, hop: float, top_k: int,
+                   batch_size: int, device, threshold: float | None) -> Iterator[Prediction]:
     total, count = None, 0
     try:
-        spans = bundle.modality.encode_windows(locator, window, hop, batch_size)
+        spans = bundle.modality.spans(locator, batch_size, window=(window, hop))
         for rows, scores in _span_rows(bundle, network, locator, spans, top_k, batch_size, device, threshold):
             yield from rows
             total = scores.sum(0) if total is None else total + scores.sum(0)
@@ -273,33 +273,33 @@ def _recording_windows(bundle: Bundle, network, locator: str, window: float, hop
         yield row
 
 
-def _events(bundle: Bundle, network, inputs: Inputs, top_k: int, batch_size: int, device,
-            threshold: float | None) -> Iterator[list[Prediction]]:
-    """Rows for the sounds found in each recording, in time order, a batch of sounds at a time;
-    sounds the network calls background (a class meaning "nothing here") are left out. Without a
-    network, each recording's network is adapted to its first MAX_ADAPT_INPUTS sounds (a first
-    pass over the file), then the sounds are found again and predicted."""
-    background = bundle.modality.background_label
+def _found(bundle: Bundle, network, inputs: Inputs, top_k: int, batch_size: int, device,
+           threshold: float | None) -> Iterator[list[Prediction]]:
+    """Rows for the spans the modality finds in each input, in order, a batch of spans at a time,
+    less those it does not keep for the label they get (Modality.keeps_found_span). Without a
+    network, each input's network is adapted to its first MAX_ADAPT_INPUTS spans (a first pass
+    over the input), then the spans are found again and predicted."""
+    modality = bundle.modality
     for item in inputs.items:
         locator = item.sample.locator if item.sample else ""
         if item.error is not None:
             yield [Prediction(locator, error=item.error, columns=item.columns)]
             continue
         try:
-            recording_network = network if network is not None else \
-                for_inference(_adapted_to_sounds(bundle, locator, batch_size, device), device)
-            spans = bundle.modality.encode_events(locator, batch_size)
-            for rows, _ in _span_rows(bundle, recording_network, locator, spans, top_k, batch_size, device,
+            input_network = network if network is not None else \
+                for_inference(_adapted_to_spans(bundle, locator, batch_size, device), device)
+            spans = modality.spans(locator, batch_size)
+            for rows, _ in _span_rows(bundle, input_network, locator, spans, top_k, batch_size, device,
                                       threshold, item.columns):
-                yield [row for row in rows if row.label != background or row.error]
+                yield [row for row in rows if row.error or modality.keeps_found_span(row.label)]
         except CnncliError as error:
             yield [Prediction(locator, error=str(error), columns=item.columns)]
 
 
-def _adapted_to_sounds(bundle: Bundle, locator: str, batch_size: int, device) -> torch.nn.Module:
-    """The bundle's network adapted to the first MAX_ADAPT_INPUTS sounds found in one recording."""
+def _adapted_to_spans(bundle: Bundle, locator: str, batch_size: int, device) -> torch.nn.Module:
+    """The bundle's network adapted to the first MAX_ADAPT_INPUTS spans found in one input."""
     found, count = [], 0
-    for _, batch in bundle.modality.encode_events(locator, batch_size):
+    for _, batch in bundle.modality.spans(locator, batch_size):
         found.append(batch)
         count += len(batch)
         if count >= MAX_ADAPT_INPUTS:
@@ -311,7 +311,7 @@ def _adapted_to_sounds(bundle: Bundle, locator: str, batch_size: int, device) ->
 def _span_rows(bundle: Bundle, network, locator: str, batches, top_k: int, batch_size: int, device,
                threshold: float | None, columns: dict | None = None) -> Iterator[tuple[list[Prediction], torch.Tensor]]:
     """(a row per span, the probabilities) for each ([(start_s, end_s), ...], encoded batch) of one
-    long recording: windows or found sounds alike."""
+    long input: windows or found spans alike."""
     for spans, batch in batches:
         scores = probabilities(network, bundle.modality, batch, batch_size, device, bundle.temperature)
         rows = []

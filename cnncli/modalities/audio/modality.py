@@ -6,8 +6,10 @@ recipe's rate, (1, samples), and compute the features in the stem, on the networ
 before the features. Older bundles encode the dB spectrogram, (1, bands, frames), and their
 stem only normalises it (`BandNormalize`); they load and predict as they always did. Either
 way the feature cache (the user's cache folder, across runs: cache.py) keeps what is expensive
-to recompute (decoding, resampling; the spectrogram for the older encoding), and the stem subtracts the per-band mean and divides by
-the per-band std fitted on the training split, so the normalisation travels with the weights.
+to recompute (decoding, resampling; the spectrogram for the older encoding), and the stem
+subtracts the per-band mean and divides by the per-band std fitted on the training split, so the
+normalisation travels with the weights. A long recording is cut into windows or into the sounds
+found in it for `predict` (spans.py).
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ from cnncli.modalities.audio.augment import (
     spectrograms_of,
     waveform_augmenting,
 )
-from cnncli.modalities.audio.background import BACKGROUND_LABEL, background_samples, synthesise_background
+from cnncli.modalities.audio.background import background_samples, synthesise_background
 from cnncli.modalities.audio.cache import FeatureCache
 from cnncli.modalities.audio.decoding import AUDIO_EXTENSIONS, decode, read_bytes, recording_facts
+from cnncli.modalities.audio.description import describe, preprocessing
 from cnncli.modalities.audio.drawing import heatmap_png, spectrogram_png, thumbnail
-from cnncli.modalities.audio.events import find_events
 from cnncli.modalities.audio.features import (
     FeatureExtractor,
     Spectrogram,
@@ -47,9 +49,18 @@ from cnncli.modalities.audio.features import (
     too_loud,
 )
 from cnncli.modalities.audio.options import AudioAugment, AudioOptions, augment_problems, option_problems
+from cnncli.modalities.audio.spans import is_sound, recording_spans
 from cnncli.modalities.audio.stem import BandNormalize, WaveformStem
-from cnncli.modalities.audio.windows import sliding_windows
-from cnncli.modalities.base import Encoded, Modality, ProgressCallback, finite_only, state_numbers, stem_picture
+from cnncli.modalities.base import (
+    Encoded,
+    Modality,
+    ProgressCallback,
+    SpanBatch,
+    Window,
+    finite_only,
+    state_numbers,
+    stem_picture,
+)
 
 FEATURE_BATCH = 256  # recordings per feature call: large enough to amortise, small enough for memory
 STATISTICS_CHUNK = 256  # recordings per float64 pass when fitting the normalisation
@@ -61,7 +72,7 @@ class AudioModality(Modality):
     extensions = AUDIO_EXTENSIONS
     options_type = AudioOptions
     augment_type = AudioAugment
-    background_label = BACKGROUND_LABEL
+    finds_spans = True  # the sounds of a recording (spans.py)
     # options that came later, with the value a bundle that does not record them was trained with
     options_before_recorded = {"remove_dc": False}
     retired_options = {"cache": "the feature cache folder is --cache-dir or CNNCLI_CACHE_DIR (--no-cache: none)"}
@@ -215,17 +226,12 @@ class AudioModality(Modality):
     def sample_rate(self) -> int:
         return self.options.sample_rate
 
-    def encode_windows(self, path: str, window: float, hop: float,
-                       batch_size: int = 64) -> Iterator[tuple[list[tuple[float, float]], torch.Tensor]]:
-        """Slide a `window`-second window by `hop` seconds over a long recording, streamed from
-        the file (see cnncli.modalities.audio.windows)."""
-        return sliding_windows(path, window, hop, self.options, self.encode_waveforms, batch_size)
+    def spans(self, locator: str, batch_size: int = 64, window: Window | None = None) -> Iterator[SpanBatch]:
+        """Windows slid over a long recording, or the sounds found in it (spans.py)."""
+        return recording_spans(locator, self.options, self.encode_waveforms, batch_size, window)
 
-    def encode_events(self, path: str,
-                      batch_size: int = 64) -> Iterator[tuple[list[tuple[float, float]], torch.Tensor]]:
-        """The sounds of a long recording, found against its own noise floor, each framed as a
-        training recording (see cnncli.modalities.audio.events)."""
-        return find_events(path, self.options, self.encode_waveforms, batch_size)
+    def keeps_found_span(self, label: str) -> bool:
+        return is_sound(label)
 
     def featurize(self, batch: torch.Tensor) -> torch.Tensor:
         """The spectrogram of an encoded batch, before normalisation: what the stem's normalisation
@@ -314,46 +320,12 @@ class AudioModality(Modality):
     # -- describing and drawing ----------------------------------------------------------------
 
     def describe(self) -> str:
-        options = self.options
-        _, bands, frames = self.featurized_shape
-        f_max = options.f_max or options.sample_rate / 2
-        kind = {"logmel": f"{options.n_mels} mel bands {options.f_min:g}-{f_max:g} Hz (Slaney), dB",
-                "stft": f"{bands} linear bands 0-{options.sample_rate / 2:g} Hz, dB",
-                "mfcc": f"{options.n_mfcc} MFCCs of {options.n_mels} mel bands {options.f_min:g}-{f_max:g} Hz"}
-        top_db = f", top_db {options.top_db:g}" if options.top_db is not None else ""
-        top_db += ", re its peak" if options.level == "peak" else ""
-        norm = "per-band normalisation" if options.normalize else "no normalisation"
-        stem = f"waveform 1x{self.input_shape[1]} -> (in the stem) " if self.waveforms else ""
-        return (f"audio {stem}{options.features} 1x{bands}x{frames}: {options.sample_rate} Hz mono, "
-                f"{options.duration:g} s {'DC removed, ' if options.remove_dc else ''}pad/centre-crop, "
-                f"n_fft {options.n_fft} hop {options.hop_length} "
-                f"win {options.win_length or options.n_fft}, {kind[options.features]}{top_db}, {norm}")
+        return describe(self.options, self.waveforms)
 
     def preprocessing(self) -> dict[str, Any]:
         """For a server: the waveform and spectrogram parameters that make the encoded dB picture;
         the network normalises each band itself."""
-        options = self.options
-        spectrogram = {"n_fft": options.n_fft, "hop_length": options.hop_length,
-                       "win_length": options.win_length or options.n_fft, "window": "periodic Hann",
-                       "center": True, "pad_mode": "constant (zeros)", "power": 2.0}
-        if options.features != "stft":
-            spectrogram.update(n_mels=options.n_mels, f_min=options.f_min,
-                               f_max=options.f_max or options.sample_rate / 2, mel_scale="slaney", mel_norm="slaney")
-        if options.features == "mfcc":
-            spectrogram.update(n_mfcc=options.n_mfcc, dct="type II, orthonormal, of the dB mel bands")
-        return {"steps": ["decode the audio file", "mix to mono (mean of the channels)",
-                          f"resample to {options.sample_rate} Hz (windowed sinc, as torchaudio.functional.resample)",
-                          *(["subtract the mean (the DC offset) of what is kept"] if options.remove_dc else []),
-                          f"centre-crop or zero-pad both sides to {target_length(options)} samples",
-                          f"{options.features} power spectrogram (librosa's conventions)",
-                          "decibels: 10 log10(max(power, 1e-10))"
-                          + (", less the recording's peak (its loudest cell is 0 dB)" if options.level == "peak" else "")
-                          + ", floored at top_db below the peak",
-                          "shape (1, bands, frames), row 0 the lowest band"],
-                "sample_rate": options.sample_rate, "duration": options.duration, "remove_dc": options.remove_dc,
-                "features": options.features,
-                "spectrogram": spectrogram, "top_db": options.top_db, "level": options.level, "mean": self.mean, "std": self.std,
-                "normalization": "inside the graph: (decibels - mean) / std per band"}
+        return preprocessing(self.options, self.mean, self.std)
 
     def draw(self, sample: Sample, path: Path, network: nn.Module | None = None) -> None:
         """The spectrogram after the stem (what the first convolution reads), seconds by Hz."""

@@ -38,6 +38,7 @@ from cnncli.modalities.text.options import (
     GENERAL_RECIPE,
     KIM_CNN,
     REGULARISATION_GRID,
+    SENTENCE_COLUMNS,
     UNFITTED_LENGTH,
     TextAugment,
     TextOptions,
@@ -60,6 +61,7 @@ class TextModality(Modality):
     options_type = TextOptions
     augment_type = TextAugment
     text_samples = True
+    content_columns = SENTENCE_COLUMNS
     can_stream = False  # sentences are in memory already, and their ids take less room than their text
     default_blocks = KIM_CNN
     default_recipe = GENERAL_RECIPE

@@ -10,6 +10,10 @@ from cnncli.modalities.text.tokenize import TOKENIZERS
 MAX_LENGTH = 100_000  # tokens of one sentence
 MAX_DIMENSION = 10_000  # of an embedding
 MAX_ROWS = 100_000_000  # of the vocabulary or the subword table
+# The usual names of a manifest's sentence column, found by name (any case) when the recipe's
+# data.text_column is not there: in training and in `predict --manifest` alike.
+SENTENCE_COLUMNS = ("text", "sentence", "sentences", "question", "review", "content", "body", "document", "comment",
+                    "utterance", "tweet", "query", "message")
 
 
 @dataclass
