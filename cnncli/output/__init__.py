@@ -1,9 +1,10 @@
 """Everything cnncli prints on stdout, for every verb, in every format: the one output layer.
 
 A verb's library function returns plain data; the CLI hands it here with the format the user
-asked for. FORMATS is the one list of format names. Results (one object: a training summary, an
-evaluation, a layer table) come as a table or JSON; rows (predictions, streamed as they are
-computed) as a table, CSV, JSON lines or one JSON array.
+asked for. FORMATS (cnncli.output.formats) is the one registry of formats; the built-in ones are
+registered below. Results (one object: a training summary, an evaluation, a layer table) come as
+a table or JSON; rows (predictions, streamed as they are computed) as a table, CSV, JSON lines or
+one JSON array.
 """
 
 from __future__ import annotations
@@ -14,28 +15,24 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 import typer
-import yaml
 
-from cnncli.errors import CnncliError
 from cnncli.files.jsontext import dumps
-from cnncli.output.rows import Layout, write_predictions
-from cnncli.output.tables import TABLES
-from cnncli.registry import Registry
-
-FORMATS = Registry("output format", "--format")
-for _name in ("table", "json", "csv", "jsonl"):
-    FORMATS.register(_name, _name)
-RESULT_FORMATS = ("table", "json")  # one object per command
-ROW_FORMATS = ("table", "csv", "jsonl", "json")  # one row per input
+from cnncli.output.formats import FORMATS, OutputFormat, check_format, format_of_file
+from cnncli.output.resume import read_csv_rows, read_jsonl_rows
+from cnncli.output.rows import Layout, write_csv, write_json_array, write_jsonl, write_predictions, write_table_rows
+from cnncli.output.tables import write_table
 
 
-def check_format(name: str, rows: bool = False) -> str:
-    """`name` if it is a format this kind of output can be written in; else one line that lists them."""
-    FORMATS.check(name)
-    usable = ROW_FORMATS if rows else RESULT_FORMATS
-    if name not in usable:
-        raise CnncliError(f"--format {name}: not available here (use {', '.join(usable)})")
-    return name
+def write_json(kind: str, result: dict, stream: TextIO) -> None:
+    """The `json` format's result writer: the result as one JSON object."""
+    stream.write(dumps(result, f"the {kind} result") + "\n")
+
+
+FORMATS.register("table", OutputFormat(write_result=write_table, write_rows=write_table_rows))
+FORMATS.register("json", OutputFormat(write_result=write_json, write_rows=write_json_array, suffixes=(".json",),
+                                      rows_note="one array"))
+FORMATS.register("csv", OutputFormat(write_rows=write_csv, read_back=read_csv_rows, suffixes=(".csv",)))
+FORMATS.register("jsonl", OutputFormat(write_rows=write_jsonl, read_back=read_jsonl_rows, suffixes=(".jsonl",)))
 
 
 def show(kind: str, result: dict, form: str, stream: TextIO | None = None) -> None:
@@ -43,22 +40,21 @@ def show(kind: str, result: dict, form: str, stream: TextIO | None = None) -> No
     or resolved."""
     stream = stream or sys.stdout
     if kind == "resolved":  # the resolved recipe reads best as the YAML it came from
+        import yaml  # here, not at the top: `cnncli --help` reads the formats from this package
 
         stream.write(yaml.safe_dump(result, sort_keys=False, allow_unicode=True))
-    elif check_format(form) == "json":
-        stream.write(dumps(result, f"the {kind} result") + "\n")
     else:
-
-        TABLES[kind](result, stream)
+        FORMATS.get(check_format(form)).write_result(kind, result, stream)
 
 
 def row_format(name: str | None, output: str | None = None) -> str:
-    """--format for prediction rows: as given; else from --output's suffix (.csv, .jsonl, .json;
-    CSV for any other); else a table on a terminal and CSV when stdout is a pipe or a file."""
+    """--format for prediction rows: as given; else from --output's suffix (.csv, .jsonl, .json,
+    any registered format's; CSV for any other); else a table on a terminal and CSV when stdout is
+    a pipe or a file."""
     if name is not None:
         return check_format(name, rows=True)
     if output and output != "-":
-        return {".jsonl": "jsonl", ".json": "json"}.get(os.path.splitext(output)[1].lower(), "csv")
+        return format_of_file(output)
     return "table" if sys.stdout.isatty() else "csv"
 
 

@@ -4,7 +4,8 @@ Rows are appended in input order and flushed a chunk at a time, so the file alwa
 rows of the first N inputs, plus, after a kill, perhaps the start of one more row. `finished_rows`
 cuts the file back to its last whole chunk of rows and returns their input keys; predict checks
 them against its first inputs and skips those, so the finished file equals, byte for byte, the
-one an uninterrupted run writes.
+one an uninterrupted run writes. Each format that can be resumed reads its own rows back (its
+registered `read_back`; CSV's and JSON lines' are here).
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnncli.errors import CnncliError
+from cnncli.output.formats import FORMATS, resumable
 from cnncli.output.rows import Layout, cell_text
-
-RESUMABLE = ("csv", "jsonl")  # formats whose rows can be appended one by one
 
 
 @dataclass
@@ -39,8 +39,8 @@ def finished_rows(path: str | None, form: str, layout: Layout, key: str, window:
     the same inputs in it as an uninterrupted run and writes the same bytes."""
     if not path or path == "-":
         raise CnncliError("--resume: needs --output FILE (the rows to continue)")
-    if form not in RESUMABLE:
-        raise CnncliError(f"--resume: rows can be appended in {' or '.join(RESUMABLE)}, not {form}")
+    if not FORMATS.get(form).resumable:
+        raise CnncliError(f"--resume: rows can be appended in {' or '.join(resumable())}, not {form}")
     if window:
         raise CnncliError("--resume: not with --window or --segment (a recording's rows are not one row per input)")
     target = Path(path)
@@ -53,8 +53,7 @@ def finished_rows(path: str | None, form: str, layout: Layout, key: str, window:
     except UnicodeDecodeError:
         raise CnncliError(f"{path}: not a cnncli output (not UTF-8 text); choose another --output") from None
     text = text[:text.rfind("\n") + 1]  # a kill may have cut the last row short
-    read = _csv_rows if form == "csv" else _jsonl_rows
-    finished, ends = read(path, text, layout, key)
+    finished, ends = FORMATS.get(form).read_back(path, text, layout, key)
     kept = len(finished.keys) // chunk * chunk
     end = ends[kept]  # ends[0]: where the rows start (after a CSV header)
     with open(target, "r+b") as handle:
@@ -63,7 +62,8 @@ def finished_rows(path: str | None, form: str, layout: Layout, key: str, window:
     return Finished(kept_keys, sum(finished.error_rows[:kept]), finished.header)
 
 
-def _csv_rows(path: str, text: str, layout: Layout, key: str) -> tuple[Finished, list[int]]:
+def read_csv_rows(path: str, text: str, layout: Layout, key: str) -> tuple[Finished, list[int]]:
+    """A CSV output's rows (its header must be this run's) and where each ends; ends[0]: after the header."""
     stream = io.StringIO(text, newline="")
     reader = csv.reader(stream, strict=True)
     rows, ends = [], [0]
@@ -87,7 +87,8 @@ def _csv_rows(path: str, text: str, layout: Layout, key: str) -> tuple[Finished,
     return finished, ends[1:]
 
 
-def _jsonl_rows(path: str, text: str, layout: Layout, key: str) -> tuple[Finished, list[int]]:
+def read_jsonl_rows(path: str, text: str, layout: Layout, key: str) -> tuple[Finished, list[int]]:
+    """A JSON lines output's rows (each must hold `key`) and where each ends; ends[0] is 0."""
     error_name = layout.renamed()["error"]
     finished, ends = Finished(), [0]
     for number, line in enumerate(text.splitlines(keepends=True), start=1):

@@ -26,6 +26,7 @@ from rich.text import Text
 
 from cnncli.files.atomic import open_file
 from cnncli.files.jsontext import dumps
+from cnncli.output.formats import FORMATS
 
 PREDICTED = ("label", "score", "top", "error")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run (OWASP's CSV injection list)
@@ -71,7 +72,8 @@ class Layout:
 
 
 def write_predictions(batches: Iterable[list[Any]], form: str, stream: TextIO, layout: Layout = Layout()) -> dict:
-    """Write batches of rows in `form` (csv, jsonl, json, table); returns counts {"rows": n, "errors": m}."""
+    """Write batches of rows in `form` (a registered format: csv, jsonl, json, table, ...); returns
+    counts {"rows": n, "errors": m}."""
     counts = {"rows": 0, "errors": 0}
 
     def counted(items):
@@ -80,7 +82,7 @@ def write_predictions(batches: Iterable[list[Any]], form: str, stream: TextIO, l
             counts["errors"] += sum(row.error is not None for row in batch)
             yield batch
 
-    WRITERS[form](counted(batches), stream, layout)
+    FORMATS.get(form).write_rows(counted(batches), stream, layout)
     return counts
 
 
@@ -106,13 +108,15 @@ def json_row(row: Any, layout: Layout) -> str:
     return text
 
 
-def _jsonl(batches, stream: TextIO, layout: Layout) -> None:
+def write_jsonl(batches, stream: TextIO, layout: Layout) -> None:
+    """The `jsonl` format: one JSON object per row and line, each batch flushed as it comes."""
     for batch in batches:
         stream.write("".join(json_row(row, layout) + "\n" for row in batch))
         stream.flush()
 
 
-def _json(batches, stream: TextIO, layout: Layout) -> None:
+def write_json_array(batches, stream: TextIO, layout: Layout) -> None:
+    """The `json` format's rows: one JSON array, its rows written as they come."""
     stream.write("[")
     separator = "\n"
     for batch in batches:
@@ -123,7 +127,8 @@ def _json(batches, stream: TextIO, layout: Layout) -> None:
     stream.write("\n]\n")
 
 
-def _csv(batches, stream: TextIO, layout: Layout) -> None:
+def write_csv(batches, stream: TextIO, layout: Layout) -> None:
+    """The `csv` format: a header (unless appending to a file that has one), then a line per row."""
     cell = escape_formula if layout.escape_formulas else str
     writer = csv.writer(stream)
     if layout.header:
@@ -138,7 +143,8 @@ def _csv(batches, stream: TextIO, layout: Layout) -> None:
         stream.flush()
 
 
-def _table(batches, stream: TextIO, layout: Layout) -> None:
+def write_table_rows(batches, stream: TextIO, layout: Layout) -> None:
+    """The `table` format's rows: one rich table, printed once every row is in (its widths need them all)."""
     table = Table(show_edge=False, header_style="bold")
     for column in layout.names()[:-1]:  # errors show in the label and top columns
         table.add_column(column, overflow="fold")
@@ -152,9 +158,6 @@ def _table(batches, stream: TextIO, layout: Layout) -> None:
                 cells += [Text(row.label), f"{row.score:.4f}", Text(top)]
             table.add_row(*cells)
     Console(file=stream, width=None if stream.isatty() else 160).print(table)
-
-
-WRITERS = {"jsonl": _jsonl, "json": _json, "csv": _csv, "table": _table}
 
 
 def _leading(row: Any, layout: Layout) -> list[str]:

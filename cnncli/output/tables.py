@@ -1,4 +1,4 @@
-"""Tables for people (rich): one renderer per kind of result. JSON output bypasses this.
+"""Tables for people (rich): one renderer per kind of result, the `table` format's results.
 
 Every value that comes from data (a label, a path, a sentence) goes in as rich Text, never as
 markup, so `[bold]` in a sentence is printed as typed and `[/x]` cannot break the table.
@@ -205,3 +205,8 @@ def data(summary: dict, stream: TextIO) -> None:
 
 TABLES = {"training": training, "lr_range": lr_range, "evaluation": evaluation, "inspection": inspection,
           "data": data, "export": export}
+
+
+def write_table(kind: str, result: dict, stream: TextIO) -> None:
+    """The `table` format's result writer: the renderer for this kind of result."""
+    TABLES[kind](result, stream)
