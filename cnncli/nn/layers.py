@@ -5,6 +5,8 @@ connections and receptive field. Connections are counted as LeCun et al. (1998) 
 output value, the inputs it is wired to plus its bias (LeNet-5's C1: 156 parameters, 28 x 28 x
 156 = 122,304 connections); pooling counts its window, batch norm one per value, activations none.
 The receptive field is the input window (height x width) that one output value depends on.
+A layer of a type not known here (from a block kind registered elsewhere) counts its own
+connections if it has a `connections(output_shape)` method, and none otherwise.
 """
 
 from __future__ import annotations
@@ -119,6 +121,8 @@ def _row(module: nn.Module, name: str, field: _Field, out) -> dict:
     elif isinstance(module, nn.ZeroPad2d):
         left, right, top, bottom = module.padding
         detail = f"top {top} bottom {bottom} left {left} right {right}"
+    elif callable(getattr(module, "connections", None)):
+        connections = module.connections(tuple(out))
     return {"name": name, "type": type(module).__name__, "detail": detail, "output_shape": out,
             "parameters": parameters, "connections": connections, "receptive_field": field.text()}
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from cnncli.errors import CnncliError
 from cnncli.limits import MAX_ACTIVATIONS, MAX_BATCH_ACTIVATIONS, MAX_INPUT_VALUES, MAX_PARAMETERS
-from cnncli.nn.blocks import ACTIVATIONS, Parallel, build_blocks, estimate_blocks, output_shape
+from cnncli.nn.blocks import ACTIVATIONS, Parallel, Size, build_blocks, estimate_blocks, output_shape
 
 
 class Mix(NamedTuple):
@@ -95,8 +95,12 @@ def build_network(blocks: list[Any], stem: nn.Module, input_shape: tuple[int, ..
     """Build the whole network for encoded inputs of `input_shape` (one sample, no batch axis)."""
     stem_shape = output_shape(stem, input_shape, dtype=input_dtype)
     backbone, shape = build_blocks(blocks, stem_shape, "model.blocks")
-    classifier = nn.Sequential(OrderedDict(flatten=nn.Flatten(), linear=nn.Linear(math.prod(shape), num_classes)))
-    return Network(stem, backbone, classifier, input_dtype)
+    return Network(stem, backbone, classifier_for(shape, num_classes), input_dtype)
+
+
+def classifier_for(shape: tuple[int, ...], num_classes: int) -> nn.Sequential:
+    """The layer appended to every backbone: its output, flattened, to one score per class."""
+    return nn.Sequential(OrderedDict(flatten=nn.Flatten(), linear=nn.Linear(math.prod(shape), num_classes)))
 
 
 def network_for(modality: Any, blocks: list[Any], num_classes: int) -> Network:
@@ -116,11 +120,8 @@ def check_network_size(modality: Any, blocks: list[Any], num_classes: int, batch
     if values > MAX_INPUT_VALUES:
         raise CnncliError(f"data.{modality.name}: one encoded sample of shape {list(shape)} holds {values:,} "
                           f"values; at most {MAX_INPUT_VALUES:,} are allowed")
-    stem_shape, stem_parameters = modality.stem_size()
-    backbone_shape, parameters, activations = estimate_blocks(blocks, tuple(stem_shape), "model.blocks")
-    features = math.prod(backbone_shape)
-    parameters = (parameters + stem_parameters + features * num_classes + num_classes) * members
-    activations += math.prod(stem_shape) + num_classes
+    size = network_size(modality, blocks, num_classes)
+    parameters, activations = size.parameters * members, size.values
     if parameters > MAX_PARAMETERS:
         networks = f" ({members} networks)" if members > 1 else ""
         raise CnncliError(f"model.blocks: the network{networks} would have {parameters:,} parameters; at most "
@@ -129,6 +130,17 @@ def check_network_size(modality: Any, blocks: list[Any], num_classes: int, batch
         raise CnncliError(f"model.blocks: the layers would output {activations:,} values per sample "
                           f"({activations * batch_size:,} per batch of {batch_size}); at most {MAX_ACTIVATIONS:,} "
                           f"per sample and {MAX_BATCH_ACTIVATIONS:,} per batch are allowed")
+
+
+def network_size(modality: Any, blocks: list[Any], num_classes: int) -> Size:
+    """The Size of the network `network_for` builds: its stem as the modality reports it, its
+    backbone and classifier built on the meta device (shapes without storage)."""
+    stem_shape, stem_parameters = modality.stem_size()
+    backbone = estimate_blocks(blocks, tuple(stem_shape), "model.blocks")
+    with torch.device("meta"):
+        classifier = classifier_for(backbone.shape, num_classes)
+    parameters = stem_parameters + backbone.parameters + sum(p.numel() for p in classifier.parameters())
+    return Size((num_classes,), parameters, math.prod(stem_shape) + backbone.values + num_classes)
 
 
 def padding_margin(backbone: nn.Module) -> int | None:
