@@ -20,6 +20,12 @@ MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold, here
 MAX_AUDIO_SECONDS = 1800  # a longer recording is predicted in windows (--window), not whole
 MAX_AUDIO_VALUES = 2 ** 27  # decoded frames x channels (512 MB of float32)
 AUDIO_RATES = (1000, 768_000)  # plausible native sample rates, Hz
+MAX_IMAGE_BYTES = 8 * MAX_IMAGE_PIXELS  # 716 MB: uncompressed 16-bit RGBA at the pixel limit
+
+# Files of text and tables, read whole or a line at a time
+MAX_TEXT_BYTES = 1_000_000_000  # a text file, a manifest or a text sample read whole (10 million sentences)
+MAX_LINE_BYTES = 1_000_000  # one line of a manifest or of `predict --lines`: a sentence, a path, a JSON row
+MAX_IDX_BYTES = 4_000_000_000  # an idx file once decompressed (EMNIST's largest is 0.7 GB)
 
 # Recipes and bundles
 MAX_RECIPE_BYTES = 10_000_000  # a recipe or model.json larger than this is not one

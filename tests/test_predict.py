@@ -149,8 +149,9 @@ def test_lines_reads_one_sentence_per_line_and_reports_a_line_it_cannot_decode(t
     result = cli("predict", BUNDLES / "text", "--lines", lines, "--format", "jsonl")
     assert result.exit_code == 1
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [row["input"] for row in rows] == [*SENTENCES[:3], f"{lines}:4", SENTENCES[3]]
+    assert [row["input"] for row in rows] == [*SENTENCES[:3], f"{lines}:4", f"{lines}:5", SENTENCES[3]]
     assert rows[3]["error"] == f"{lines}:4: byte 0xe9 at column 4 is not valid utf-8"
+    assert rows[4]["error"] == f"{lines}:5: a blank line, not an input"  # issue 26: a lost input says so
     assert all(row["label"] for row in rows if row["error"] is None)
 
 
@@ -158,7 +159,8 @@ def test_one_source_of_inputs_at_a_time(tmp_path):
     lines = tmp_path / "l.txt"
     lines.write_text("good\n")
     result = cli("predict", BUNDLES / "text", "good", "--lines", lines)
-    assert result.exit_code == 2 and "give inputs, --manifest FILE or --lines FILE (one of them)" in result.output
+    assert result.exit_code == 2
+    assert "give inputs, --manifest FILE, --lines FILE or --stream SOURCE (one of them)" in result.output
 
 
 # -- output that fits the shell -------------------------------------------------------------------

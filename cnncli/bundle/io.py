@@ -11,20 +11,29 @@ so a crash leaves either the previous bundle or the new one, never half of one. 
 the bundle whole before building anything (cnncli.bundle.schema): model.json's keys and limits,
 the recipe, the modality's state, then the weights' names and shapes against the network they
 must fill, and that they are finite numbers.
+
+model.json records the sha256 of the weights it was written with (`weights_sha256`), and the
+weights are read once, checked against it, then used: a weights file with a byte changed, or one
+of another version of the bundle (read while the bundle was being replaced, or copied over it),
+is refused naming the bundle. Bundles written before the digest was recorded have nothing to check.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
 import platform
+import re
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load, load_file, save_file
 
 from cnncli import __version__
 from cnncli.bundle.resume_state import STATE_FILE, TENSORS_FILE, TrainState, from_files
@@ -33,7 +42,7 @@ from cnncli.errors import CnncliError
 from cnncli.files.atomic import give_umask_permissions, staged_folder
 from cnncli.files.jsontext import dumps, loads
 from cnncli.files.reading import read_limited
-from cnncli.limits import MAX_RECIPE_BYTES
+from cnncli.limits import MAX_PARAMETERS, MAX_RECIPE_BYTES
 from cnncli.modalities import MODALITIES, modality_class
 from cnncli.nn.model import Ensemble, check_network_size, members_of, network_for
 from cnncli.recipe.config import config_from_dict, config_to_dict, load_config
@@ -56,11 +65,19 @@ class Bundle:
     modality: Any  # a fitted Modality
     network: Any  # cnncli.nn.model.Network with its weights loaded
     info: dict = field(default_factory=dict)  # the whole model.json
+    weights_sha256: str = ""  # of the weights file as read
 
     @property
     def temperature(self) -> float:
         """The calibration temperature training fitted; 1.0 (scores as they were) when it has none."""
         return float((self.info.get("calibration") or {}).get("temperature") or 1.0)
+
+    @property
+    def digest(self) -> str:
+        """One sha256 for model.json and the weights together: what tells this bundle from another
+        (or from itself retrained), e.g. for `predict --resume`."""
+        content = dumps(self.info, str(self.path / MODEL_FILE), sort_keys=True) + self.weights_sha256
+        return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def versions() -> dict[str, str]:
@@ -101,8 +118,12 @@ def save_bundle(path: Path, network, config: Config, labels: list[str], modality
     }
     with staged_folder(path) as staging:
         tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
-        save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": FORMAT})
+        try:
+            save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": FORMAT})
+        except SafetensorError as error:  # a full disk: the OS error it reports, for staged_folder to say so
+            raise system_error(error, staging / WEIGHTS_FILE) from None
         give_umask_permissions(staging / WEIGHTS_FILE)
+        info["weights_sha256"] = file_sha256(staging / WEIGHTS_FILE)
         (staging / MODEL_FILE).write_text(dumps(info, str(path / MODEL_FILE), indent=2) + "\n", encoding="utf-8")
         (staging / LOG_FILE).write_text("".join(dumps(record, str(path / LOG_FILE)) + "\n" for record in log),
                                         encoding="utf-8")
@@ -136,16 +157,17 @@ def load_bundle(path: str | Path, device=None) -> Bundle:
     modality = modality_from_info(info, str(model_file))
     labels, members = list(info["labels"]), info.get("members", 1)
     try:
-        check_network_size(modality, config.model.blocks, len(labels), members=members)
+        check_network_size(modality, config.model, len(labels), members=members)
     except CnncliError as error:
         raise CnncliError(f"{model_file}: recipe: {error}") from None
-    built = [network_for(modality, config.model.blocks, len(labels)) for _ in range(members)]
+    built = [network_for(modality, config.model, len(labels)) for _ in range(members)]
     network = built[0] if len(built) == 1 else Ensemble(built)
-    network.load_state_dict(read_weights(path / WEIGHTS_FILE, network), strict=True)
+    tensors, digest = read_weights(path / WEIGHTS_FILE, network, info.get("weights_sha256"))
+    network.load_state_dict(tensors, strict=True)
     network.eval()
     if device is not None:
         network.to(device)
-    return Bundle(path, config, labels, modality, network, info)
+    return Bundle(path, config, labels, modality, network, info, digest)
 
 
 def modality_from_info(info: dict, where: str):
@@ -177,15 +199,21 @@ def modality_from_info(info: dict, where: str):
     return modality
 
 
-def read_weights(weights_file: Path, network) -> dict[str, torch.Tensor]:
-    """The tensors of `weights_file` once their names and shapes are those of `network`'s
-    (read from the header, before any tensor) and their values are finite numbers."""
+MAX_WEIGHTS_BYTES = 8 * MAX_PARAMETERS + MAX_RECIPE_BYTES  # float64 at the parameter limit, and a header
+
+
+def read_weights(weights_file: Path, network, expected_sha256: str | None = None) -> tuple[dict, str]:
+    """The tensors of `weights_file` and its sha256, once that is `expected_sha256` (None: nothing
+    recorded), their names and shapes are those of `network`'s (read from the header, before any
+    tensor) and their values are finite numbers. The file is read once: what is checked is what is used."""
+    content = read_limited(weights_file, MAX_WEIGHTS_BYTES, "cnncli bundle's weights")  # a regular file: no FIFO
+    digest = hashlib.sha256(content).hexdigest()
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise CnncliError(f"{weights_file.parent}: {weights_file.name} is not the file {MODEL_FILE} was written with "
+                          f"(sha256 {digest[:12]}..., recorded {expected_sha256[:12]}...): damaged, or of another "
+                          "version of the bundle; copy it whole again, or train it again")
     expected = {name: tuple(tensor.shape) for name, tensor in network.state_dict().items()}
-    try:
-        with safe_open(str(weights_file), framework="pt") as handle:
-            found = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
-    except (OSError, SafetensorError, ValueError) as error:
-        raise CnncliError(f"{weights_file}: unreadable weights ({error})") from None
+    found = _header_shapes(content, weights_file)
     missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
     if missing or unexpected:
         which = f"lacks the tensor {missing[0]}" if missing else f"holds an unexpected tensor {unexpected[0]}"
@@ -195,13 +223,42 @@ def read_weights(weights_file: Path, network) -> dict[str, torch.Tensor]:
             raise CnncliError(f"{weights_file}: tensor {name} has shape {list(found[name])}; the recipe's network "
                               f"needs {list(shape)}")
     try:
-        tensors = load_file(str(weights_file))
+        tensors = load(content)
     except (OSError, SafetensorError, ValueError, RuntimeError) as error:
         raise CnncliError(f"{weights_file}: unreadable weights ({error})") from None
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise CnncliError(f"{weights_file}: tensor {name} holds values that are not finite (NaN or infinity)")
-    return tensors
+    return tensors, digest
+
+
+def _header_shapes(content: bytes, weights_file: Path) -> dict[str, tuple]:
+    """{name: shape} from a safetensors header (8 bytes of length, then JSON), before any tensor is made."""
+    length = int.from_bytes(content[:8], "little")
+    try:
+        header = json.loads(content[8:8 + length]) if len(content) >= 8 and 8 + length <= len(content) else None
+        return {name: tuple(entry["shape"]) for name, entry in header.items() if name != "__metadata__"}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise CnncliError(f"{weights_file}: unreadable weights (not a safetensors header)") from None
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def system_error(error: SafetensorError, path: Path) -> Exception:
+    """safetensors' writer reports a refused write as text ('... No space left on device (os error
+    28)'): the OSError it was, naming `path`; other errors as they are."""
+    match = re.search(r"\(os error (\d+)\)", str(error))
+    if not match:
+        return error
+    code = int(match.group(1))
+    return OSError(code, os.strerror(code), str(path))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ modality itself; the weights against the network they must fill (cnncli.bundle.i
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from cnncli.errors import CnncliError
@@ -22,7 +23,7 @@ STATUSES = ("partial", "complete")
 REQUIRED = {"format": str, "format_version": int, "status": str, "labels": list, "input_shape": list,
             "modality": dict, "recipe": dict}
 OPTIONAL = {"members": int, "split": dict, "metrics": dict, "training": dict, "seed": int, "versions": dict,
-            "calibration": dict}
+            "calibration": dict, "weights_sha256": str}  # (no digest in bundles written before it was recorded)
 TYPE_NAMES = {str: "text", int: "a whole number", list: "a list", dict: "an object"}
 
 
@@ -58,6 +59,9 @@ def check_info(info: Any, where: str) -> dict:
         raise CnncliError(f"{where}: members: expected 1 to {MAX_MEMBERS}, got {members:,}")
     if "calibration" in info:
         _check_temperature(info["calibration"].get("temperature"), where)
+    if "weights_sha256" in info and not re.fullmatch(r"[0-9a-f]{64}", info["weights_sha256"]):
+        raise CnncliError(f"{where}: weights_sha256: expected 64 hexadecimal digits, got "
+                          f"{_short(info['weights_sha256'])}")
     modality = info["modality"]
     if set(modality) != {"name", "state"} or not isinstance(modality["name"], str) \
             or not isinstance(modality["state"], dict):

@@ -11,6 +11,7 @@ import sys
 import typer
 
 from cnncli.errors import CnncliError
+from cnncli.files.atomic import NO_ROOM
 
 
 class Terminated(KeyboardInterrupt):
@@ -24,8 +25,8 @@ def raise_terminated(signum, frame):
 
 
 def user_errors(command):
-    """Turn CnncliError into one red line on stderr and exit status 2; running out of memory
-    too; ^C into status 130 and SIGTERM into 143; a closed pipe into a quiet exit (141, like a
+    """Turn CnncliError into one red line on stderr and exit status 2; running out of memory,
+    or of disk space, too; ^C into status 130 and SIGTERM into 143; a closed pipe into a quiet exit (141, like a
     program killed by SIGPIPE)."""
 
     @functools.wraps(command)
@@ -48,14 +49,22 @@ def user_errors(command):
 
             quiet_closed_pipe()
             raise typer.Exit(141) from None
+        except OSError as error:  # a write refused for want of room that no writer named (they do: files.atomic)
+            if error.errno not in NO_ROOM:
+                raise
+            fail(f"{error.filename or 'a file being written'}: {error.strerror}; free some room and try again", 2)
 
     return wrapper
 
 
 def fail(message: str, status: int):
-    """One red line on stderr (a newline in a file name cannot break it in two), then exit."""
-    typer.secho(f"error: {message}".replace("\n", "\\n") if status == 2 else message, fg=typer.colors.RED,
-                err=True)
+    """One red line on stderr (a newline in a file name cannot break it in two, an ESC in it cannot
+    act on the terminal: other control characters are escaped as tables escape them), then exit."""
+    if status == 2:
+        from cnncli.output.tables import shown
+
+        message = shown(f"error: {message}".replace("\n", "\\n"))
+    typer.secho(message, fg=typer.colors.RED, err=True)
     raise typer.Exit(status) from None
 
 

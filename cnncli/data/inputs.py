@@ -10,6 +10,8 @@ be read as a table (not JSON, not the bundle's encoding) stops the run with one 
 from __future__ import annotations
 
 import csv
+import io
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from cnncli.data.sample import Sample
-from cnncli.data.sources import json_row
+from cnncli.data.tables import csv_options, delimiter_of, is_json_lines, json_row
 from cnncli.errors import CnncliError
+from cnncli.files.reading import bounded_lines, open_regular
+from cnncli.limits import MAX_LINE_BYTES
 
 # Column names a manifest's paths are found under when the bundle's own name is not there (its
 # text: by the modality's own names, Modality.content_columns, as in training).
@@ -46,8 +50,20 @@ class Inputs:
 
 
 def argument_inputs(modality: Any, arguments: Iterable[str]) -> Inputs:
-    """Files, folders, globs, '-' and (text) sentences, as the modality expands them."""
-    return Inputs(Item(sample) for sample in modality.expand_inputs(arguments))
+    """Files, folders, globs, '-' and (text) sentences, as the modality expands them; a folder
+    that holds none of the modality's files is a row that says so."""
+    return Inputs(_argument_items(modality, arguments))
+
+
+def _argument_items(modality: Any, arguments: Iterable[str]) -> Iterator[Item]:
+    for argument in arguments:
+        found = False
+        for sample in modality.expand_inputs([argument]):
+            found = True
+            yield Item(sample)
+        if not found and os.path.isdir(argument):
+            yield Item(Sample(argument), error=f"{argument}: an empty folder (no files with suffix "
+                                               f"{', '.join(modality.extensions)} in it)")
 
 
 def line_inputs(path: str, modality: Any, encoding: str) -> Inputs:
@@ -57,49 +73,62 @@ def line_inputs(path: str, modality: Any, encoding: str) -> Inputs:
 
 
 def _line_items(path: str, text: bool, encoding: str) -> Iterator[Item]:
+    """An item per line; a blank line, or one of NUL bytes only, is a row with an error (a list
+    that lost its inputs says so rather than printing fewer rows)."""
     name = "<stdin>" if path == "-" else path
-    for number, raw in enumerate(_binary_lines(path), start=1):
+    for number, raw in enumerate(_binary_lines(path, name), start=1):
+        where = f"{name}:{number}"
         try:
             line = raw.decode(encoding).strip()
         except UnicodeDecodeError as error:
-            where = f"{name}:{number}"
             yield Item(Sample(where), error=f"{where}: byte 0x{raw[error.start]:02x} at column {error.start + 1} is "
                                            f"not valid {encoding}")
             continue
-        if line:
-            yield Item(Sample(f"{name}:{number}", content=line, position=number - 1) if text else Sample(line))
+        if not line.replace("\x00", "").strip():
+            what = "only NUL bytes" if line else "a blank line"
+            yield Item(Sample(where), error=f"{where}: {what}, not an input")
+        else:
+            yield Item(Sample(where, content=line, position=number - 1) if text else Sample(line))
 
 
-def _binary_lines(path: str) -> Iterator[bytes]:
+def _binary_lines(path: str, name: str) -> Iterator[bytes]:
+    """The lines of `path` ('-': stdin), each of at most MAX_LINE_BYTES; a regular file or a pipe
+    (`--lines <(command)`), never a device that has no end."""
     if path == "-":
-        yield from sys.stdin.buffer
+        yield from bounded_lines(sys.stdin.buffer, MAX_LINE_BYTES, name)
         return
-    try:
-        handle = open(path, "rb")
-    except OSError as error:
-        raise CnncliError(f"{path}: cannot read ({error.strerror})") from None
-    with handle:
-        yield from handle
+    with open_regular(path, "list of inputs", pipes=True) as handle:
+        yield from bounded_lines(handle, MAX_LINE_BYTES, name)
 
 
 def manifest_inputs(path: str, modality: Any, data: Any) -> Inputs:
     """A .csv, .tsv or .jsonl table: each row's path column (text bundles: its text column, or a
     path column naming .txt files) is the input; every column comes through to the output
-    unchanged. Paths are relative to the manifest's folder, as in training."""
+    unchanged. Paths are relative to the manifest's folder, as in training. A table the bundle
+    reads without a header row (data.header: false, or its columns named by number) has its
+    columns named 0, 1, ...; a JSON line that is no object is a row with an error."""
     manifest = Path(path)
     if manifest.suffix.lower() not in (".csv", ".tsv", ".jsonl"):
         raise CnncliError(f"--manifest {path}: expected a .csv, .tsv or .jsonl file")
-    rows = _manifest_rows(manifest, data.encoding)
-    first = next(rows, None)
-    if first is None:
+    headerless = not is_json_lines(manifest) and (data.header is False or any(
+        isinstance(column, int) for column in (data.text_column, data.path_column)))
+    rows = _manifest_rows(manifest, data.encoding, headerless)
+    head = []
+    for line, row in rows:  # the columns come from the first row that is one
+        head.append((line, row))
+        if not isinstance(row, str):
+            break
+    if not head or isinstance(head[-1][1], str):
         raise CnncliError(f"--manifest {path}: the manifest has no rows")
-    columns = list(first[1])
+    columns = list(head[-1][1])
     key, is_text = _input_column(manifest, columns, modality, data)
 
     def items() -> Iterator[Item]:
-        for line, row in chain([first], rows):
-            value = row.get(key)
-            if value in (None, ""):
+        for line, row in chain(head, rows):
+            value = row.get(key) if isinstance(row, dict) else None
+            if isinstance(row, str):
+                yield Item(Sample(f"{manifest}:{line}"), {}, row)
+            elif value in (None, ""):
                 yield Item(None, row, f"{manifest}:{line}: empty {key!r}")
             elif is_text:
                 yield Item(Sample(f"{manifest}:{line}", content=str(value), position=line), row)
@@ -115,8 +144,8 @@ def _input_column(manifest: Path, columns: list[str], modality: Any, data: Any) 
     lowered = {column.lower(): column for column in columns}
     candidates = []
     if modality.text_samples:
-        candidates += [(data.text_column, True)] + [(name, True) for name in modality.content_columns]
-    candidates += [(data.path_column, False)] + [(name, False) for name in PATH_COLUMNS]
+        candidates += [(str(data.text_column), True)] + [(name, True) for name in modality.content_columns]
+    candidates += [(str(data.path_column), False)] + [(name, False) for name in PATH_COLUMNS]
     for name, is_text in candidates:
         if name in columns:
             return name, is_text
@@ -127,24 +156,35 @@ def _input_column(manifest: Path, columns: list[str], modality: Any, data: Any) 
                       f"{', '.join(dict.fromkeys(name for name, _ in candidates))})")
 
 
-def _manifest_rows(path: Path, encoding: str) -> Iterator[tuple[int, dict]]:
-    """(line number, row) for each row, read as it is needed."""
+def _manifest_rows(path: Path, encoding: str, headerless: bool) -> Iterator[tuple[int, dict | str]]:
+    """(line number, row) for each row, read as it is needed; a JSON line that is no object is
+    (line number, its error). Without a header row, the columns are named "0", "1", ..."""
     try:
-        handle = open(path, encoding=encoding, newline="")
-    except OSError as error:
-        raise CnncliError(f"--manifest {path}: cannot read ({error.strerror})") from None
+        handle = io.TextIOWrapper(open_regular(path, "manifest"), encoding=encoding, newline="")
     except LookupError:
         raise CnncliError(f"data.encoding: unknown encoding {encoding!r}") from None
     with handle:
+        lines = bounded_lines(handle, MAX_LINE_BYTES, f"--manifest {path}")
         try:
-            if path.suffix.lower() == ".jsonl":
-                for number, line in enumerate(handle, start=1):
+            if is_json_lines(path):
+                for number, line in enumerate(lines, start=1):
                     if line.strip():
-                        yield number, json_row(path, number, line)
+                        yield number, _json_or_error(path, number, line)
                 return
-            reader = csv.DictReader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-            for row in reader:
-                yield reader.line_num, {key: value for key, value in row.items() if key is not None}
+            reader = csv.reader(lines, **csv_options(delimiter_of(path, "")))
+            names = None if headerless else next(reader, None)
+            for cells in (cells for cells in reader if cells):  # (a blank line reads as no cells)
+                keys = names if names is not None else [str(index) for index in range(len(cells))]
+                yield reader.line_num, dict(zip(keys, cells))
         except UnicodeDecodeError as error:
             raise CnncliError(f"--manifest {path}: byte 0x{error.object[error.start]:02x} is not valid {encoding}"
                               " (the bundle's data.encoding)") from None
+        except csv.Error as error:
+            raise CnncliError(f"--manifest {path}: line {reader.line_num} is not a table row ({error})") from None
+
+
+def _json_or_error(path: Path, number: int, line: str) -> dict | str:
+    try:
+        return json_row(path, number, line)
+    except CnncliError as error:
+        return str(error)

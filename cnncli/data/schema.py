@@ -39,9 +39,11 @@ class DataConfig:
     test: PathList | None = None
     format: Literal["auto", "folder", "files", "manifest", "idx", "lines", "labelled_lines"] = "auto"
     label_regex: str | None = None  # first group of a match in the file name is the label
-    path_column: str = "path"
-    label_column: str = "label"
-    text_column: str = "text"
+    # A manifest's columns: a name from its header row, or a number from 0 (a table without one)
+    path_column: Union[int, str] = "path"
+    label_column: Union[int, str] = "label"
+    text_column: Union[int, str] = "text"
+    header: Union[bool, Literal["auto"]] = "auto"  # a .csv/.tsv starts with a row of names; auto: unless it reads as data
     encoding: str = "utf-8"
     split: SplitConfig = field(default_factory=SplitConfig)
     in_memory: Union[bool, Literal["auto"]] = "auto"  # hold decoded splits in memory; auto: unless over memory_budget

@@ -4,6 +4,7 @@ Every reader returns a list of Sample in a stable order (sorted listings, file o
 seeded splits are reproducible. Formats:
 
 - folder:          ROOT/<class>/<file>            (ImageFolder convention; label = folder name)
+- split folders:   ROOT/{train,val,test}/<class>/<file>, any case: read as those splits (split.py)
 - files:           ROOT/**/<file>, label from `label_regex` on the file name (`^(\\d)_` for FSDD)
 - manifest:        .csv / .tsv / .jsonl with path (or text) and label columns; paths relative to it
 - idx:             MNIST-format `*-images-idx3-ubyte[.gz]` with its `*-labels-idx1-ubyte[.gz]`
@@ -13,37 +14,47 @@ seeded splits are reproducible. Formats:
 
 Real files are untidy, so reading reports instead of refusing where the data allow it
 (`ReadReport`): a line with a label and no text is skipped and its line number kept, and with
-`data.encoding: auto` each file's encoding is detected (charset-normalizer) and kept.
+`data.encoding: auto` each file's encoding is detected (charset-normalizer) and kept. Tables
+with or without a header row, and rows that do not match lines, are cnncli.data.tables' concern;
+listing folders (never into /proc) cnncli.data.listing's. Labels that look misread (most classes
+of one sample) are refused with what the file looks like (`refuse_misread_labels`).
 """
 
 from __future__ import annotations
 
-import csv
 import glob
-import gzip
 import os
 import re
-import struct
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
+from cnncli.data.idx import read_idx
+from cnncli.data.idx import read_idx_array as read_idx_array
+from cnncli.data.listing import list_files, refuse_system_folder
 from cnncli.data.sample import Sample
 from cnncli.data.schema import DataConfig
+from cnncli.data.tables import Table, first_row_is_data, guess_columns, read_table, tab_table_hint
+from cnncli.data.textfile import AUTO_ENCODING as AUTO_ENCODING
+from cnncli.data.textfile import ENCODING_HINT as ENCODING_HINT
+from cnncli.data.textfile import detect_encoding as detect_encoding
+from cnncli.data.textfile import read_lines as read_lines
+from cnncli.data.textfile import read_numbered_lines
 from cnncli.errors import CnncliError
-from cnncli.files.jsontext import loads
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
 IDX_PATTERN = re.compile(r"idx\d-ubyte(\.gz)?$")
-AUTO_ENCODING = "auto"
 # Column names a manifest's label is found by when the recipe's name is absent (its text: by the
 # modality's own names, Modality.content_columns).
 LABEL_COLUMNS = ("label", "class", "category", "target", "sentiment", "intent", "type", "labels", "y")
+# The sub-folders of a folder laid out by split (any case), and the split each one holds.
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+# A training split is refused as misread when it has at least this many classes and most of them
+# have one sample (a sentence read as its own label): no network learns a class from one example.
+MISREAD_CLASSES = 20
 
 
 @dataclass
@@ -52,21 +63,40 @@ class ReadReport:
 
     skipped: list[str] = field(default_factory=list)  # "file:line" of each line with a label and no text
     encodings: dict[str, str] = field(default_factory=dict)  # file -> encoding detected (data.encoding: auto)
-    columns: dict[str, str] = field(default_factory=dict)  # manifest columns found by name: key -> column
+    columns: dict[str, str | int] = field(default_factory=dict)  # manifest columns found: key -> name or number
+    bad_rows: list[str] = field(default_factory=list)  # "file:line: why" of each manifest line that is no row
+    spans: list[str] = field(default_factory=list)  # "file: lines a-b" of each table row read across lines
+    headerless: list[str] = field(default_factory=list)  # tables whose first row was read as data
+    unreadable: list[str] = field(default_factory=list)  # folders among the data that could not be listed
+    hints: dict[str, str] = field(default_factory=dict)  # file -> what it looks like, should its labels be wrong
 
     def record(self) -> dict:
         """The JSON-able summary for the bundle (the first 100 skipped lines, and their count)."""
         return {"skipped_lines": len(self.skipped), "skipped": self.skipped[:100], "encodings": dict(self.encodings),
-                "columns": dict(self.columns)}
+                "columns": dict(self.columns), "bad_rows": self.bad_rows[:100], "spans": self.spans[:100],
+                "headerless": list(self.headerless)}
 
     def notes(self) -> list[str]:
         notes = [f"{path}: encoding {encoding} (detected; data.encoding: auto)"
                  for path, encoding in self.encodings.items()]
-        notes += [f"data.{key}: using the column {column!r} (found by name)" for key, column in self.columns.items()]
-        if self.skipped:
-            shown = ", ".join(self.skipped[:5]) + (", ..." if len(self.skipped) > 5 else "")
-            notes.append(f"warning: skipped {len(self.skipped)} line(s) with a label and no text: {shown}")
+        notes += [f"{path}: no header row (its first row reads as data); columns are numbered from 0"
+                  for path in self.headerless]
+        notes += [f"data.{key}: using the column {column!r} " + ("(found by name)" if isinstance(column, str) else
+                                                                 "(found by its values)")
+                  for key, column in self.columns.items()]
+        for count, what, items in ((len(self.skipped), "line(s) with a label and no text", self.skipped),
+                                   (len(self.bad_rows), "manifest line(s) that are no row", self.bad_rows),
+                                   (len(self.unreadable), "folder(s) that could not be read", self.unreadable)):
+            if count:
+                notes.append(f"warning: skipped {count} {what}: {_shown(items)}")
+        if self.spans:
+            notes.append(f"warning: {len(self.spans)} table row(s) read across several lines, each as one row (a "
+                         f"field that opens with a quote runs on to the next quote): {_shown(self.spans)}")
         return notes
+
+
+def _shown(items: Sequence[str]) -> str:
+    return "; ".join(items[:5]) + ("; ..." if len(items) > 5 else "")
 
 
 def read_sources(paths: str | Sequence[str], data: DataConfig, modality: Any,
@@ -104,11 +134,12 @@ def read_source(path: Path, data: DataConfig, modality: Any, report: ReadReport 
     """Samples from one existing path, in the format the recipe names or the path suggests."""
     report = report if report is not None else ReadReport()
     extensions = modality.extensions
+    refuse_system_folder(path)
     kind = detect_format(path, data, modality.text_samples)
     if kind == "folder":
-        return read_class_folders(path, extensions)
+        return read_class_folders(path, extensions, report.unreadable)
     if kind == "files":
-        return read_labelled_files(path, extensions, _label_regex(data))
+        return read_labelled_files(path, extensions, _label_regex(data), report.unreadable)
     if kind == "idx":
         return read_idx(path)
     lines = read_numbered_lines(path, data.encoding, report)
@@ -179,27 +210,47 @@ def expand_paths(arguments: Iterable[str], extensions: tuple[str, ...]) -> Itera
             yield Sample(argument)
 
 
-def list_files(folder: Path, extensions: Sequence[str]) -> Iterator[Path]:
-    """Files under `folder` (recursively, sorted, hidden ones skipped) with one of `extensions`."""
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix.lower() in extensions and not path.name.startswith("."):
-            yield path
-
-
-def read_class_folders(root: Path, extensions: Sequence[str]) -> list[Sample]:
-    classes = sorted(child for child in root.iterdir() if child.is_dir() and not child.name.startswith("."))
+def read_class_folders(root: Path, extensions: Sequence[str], unreadable: list[str] | None = None) -> list[Sample]:
+    try:
+        classes = sorted(child for child in root.iterdir() if child.is_dir() and not child.name.startswith("."))
+    except OSError as error:
+        raise CnncliError(f"{root}: cannot list this folder ({error.strerror})") from None
     if not classes:
         raise CnncliError(f"{root}: expected one sub-folder per class (or set data.label_regex)")
     samples = []
     for folder in classes:
-        samples.extend(Sample(str(path), folder.name, None, n) for n, path in enumerate(list_files(folder, extensions)))
+        samples.extend(Sample(str(path), folder.name, None, n)
+                       for n, path in enumerate(list_files(folder, extensions, unreadable)))
     if not samples:
         raise CnncliError(f"{root}: no files with suffix {', '.join(extensions)} in its class folders")
     return samples
 
 
-def read_labelled_files(root: Path, extensions: Sequence[str], pattern: re.Pattern) -> list[Sample]:
-    files = list(list_files(root, extensions)) if root.is_dir() else [root]
+def split_folders(path: Path) -> dict[str, Path]:
+    """The parts of a folder laid out by split: its sub-folders are train/ and any of val/ (or
+    valid/, validation/) and test/, in any case, each holding class folders. Keyed by split
+    name; empty for any other folder, so that classes named "train" and "test" that hold the
+    files themselves stay classes."""
+    parts: dict[str, Path] = {}
+    try:
+        for child in sorted(path.iterdir()):
+            if not child.is_dir() or child.name.startswith("."):
+                continue
+            part = SPLIT_FOLDERS.get(child.name.lower())
+            if part is None or not any(inner.is_dir() for inner in child.iterdir()):
+                return {}
+            if part in parts:
+                raise CnncliError(f"{path}: holds both {parts[part].name}/ and {child.name}/ as the {part} split; "
+                                  "keep one")
+            parts[part] = child
+    except OSError:
+        return {}
+    return parts if "train" in parts else {}
+
+
+def read_labelled_files(root: Path, extensions: Sequence[str], pattern: re.Pattern,
+                        unreadable: list[str] | None = None) -> list[Sample]:
+    files = list(list_files(root, extensions, unreadable)) if root.is_dir() else [root]
     if not files:
         raise CnncliError(f"{root}: no files with suffix {', '.join(extensions)}")
     return [Sample(str(path), label_from_name(path.name, pattern), None, n) for n, path in enumerate(files)]
@@ -209,24 +260,31 @@ def read_manifest(path: Path, data: DataConfig, modality: Any, report: ReadRepor
                   lines: list[tuple[int, str]] | None = None) -> list[Sample]:
     """A CSV/TSV/JSONL table: text rows (a text column, for a modality with `text_samples`) or
     file rows (a path column). Columns the recipe does not name are found by name (the modality's
-    `content_columns`, LABEL_COLUMNS); a row with a label and no text is skipped and reported."""
+    `content_columns`, LABEL_COLUMNS), or in a table without a header row by their values; a row
+    with a label and no text is skipped and reported, as are lines that are no row."""
     report = report if report is not None else ReadReport()
-    rows = list(_manifest_rows(path, lines if lines is not None else read_numbered_lines(path, data.encoding, report)))
-    if not rows:
+    lines = lines if lines is not None else read_numbered_lines(path, data.encoding, report)
+    names = [str(name).lower() for name in (data.text_column, data.label_column, data.path_column,
+                                            *modality.content_columns, *LABEL_COLUMNS)]
+    table = read_table(path, lines, data.header, names, data.label_column)
+    report.bad_rows.extend(table.bad)
+    report.spans.extend(f"{path}: lines {first}-{last}" for first, last in table.spans)
+    if table.headerless:
+        report.headerless.append(str(path))
+    if not table.rows:
         raise CnncliError(f"{path}: the manifest has no rows")
-    columns = list(rows[0][1])
-    text_column = _column(columns, data.text_column, modality.content_columns, "text_column", report) \
+    text_column = _column(path, table, data.text_column, modality.content_columns, "text_column", report) \
         if modality.text_samples else None
     text_mode = text_column is not None
-    content_column = text_column if text_mode else data.path_column
-    label_column = _column(columns, data.label_column, LABEL_COLUMNS, "label_column", report)
+    content_column = text_column if text_mode else _column(path, table, data.path_column, (), "path_column", report)
+    label_column = _column(path, table, data.label_column, LABEL_COLUMNS, "label_column", report)
     for column, key in ((content_column, "data.text_column" if modality.text_samples else "data.path_column"),
                         (label_column, "data.label_column")):
-        if column not in columns:
-            raise CnncliError(f"{path}: no column {column!r} (columns: {', '.join(sorted(map(str, columns)))}); "
+        if column not in table.columns:
+            raise CnncliError(f"{path}: no column {column!r} (columns: {', '.join(sorted(map(str, table.columns)))}); "
                               f"set {key}")
     samples = []
-    for n, (line, row) in enumerate(rows):
+    for n, (line, row) in enumerate(table.rows):
         value, label = row.get(content_column), row.get(label_column)
         if label in (None, ""):
             raise CnncliError(f"{path}:{line}: empty {label_column!r}")
@@ -242,12 +300,33 @@ def read_manifest(path: Path, data: DataConfig, modality: Any, report: ReadRepor
     return samples
 
 
-def _column(columns: list[str], wanted: str, known: Sequence[str], key: str, report: ReadReport) -> str | None:
-    """`wanted` when the table has it, else (unless the recipe named another than the default)
-    the first column among `known` names (any case) that it has."""
-    if wanted in columns or wanted != DataConfig.__dataclass_fields__[key].default:
+def starts_with_data(path: Path, lines: list[tuple[int, str]], modality: Any) -> bool:
+    """Whether a table's first row reads as data, not as the names of its columns (data.header: auto)."""
+    defaults = [str(DataConfig.__dataclass_fields__[key].default) for key in ("text_column", "label_column",
+                                                                             "path_column")]
+    return first_row_is_data(path, lines, [*defaults, *modality.content_columns, *LABEL_COLUMNS])
+
+
+def _column(path: Path, table: Table, wanted: str | int, known: Sequence[str], key: str,
+            report: ReadReport) -> str | int | None:
+    """The recipe's column: a number counts from 0 (a header row's names in that order); a name
+    is used when the table has it or the recipe chose it. A default name the table lacks is
+    looked for among `known` names (any case), or in a table without a header row, by its values."""
+    default = DataConfig.__dataclass_fields__[key].default
+    if isinstance(wanted, int):
+        if not 0 <= wanted < len(table.columns):
+            raise CnncliError(f"{path}: data.{key}: no column {wanted} (the table has {len(table.columns)}, "
+                              "numbered from 0)")
+        return table.columns[wanted]
+    if table.headerless:
+        if wanted != default:
+            raise CnncliError(f"{path}: data.{key}: the table has no header row (set data.header: true if it has "
+                              f"one), so name its columns by number, e.g. data.{key}: 0")
+        report.columns[key] = guess_columns(table)[key]
+        return report.columns[key]
+    if wanted in table.columns or wanted != default:
         return wanted
-    by_name = {str(column).strip().lower(): column for column in columns}
+    by_name = {str(column).strip().lower(): column for column in table.columns}
     found = next((by_name[name] for name in known if name in by_name), None)
     if found is not None:
         report.columns[key] = found
@@ -255,96 +334,13 @@ def _column(columns: list[str], wanted: str, known: Sequence[str], key: str, rep
     return None if key == "text_column" else wanted
 
 
-def _manifest_rows(path: Path, lines: list[tuple[int, str]]) -> Iterator[tuple[int, dict]]:
-    if path.suffix.lower() == ".jsonl":
-        for number, line in lines:
-            yield number, json_row(path, number, line)
-        return
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    numbers = [number for number, _ in lines]
-    reader = csv.DictReader((text for _, text in lines), delimiter=delimiter)
-    for row in reader:
-        # A quoted field may span lines: a row is named by the line it ends on.
-        yield numbers[min(reader.line_num - 1, len(numbers) - 1)], row
-
-
-def json_row(path: Path, number: int, line: str) -> dict:
-    """One line of a JSON-lines manifest: an object, or a one-line error naming the line."""
-    row = loads(line, f"{path}:{number}")  # (NaN and Infinity are not JSON)
-    if not isinstance(row, dict):
-        raise CnncliError(f"{path}:{number}: expected a JSON object per line")
-    return row
-
-
-ENCODING_HINT = "set the file's encoding, e.g. --set data.encoding=latin-1 (or auto)"
-
-
-def read_lines(path: Path, encoding: str, hint: str = ENCODING_HINT) -> list[str]:
-    """Non-empty lines of a text file; a byte the encoding cannot read is a one-line error that
-    ends with `hint` (what the user can do about it where the file is read). `encoding` may be
-    "auto" (see `detect_encoding`)."""
-    return [text for _, text in read_numbered_lines(path, encoding, hint=hint)]
-
-
-def read_numbered_lines(path: Path, encoding: str, report: ReadReport | None = None,
-                        hint: str = ENCODING_HINT) -> list[tuple[int, str]]:
-    """(line number from 1, stripped text) of each non-empty line; with encoding "auto" the
-    file's encoding is detected and added to `report`."""
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise CnncliError(f"{path}: cannot read ({error.strerror})") from None
-    if encoding == AUTO_ENCODING:
-        encoding = detect_encoding(raw)
-        if report is not None:
-            report.encodings[str(path)] = encoding
-    try:
-        text = raw.decode(encoding)
-    except UnicodeDecodeError as error:
-        number, column = raw.count(b"\n", 0, error.start) + 1, error.start - raw.rfind(b"\n", 0, error.start)
-        raise CnncliError(
-            f"{path}:{number}: byte 0x{raw[error.start]:02x} at column {column} is not valid "
-            f"{encoding}; {hint}"
-        ) from None
-    except LookupError:
-        raise CnncliError(f"data.encoding: unknown encoding {encoding!r}") from None
-    # Lines end at \n, \r\n or \r only: str.splitlines would also cut at U+0085, which is what
-    # latin-1 makes of cp1252's ellipsis byte.
-    return [(number, line.strip()) for number, line in enumerate(_LINE_END.split(text), start=1) if line.strip()]
-
-
-_LINE_END = re.compile(r"\r\n|\r|\n")
-
-
-# Among encodings that read a file equally well, the one most files in the wild use: WHATWG reads
-# every "latin-1" web page as cp1252, and MR's reviews are such a file (cp1250 ties on it).
-_PREFERRED_ENCODINGS = ("utf_8", "ascii", "cp1252", "latin_1", "iso8859_15")
-
-
-def detect_encoding(raw: bytes) -> str:
-    """The encoding of a file's bytes: UTF-8 when they are valid UTF-8 (a strict check that
-    no other encoding's text passes by accident beyond ASCII), else charset-normalizer's guess,
-    preferring the common Western encodings among equally good ones."""
-    try:
-        raw.decode("utf-8")
-        return "utf-8-sig" if raw.startswith(b"\xef\xbb\xbf") else "utf-8"
-    except UnicodeDecodeError:
-        pass
-    from charset_normalizer import from_bytes  # only files that are not UTF-8 pay for importing it
-
-    matches = from_bytes(raw)
-    best = matches.best()
-    if best is None:
-        return "latin-1"  # every byte is a character in latin-1: binary junk still gets a clear reading
-    tied = {name for match in matches if (match.chaos, match.coherence) == (best.chaos, best.coherence)
-            for name in [match.encoding, *match.could_be_from_charset]}
-    return next((name for name in _PREFERRED_ENCODINGS if name in tied), best.encoding)
-
-
 def read_labelled_lines(path: Path, lines: list[tuple[int, str]], report: ReadReport | None = None) -> list[Sample]:
     """"LABEL text" lines (space or tab after the label); a line with a label and no text is skipped
     and reported. A sample's position is its index among the file's non-empty lines, skipped ones
     included, so position rules (every 10th line) count the lines of the file."""
+    hint = tab_table_hint(lines) if report is not None else None
+    if hint:
+        report.hints[str(path)] = hint
     samples = []
     for n, (number, line) in enumerate(lines):
         label, _, text = line.replace("\t", " ", 1).partition(" ")
@@ -357,41 +353,17 @@ def read_labelled_lines(path: Path, lines: list[tuple[int, str]], report: ReadRe
     return samples
 
 
-def read_idx(images_path: Path) -> list[Sample]:
-    """MNIST-format images with their labels file (found by name); contents are uint8 tensors."""
-    images = read_idx_array(images_path)
-    labels_path = images_path.with_name(images_path.name.replace("images-idx3", "labels-idx1"))
-    if labels_path == images_path or not labels_path.exists():
-        raise CnncliError(f"{images_path}: no labels file beside it (expected {labels_path.name})")
-    labels = read_idx_array(labels_path)
-    if images.dim() != 3 or labels.dim() != 1 or len(images) != len(labels):
-        raise CnncliError(f"{images_path}: expected N images of H x W and N labels, "
-                          f"got {tuple(images.shape)} and {tuple(labels.shape)}")
-    return [Sample(f"{images_path}#{i}", str(int(labels[i])), images[i], i) for i in range(len(images))]
-
-
-_IDX_TYPES = {0x08: ("uint8", 1), 0x09: ("int8", 1), 0x0B: (">i2", 2), 0x0C: (">i4", 4),
-              0x0D: (">f4", 4), 0x0E: (">f8", 8)}
-
-
-def read_idx_array(path: Path):
-    """An idx file (optionally gzipped) as a torch tensor."""
-    try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as handle:
-            raw = handle.read()
-    except (OSError, EOFError) as error:
-        raise CnncliError(f"{path}: cannot read idx file ({error})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
-        raise CnncliError(f"{path}: not an idx file (bad magic number)")
-    dtype, size = _IDX_TYPES[raw[2]]
-    ndim = raw[3]
-    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    count = 1
-    for dim in shape:
-        count *= dim
-    body = raw[4 + 4 * ndim:]
-    if len(body) != count * size:
-        raise CnncliError(f"{path}: truncated idx file ({len(body)} bytes of data, header says {count * size})")
-    array = np.frombuffer(body, dtype=dtype).reshape(shape)
-    return torch.from_numpy(array.astype(array.dtype.newbyteorder("=")).copy())
+def refuse_misread_labels(samples: Sequence[Sample], report: ReadReport, where: str) -> None:
+    """Refuse training samples where most classes (of MISREAD_CLASSES or more) have one sample:
+    their labels were read from the wrong place, as when a table of sentences read as "LABEL
+    text" lines makes each sentence's first word its class. The line says what the file looks
+    like (ReadReport.hints) and what to set."""
+    counts = Counter(sample.label for sample in samples)
+    single = [label for label, count in counts.items() if count == 1]
+    if len(counts) < MISREAD_CLASSES or len(single) * 2 <= len(counts):
+        return
+    fallback = "check how labels are read (data.format, data.label_column, data.label_regex)"
+    where, hint = next(iter(report.hints.items()), (where, fallback))
+    examples = ", ".join(repr(label) for label in single[:3])
+    raise CnncliError(f"{where}: {len(single):,} of {len(counts):,} classes have one sample (e.g. {examples}): "
+                      f"the labels look misread; {hint}")

@@ -8,7 +8,10 @@ and folders get the permissions the user's umask allows, like any other program'
 Temporaries are hidden siblings named .NAME.tmp-PID-RANDOM (.NAME.old-PID-RANDOM for a folder
 being replaced). A process killed with SIGKILL cannot remove its own, so the next write to the
 same name removes those whose process is gone. `check_writable` tells before long work starts
-whether its result could be written at all.
+whether its result could be written at all. A write the system refuses for want of room (a
+full disk, a quota, a file size limit) is one line naming the target and what was kept, which
+is always what was there before (`out_of_room`); a cache's entry (`durable=False`) raises the
+OSError for the cache to skip the entry.
 """
 
 from __future__ import annotations
@@ -25,6 +28,22 @@ from pathlib import Path
 from typing import IO
 
 from cnncli.errors import CnncliError
+
+NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # a full disk, a full quota, a file size limit
+
+
+def out_of_room(error: OSError, target: Path, kept: str) -> CnncliError | None:
+    """`error` as one line naming `target` and what was `kept`, if the system refused the write
+    for want of room; None for any other error."""
+    if error.errno not in NO_ROOM:
+        return None
+    reason = os.strerror(error.errno)
+    return CnncliError(f"{target}: {reason[0].lower()}{reason[1:]} while writing it; {kept}")
+
+
+def kept_message(target: Path) -> str:
+    """What a failed replacement of `target` leaves: the previous one, or nothing."""
+    return f"{target} is kept as it was" if target.exists() else "nothing was written"
 
 
 def temporary_name(target: Path, kind: str = "tmp") -> Path:
@@ -120,6 +139,11 @@ def open_file(path: str | Path, mode: str = "w", encoding: str | None = "utf-8",
         os.replace(temporary, target)
         if durable:
             sync_folder(target.parent)
+    except OSError as error:
+        refused = out_of_room(error, target, kept_message(target)) if durable else None  # (a cache skips its own)
+        if refused is None:
+            raise
+        raise refused from None
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -139,6 +163,11 @@ def staged_folder(target: str | Path) -> Iterator[Path]:
                 sync_file(item)
         sync_folder(staging)
         replace_folder(staging, target)
+    except OSError as error:
+        refused = out_of_room(error, target, kept_message(target))
+        if refused is None:
+            raise
+        raise refused from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import csv
 import sys
+import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cnncli.files.atomic import open_file
+from cnncli.files.atomic import open_file, out_of_room
 from cnncli.files.jsontext import dumps
 from cnncli.output.formats import FORMATS
+from cnncli.output.tables import shown
 
 PREDICTED = ("label", "score", "top", "error")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run (OWASP's CSV injection list)
@@ -42,8 +45,15 @@ def open_output(path: str | None, append: bool = False) -> Iterator[TextIO]:
         yield sys.stdout
         return
     if append:
-        with open(path, "a", encoding="utf-8", newline="", errors="surrogateescape") as stream:
-            yield stream
+        try:
+            with open(path, "a", encoding="utf-8", newline="", errors="surrogateescape") as stream:
+                yield stream
+        except OSError as error:
+            refused = out_of_room(error, Path(path), "the rows written so far are kept: make room, then run the "
+                                                     "same command again (--resume goes on from them)")
+            if refused is None:
+                raise
+            raise refused from None
         return
     with open_file(path, "w", encoding="utf-8", newline="", errors="surrogateescape") as stream:
         yield stream
@@ -150,12 +160,12 @@ def write_table_rows(batches, stream: TextIO, layout: Layout) -> None:
         table.add_column(column, overflow="fold")
     for batch in batches:
         for row in batch:
-            cells = [Text(cell) for cell in _leading(row, layout)]
+            cells = [Text(shown(cell)) for cell in _leading(row, layout)]  # control characters escaped
             if row.error:
-                cells += [Text("error", style="red"), "", Text(row.error, style="red")]
+                cells += [Text("error", style="red"), "", Text(shown(row.error), style="red")]
             else:
                 top = ", ".join(f"{label} {score:.3f}" for label, score in row.top)
-                cells += [Text(row.label), f"{row.score:.4f}", Text(top)]
+                cells += [Text(shown(row.label)), f"{row.score:.4f}", Text(shown(top))]
             table.add_row(*cells)
     Console(file=stream, width=None if stream.isatty() else 160).print(table)
 
@@ -180,5 +190,8 @@ def _blank(value) -> str:
 
 def escape_formula(text: str) -> str:
     """OWASP's advice against CSV injection: a cell a spreadsheet would read as a formula is
-    prefixed with a single quote, which the spreadsheet shows as text."""
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    prefixed with a single quote, which the spreadsheet shows as text. Spreadsheets also read a
+    formula after leading spaces and in the fullwidth signs of East Asian input (＝ ＋ － ＠), so
+    those count too: compared as NFKC, Unicode's compatibility form, folds them to = + - @."""
+    folded = unicodedata.normalize("NFKC", text[:64]).lstrip()
+    return "'" + text if text.startswith(FORMULA_STARTS) or folded.startswith(FORMULA_STARTS) else text

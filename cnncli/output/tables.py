@@ -1,16 +1,40 @@
 """Tables for people (rich): one renderer per kind of result, the `table` format's results.
 
 Every value that comes from data (a label, a path, a sentence) goes in as rich Text, never as
-markup, so `[bold]` in a sentence is printed as typed and `[/x]` cannot break the table.
+markup, so `[bold]` in a sentence is printed as typed and `[/x]` cannot break the table. Control
+characters in it (ESC, BEL, ...) are shown as escapes (`\\x1b[2J`), every string of a result at
+once (`shown_all`), so a file name or a sentence cannot clear the screen, move the cursor or retitle
+the terminal.
 """
 
 from __future__ import annotations
 
-from typing import TextIO
+import re
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from cnncli.output import experiments
+
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: what a terminal may act on
+
+
+def shown(text: str) -> str:
+    """`text` with each control character written as an escape: ESC as `\\x1b`."""
+    return CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
+def shown_all(value: Any) -> Any:
+    """Every string of a result (keys too, so lookups agree), `shown`."""
+    if isinstance(value, str):
+        return shown(value)
+    if isinstance(value, dict):
+        return {shown_all(key): shown_all(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(shown_all(item) for item in value)
+    return value
 
 
 def _console(stream: TextIO) -> Console:
@@ -204,9 +228,9 @@ def data(summary: dict, stream: TextIO) -> None:
 
 
 TABLES = {"training": training, "lr_range": lr_range, "evaluation": evaluation, "inspection": inspection,
-          "data": data, "export": export}
+          "data": data, "export": export, "tune": experiments.tune, "compare": experiments.compare}
 
 
 def write_table(kind: str, result: dict, stream: TextIO) -> None:
     """The `table` format's result writer: the renderer for this kind of result."""
-    TABLES[kind](result, stream)
+    TABLES[kind](shown_all(result), stream)

@@ -22,7 +22,7 @@ import torch
 import torchaudio.functional as audio_functional
 
 from cnncli.errors import CnncliError
-from cnncli.files.reading import read_limited
+from cnncli.files.reading import check_regular, read_limited
 from cnncli.limits import AUDIO_RATES, MAX_AUDIO_SECONDS, MAX_AUDIO_VALUES
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -96,7 +96,9 @@ def resample(waveforms: torch.Tensor, native_rate: int, sample_rate: int) -> tor
 
 
 def audio_length(path: str | Path) -> tuple[int, int]:
-    """(frames, native sample rate) from the header, without decoding."""
+    """(frames, native sample rate) from the header, without decoding (of a regular file: libsndfile
+    would wait on a FIFO and read a device forever)."""
+    check_regular(path, "audio file")
     try:
         info = soundfile.info(str(path))
     except FileNotFoundError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -84,7 +85,35 @@ def option_problems(options: AudioOptions) -> list[tuple[str, str]]:
         ("event_min_gap", options.event_min_gap >= 0, "must be at least 0 seconds"),
         ("event_min_length", options.event_min_length >= 0, "must be at least 0 seconds"),
     ]
-    return [(key, message) for key, ok, message in checks if not ok]
+    problems = [(key, message) for key, ok, message in checks if not ok]
+    empty = 0 if problems or options.features == "stft" else empty_mel_bands(options)
+    if empty:  # an all-zero filter makes a band of silence in every picture (-100 dB, or NaN once normalised)
+        bins = options.n_fft // 2 + 1
+        problems.append(("n_mels", f"{empty} of the {options.n_mels} mel bands would be empty: n_fft {options.n_fft} "
+                                   f"gives {bins} frequency bins up to {nyquist:g} Hz, too few between f_min and "
+                                   "f_max for that many bands; use fewer mel bands or a larger n_fft"))
+    return problems
+
+
+def empty_mel_bands(options: AudioOptions) -> int:
+    """How many mel filters would get no frequency bin: filter m spans (f[m], f[m + 2]) of the
+    n_mels + 2 points spaced evenly in mels from f_min to f_max, and is zero at every bin outside.
+    Computed as torchaudio's melscale_fbanks builds the filters (the Slaney scale, float32, bins
+    at linspace(0, sample_rate // 2)), by counting bins instead of making the bins x bands matrix."""
+    import torch  # here: the recipe schema reads this module, and `cnncli --help` must not wait for torch
+
+    width, step = 200.0 / 3, math.log(6.4) / 27.0  # the Slaney scale: linear to 1 kHz, logarithmic above
+    knee = 1000.0 / width  # 1 kHz in mels
+
+    def to_mel(hertz: float) -> float:
+        return hertz / width if hertz < 1000.0 else knee + math.log(hertz / 1000.0) / step
+
+    mels = torch.linspace(to_mel(options.f_min), to_mel(options.f_max or options.sample_rate / 2), options.n_mels + 2)
+    points = torch.where(mels >= knee, 1000.0 * torch.exp(step * (mels - knee)), width * mels)
+    bins = torch.linspace(0, options.sample_rate // 2, options.n_fft // 2 + 1)
+    above = torch.searchsorted(bins, points[:-2], right=True)  # the first bin past each filter's start
+    below = torch.searchsorted(bins, points[2:], right=False)  # the first bin at or past its end
+    return int((below <= above).sum())
 
 
 def augment_problems(augment: AudioAugment) -> list[tuple[str, str]]:
