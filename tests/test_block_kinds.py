@@ -126,6 +126,14 @@ EXAMPLES = [
                    for w in (2, 3)]}, (1, 12, 6)),
     ({"parallel": [[{"conv": {"channels": 2, "kernel": 3, "padding": "same"}}],
                    [{"parallel": [[{"pool": {"size": 1}}], [{"conv": {"channels": 3, "kernel": 1}}]]}]]}, (2, 5, 5)),
+    ({"conv": {"channels": 6, "kernel": 3, "batch_norm": True, "se": True, "dropout": 0.1}}, (2, 7, 7)),
+    ({"residual": {"channels": 4}}, (4, 6, 5)),
+    ({"residual": {"channels": 6, "stride": 2, "se": True}}, (3, 7, 6)),
+    ({"residual": {"channels": 8, "bottleneck": True, "width": 3, "stride": [1, 2], "se": True, "se_ratio": 0.5}},
+     (4, 5, 6)),
+    ({"separable": {"channels": 5, "kernel": [3, 5], "stride": 2, "se": True}}, (3, 9, 8)),
+    ({"separable": {"channels": 3, "expand": 4}}, (3, 6, 6)),
+    ({"separable": {"channels": 4, "expand": 1, "activation": "gelu"}}, (3, 6, 6)),
 ]
 
 

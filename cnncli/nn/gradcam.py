@@ -9,7 +9,9 @@ strode. Any modality gets it for free; each draws it over its own input (Modalit
 
 By default the heat is taken at the last convolution on every path to the classifier (one for
 a chain, the last of each branch of a final parallel block, as in Kim's text CNN), each map
-scaled to a peak of 1 and averaged. An ensemble's members are all asked, for the class the
+scaled to a peak of 1 and averaged. A block holding convolutions counts as one: in a residual
+network that is the last residual block's output, after its sum (`--layer res3.conv2` asks for
+a layer inside it). An ensemble's members are all asked, for the class the
 ensemble predicts, and their maps averaged.
 """
 
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnncli.errors import CnncliError
+from cnncli.nn.backbones import spread_centres
 from cnncli.nn.layers import cell_centres, is_convolution, named_blocks, named_layers
 from cnncli.nn.model import members_of
 
@@ -106,7 +109,10 @@ def _member_cam(network: nn.Module, batch: torch.Tensor, name: str, target: int)
         hook.remove()
     weights = gradients.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * activations).sum(dim=1))[0].detach()
-    return place_on_input(cam, cell_centres(network.backbone, name), tuple(picture.shape[2:]))
+    size = tuple(picture.shape[2:])
+    staged = callable(getattr(network.backbone, "stages", None))  # a named backbone: its grid spread evenly
+    return place_on_input(cam, spread_centres(tuple(cam.shape), size) if staged else
+                          cell_centres(network.backbone, name), size)
 
 
 def place_on_input(cam: torch.Tensor, centres, size: tuple[int, int]) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 `for_inference` returns a copy of a trained network that computes the same outputs (up to float
 rounding, about 1e-7) faster: each batch norm is folded into the convolution or linear layer
-before it (one pass over the activations instead of three), ReLUs overwrite the fresh results
+before it (one pass over the activations instead of three; inside a residual block along its
+main path and its shortcut, never across the sum), ReLUs overwrite the fresh results
 they read instead of allocating new ones, and on the CPU the 2-d convolutions use the
 channels-last layout, oneDNN's fast path (about twice as fast on 28x28 digits and 40-band
 spectrograms, measured one thread at a time), and a global max pool is one `amax` (the same
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from cnncli.nn.blocks import Residual
 from cnncli.nn.calibration import scaled_probabilities
 from cnncli.nn.layers import pair
 
@@ -33,7 +35,9 @@ def for_inference(network: nn.Module, device: torch.device) -> nn.Module:
     fast = copy.deepcopy(network).eval()
     for module in list(fast.modules()):
         if isinstance(module, nn.Sequential):
-            _fold_batch_norms(module)
+            _fold_batch_norms(module, list(module._modules))
+        elif isinstance(module, Residual):  # its main path runs in order; the sum and act come after it
+            _fold_batch_norms(module, list(module.main))
         for name, child in module.named_children():
             if isinstance(child, nn.AdaptiveMaxPool2d) and child.output_size in (1, (1, 1)) \
                     and not child.return_indices:
@@ -82,10 +86,10 @@ class TiledMax(nn.Module):
         return out
 
 
-def _fold_batch_norms(sequence: nn.Sequential) -> None:
+def _fold_batch_norms(sequence: nn.Module, names: list[str]) -> None:
     """Fold each batch norm into the convolution or linear layer right before it, and let a ReLU
-    that reads a fresh result of such a layer overwrite it (no new tensor per call)."""
-    names = list(sequence._modules)
+    that reads a fresh result of such a layer overwrite it (no new tensor per call); `names` are
+    children of `sequence` that run one after the other, each reading the one before."""
     for first, second in zip(names, names[1:]):
         layer, norm = sequence._modules[first], sequence._modules[second]
         if not isinstance(norm, (nn.BatchNorm1d, nn.BatchNorm2d)) or norm.running_mean is None:
@@ -98,7 +102,7 @@ def _fold_batch_norms(sequence: nn.Sequential) -> None:
             continue
         sequence._modules[second] = nn.Identity()
     fresh = False  # whether the tensor flowing here was made by the module before (nobody else holds it)
-    for module in sequence.children():
+    for module in (sequence._modules[name] for name in names):
         if isinstance(module, nn.ReLU) and fresh:
             module.inplace = True
         elif not isinstance(module, nn.Identity):

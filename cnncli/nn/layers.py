@@ -5,6 +5,10 @@ connections and receptive field. Connections are counted as LeCun et al. (1998) 
 output value, the inputs it is wired to plus its bias (LeNet-5's C1: 156 parameters, 28 x 28 x
 156 = 122,304 connections); pooling counts its window, batch norm one per value, activations none.
 The receptive field is the input window (height x width) that one output value depends on.
+A block with a path beside its main one (`beside`: a residual block's shortcut, a squeeze-and-
+excitation gate) has that path counted from the block's input and joined at the sum; a gate's
+path (`gate_only`), which only weighs whole channels, is shown with its own field and leaves the
+field of the values it scales as the convolutions made it.
 A layer of a type not known here (from a block kind registered elsewhere) counts its own
 connections if it has a `connections(output_shape)` method, and none otherwise.
 """
@@ -16,6 +20,7 @@ from collections.abc import Iterator
 
 from torch import nn
 
+from cnncli.nn.backbones import describe_stage, stage_outputs
 from cnncli.nn.blocks import Parallel, output_shape
 from cnncli.nn.model import members_of
 
@@ -58,6 +63,11 @@ class _Field:
         other.rf, other.jump, other.whole = list(self.rf), list(self.jump), self.whole
         return other
 
+    def join(self, other):
+        """After a sum of this path and `other`: each value depends on both windows."""
+        self.rf = [max(mine, theirs) for mine, theirs in zip(self.rf, other.rf)]
+        self.whole = self.whole or other.whole
+
     def step(self, kernel, stride):
         for axis in range(2):
             self.rf[axis] += (kernel[axis] - 1) * self.jump[axis]
@@ -80,16 +90,40 @@ def _walk(module: nn.Module, prefix: str, field: _Field, shapes: dict, rows: lis
         field.jump = results[0].jump
         field.whole = any(f.whole for f in results)
         return
-    children = list(module.named_children())
-    if children:
-        for name, child in children:
-            _walk(child, f"{prefix}.{name}" if prefix else name, field, shapes, rows, in_shape)
+    if callable(getattr(module, "stages", None)):  # a named backbone (cnncli.nn.backbones): a row per stage
+        _stage_rows(module, field, shapes, rows, in_shape)
         return
-    out = shapes.get(id(module))
-    rows.append(_row(module, prefix, field, out))
+    children = list(module.named_children())
+    beside, side = getattr(module, "beside", ()), field.copy()
+    for name, child in children:
+        full = f"{prefix}.{name}" if prefix else name
+        if name in beside:
+            _walk(child, full, side, shapes, rows, in_shape)
+            continue
+        if not getattr(module, "gate_only", False):
+            field.join(side)  # nothing until the side path has run: its field is inside the main one's
+        _walk(child, full, field, shapes, rows, in_shape)
+    if children:
+        return
+    read, out = shapes.get(id(module), ((), None))
+    rows.append(_row(module, prefix, field, out, read))
 
 
-def _row(module: nn.Module, name: str, field: _Field, out) -> dict:
+def _stage_rows(backbone: nn.Module, field: _Field, shapes: dict, rows: list, in_shape) -> None:
+    """One row per stage of a named backbone: its parameters and connections summed over its
+    layers, its output shape and receptive field measured (cnncli.nn.backbones.stage_outputs)."""
+    for (name, stage), (out, window) in zip(backbone.stages(), stage_outputs(backbone, in_shape)):
+        layers: list[dict] = []
+        _walk(stage, name, field.copy(), shapes, layers, in_shape)
+        rows.append({"name": name, "type": type(stage).__name__,
+                     "detail": describe_stage(stage) or (layers[0]["detail"] if layers else ""),
+                     "output_shape": list(out), "parameters": sum(p.numel() for p in stage.parameters()),
+                     "connections": sum(layer["connections"] for layer in layers), "receptive_field": window})
+    field.whole = True
+
+
+def _row(module: nn.Module, name: str, field: _Field, out, read: tuple[int, ...]) -> dict:
+    """One layer's row; `out` and `read` are the shapes it output and read in the dry run."""
     out = list(out) if out is not None else []
     out_values = math.prod(out) if out else 0
     parameters = sum(p.numel() for p in module.parameters())
@@ -97,6 +131,8 @@ def _row(module: nn.Module, name: str, field: _Field, out) -> dict:
     if isinstance(module, nn.Conv2d):
         kernel, stride, padding = module.kernel_size, module.stride, module.padding
         detail = f"{module.in_channels}->{module.out_channels} k{_hw(kernel)} s{_hw(stride)} p{_hw(padding)}"
+        if module.groups > 1:
+            detail += " depthwise" if module.groups == module.in_channels else f" groups {module.groups}"
         per_output = module.in_channels // module.groups * kernel[0] * kernel[1] + (module.bias is not None)
         connections = out_values * per_output
         field.step(kernel, stride)
@@ -107,7 +143,7 @@ def _row(module: nn.Module, name: str, field: _Field, out) -> dict:
         field.step(kernel, stride)
     elif isinstance(module, (nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d)):
         detail = f"global {'max' if isinstance(module, nn.AdaptiveMaxPool2d) else 'avg'}"
-        connections = out_values * field.input_size[0] * field.input_size[1]  # upper bound: the whole map
+        connections = out_values * math.prod(read[1:])  # each value reads its whole map
         field.whole = True
     elif isinstance(module, nn.Linear):
         detail = f"{module.in_features}->{module.out_features}"
@@ -128,11 +164,13 @@ def _row(module: nn.Module, name: str, field: _Field, out) -> dict:
 
 
 def _leaf_output_shapes(network: nn.Module, input_shape) -> dict:
+    """{id of each leaf layer: (the shape it read, the shape it output)}, from a dry run."""
     shapes, hooks = {}, []
     for module in network.modules():
         if not list(module.children()):
             hooks.append(module.register_forward_hook(
-                lambda mod, args, out: shapes.__setitem__(id(mod), tuple(out.shape[1:]))))
+                lambda mod, args, out: shapes.__setitem__(id(mod), (tuple(args[0].shape[1:]) if args else (),
+                                                                    tuple(out.shape[1:])))))
     try:
         output_shape(network, input_shape, dtype=network.input_dtype)
     finally:
@@ -157,7 +195,11 @@ def _hw(value) -> str:
 
 def named_blocks(backbone: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
     """The backbone's blocks in the order they run, named as in the layer table (conv1, pool1,
-    parallel1.branch0.conv1, ...); a parallel block comes after the blocks of its branches."""
+    parallel1.branch0.conv1, ...); a parallel block comes after the blocks of its branches, a
+    named backbone's stages (layer1.0, ...) are its blocks."""
+    if callable(getattr(backbone, "stages", None)):
+        yield from ((f"{prefix}.{name}" if prefix else name, stage) for name, stage in backbone.stages())
+        return
     for name, child in backbone.named_children():
         full = f"{prefix}.{name}" if prefix else name
         if isinstance(child, Parallel):
@@ -167,19 +209,21 @@ def named_blocks(backbone: nn.Module, prefix: str = "") -> Iterator[tuple[str, n
 
 
 def named_layers(backbone: nn.Module) -> dict[str, nn.Module]:
-    """Every block and every leaf layer of the backbone by its layer-table name (conv2, conv2.conv)."""
+    """Every block and every layer inside it by its layer-table name (conv2, conv2.conv, res1.conv1,
+    res1.shortcut.conv)."""
     layers = {}
     for name, block in named_blocks(backbone):
         layers[name] = block
         if not isinstance(block, Parallel):
-            layers.update((f"{name}.{leaf}", module) for leaf, module in block.named_children())
+            layers.update((f"{name}.{inner}", module) for inner, module in block.named_modules() if inner)
     return layers
 
 
 def is_convolution(module: nn.Module) -> bool:
-    """A convolution layer, or a block (conv + bn + act ...) that holds one."""
-    return isinstance(module, nn.Conv2d) or (
-        isinstance(module, nn.Sequential) and any(isinstance(child, nn.Conv2d) for child in module.children()))
+    """A convolution layer, or a block (conv + bn + act ..., a residual block, a named backbone's
+    stage) that holds one; a parallel block's convolutions are its branches'."""
+    return isinstance(module, nn.Conv2d) or (not isinstance(module, Parallel) and any(
+        isinstance(layer, nn.Conv2d) for layer in module.modules()))
 
 
 def cell_centres(backbone: nn.Module, name: str) -> tuple[list[float], list[float]] | None:
@@ -210,7 +254,8 @@ def cell_centres(backbone: nn.Module, name: str) -> tuple[list[float], list[floa
 
 def _leaves_until(module: nn.Module, prefix: str, target: str) -> tuple[list[nn.Module], bool]:
     """The leaf layers that run from the backbone's input up to the end of layer `target`, and
-    whether `target` was reached; of a parallel block, only the branch on the way."""
+    whether `target` was reached; of a parallel block, only the branch on the way, and of a
+    block with a path beside its main one, only the path on the way."""
     if prefix == target:
         return list(_run_leaves(module)), True
     if isinstance(module, Parallel):
@@ -222,22 +267,25 @@ def _leaves_until(module: nn.Module, prefix: str, target: str) -> tuple[list[nn.
     children = list(module.named_children())
     if not children:
         return [module], False
-    collected = []
+    collected, side = [], []  # the side path starts from the block's input, as `collected` does
     for name, child in children:
         leaves, found = _leaves_until(child, f"{prefix}.{name}" if prefix else name, target)
-        collected += leaves
+        path = side if name in getattr(module, "beside", ()) else collected
+        path += leaves
         if found:
-            return collected, True
+            return path, True
     return collected, False
 
 
 def _run_leaves(module: nn.Module) -> Iterator[nn.Module]:
-    """Leaf layers in run order; of a parallel block, those of its first branch."""
+    """Leaf layers in run order; of a parallel block, those of its first branch; of a block with
+    a path beside its main one, those of the main path."""
     if isinstance(module, Parallel):
         yield from _run_leaves(module.branches[0])
         return
-    children = list(module.children())
+    children = list(module.named_children())
     if not children:
         yield module
-    for child in children:
-        yield from _run_leaves(child)
+    for name, child in children:
+        if name not in getattr(module, "beside", ()):
+            yield from _run_leaves(child)

@@ -1,7 +1,8 @@
 """The shared network: a modality's stem, a backbone built from block specs, a classifier.
 
 The backbone's blocks (conv, pool, dropout, flatten, linear, parallel) and their options are
-described in cnncli.nn.blocks. An ensemble is several such networks whose probabilities are
+described in cnncli.nn.blocks; a recipe may name a timm architecture instead (`model.backbone`,
+cnncli.nn.backbones), which replaces the blocks. An ensemble is several such networks whose probabilities are
 averaged. `padding_margin` works out how much padding a text batch really needs.
 """
 
@@ -16,6 +17,7 @@ from torch import nn
 
 from cnncli.errors import CnncliError
 from cnncli.limits import MAX_ACTIVATIONS, MAX_BATCH_ACTIVATIONS, MAX_INPUT_VALUES, MAX_PARAMETERS
+from cnncli.nn.backbones import backbone_size, build_backbone
 from cnncli.nn.blocks import ACTIVATIONS, Parallel, Size, build_blocks, estimate_blocks, output_shape
 
 
@@ -90,12 +92,24 @@ def member_seed(seed: int, member: int) -> int:
 def members_of(network: nn.Module) -> list[nn.Module]:
     return list(network.members) if isinstance(network, Ensemble) else [network]
 
-def build_network(blocks: list[Any], stem: nn.Module, input_shape: tuple[int, ...], num_classes: int,
+def build_network(model: Any, stem: nn.Module, input_shape: tuple[int, ...], num_classes: int,
                   input_dtype: torch.dtype = torch.float32) -> Network:
-    """Build the whole network for encoded inputs of `input_shape` (one sample, no batch axis)."""
+    """Build the whole network for encoded inputs of `input_shape` (one sample, no batch axis).
+    `model`: the recipe's model section, or only its list of blocks."""
+    blocks, backbone_name, options = architecture(model)
     stem_shape = output_shape(stem, input_shape, dtype=input_dtype)
-    backbone, shape = build_blocks(blocks, stem_shape, "model.blocks")
+    if backbone_name:
+        backbone, shape = build_backbone(backbone_name, options, stem_shape)
+    else:
+        backbone, shape = build_blocks(blocks, stem_shape, "model.blocks")
     return Network(stem, backbone, classifier_for(shape, num_classes), input_dtype)
+
+
+def architecture(model: Any) -> tuple[list[Any], str | None, dict]:
+    """(blocks, timm backbone name or None, its options) of a recipe's model section or a list of blocks."""
+    if isinstance(model, list):
+        return model, None, {}
+    return model.blocks, model.backbone, dict(model.backbone_options)
 
 
 def classifier_for(shape: tuple[int, ...], num_classes: int) -> nn.Sequential:
@@ -103,40 +117,47 @@ def classifier_for(shape: tuple[int, ...], num_classes: int) -> nn.Sequential:
     return nn.Sequential(OrderedDict(flatten=nn.Flatten(), linear=nn.Linear(math.prod(shape), num_classes)))
 
 
-def network_for(modality: Any, blocks: list[Any], num_classes: int) -> Network:
-    """A fresh network for a fitted modality: its stem, the recipe's backbone, a classifier."""
+def network_for(modality: Any, model: Any, num_classes: int) -> Network:
+    """A fresh network for a fitted modality: its stem, the recipe's backbone, a classifier.
+    `model`: the recipe's model section, or only its list of blocks."""
     stem = modality.build_stem()
-    network = build_network(blocks, stem, modality.input_shape, num_classes, modality.input_dtype)
+    network = build_network(model, stem, modality.input_shape, num_classes, modality.input_dtype)
     network.trims_batches = modality.adapt_stem(stem, network.backbone)
     return network
 
-def check_network_size(modality: Any, blocks: list[Any], num_classes: int, batch_size: int = 1,
+def check_network_size(modality: Any, model: Any, num_classes: int, batch_size: int = 1,
                        members: int = 1) -> None:
-    """Refuse a network larger than cnncli.limits allows, from the block specs and the modality's
-    stem alone, before any weight is allocated: a recipe asking for a billion channels, or a
-    bundle claiming a huge input, costs one line instead of the machine's memory."""
+    """Refuse a network larger than cnncli.limits allows, from the block specs (or the named
+    backbone) and the modality's stem alone, before any weight is allocated: a recipe asking for
+    a billion channels, or a bundle claiming a huge input, costs one line instead of the
+    machine's memory. `model`: the recipe's model section, or only its list of blocks."""
     shape = tuple(modality.input_shape)
     values = math.prod(shape)
     if values > MAX_INPUT_VALUES:
         raise CnncliError(f"data.{modality.name}: one encoded sample of shape {list(shape)} holds {values:,} "
                           f"values; at most {MAX_INPUT_VALUES:,} are allowed")
-    size = network_size(modality, blocks, num_classes)
+    size = network_size(modality, model, num_classes)
     parameters, activations = size.parameters * members, size.values
+    key = "model.backbone" if architecture(model)[1] else "model.blocks"
     if parameters > MAX_PARAMETERS:
         networks = f" ({members} networks)" if members > 1 else ""
-        raise CnncliError(f"model.blocks: the network{networks} would have {parameters:,} parameters; at most "
+        raise CnncliError(f"{key}: the network{networks} would have {parameters:,} parameters; at most "
                           f"{MAX_PARAMETERS:,} are allowed")
     if activations > MAX_ACTIVATIONS or activations * batch_size > MAX_BATCH_ACTIVATIONS:
-        raise CnncliError(f"model.blocks: the layers would output {activations:,} values per sample "
+        raise CnncliError(f"{key}: the layers would output {activations:,} values per sample "
                           f"({activations * batch_size:,} per batch of {batch_size}); at most {MAX_ACTIVATIONS:,} "
                           f"per sample and {MAX_BATCH_ACTIVATIONS:,} per batch are allowed")
 
 
-def network_size(modality: Any, blocks: list[Any], num_classes: int) -> Size:
+def network_size(modality: Any, model: Any, num_classes: int) -> Size:
     """The Size of the network `network_for` builds: its stem as the modality reports it, its
     backbone and classifier built on the meta device (shapes without storage)."""
     stem_shape, stem_parameters = modality.stem_size()
-    backbone = estimate_blocks(blocks, tuple(stem_shape), "model.blocks")
+    blocks, backbone_name, options = architecture(model)
+    if backbone_name:
+        backbone = backbone_size(backbone_name, options, tuple(stem_shape))
+    else:
+        backbone = estimate_blocks(blocks, tuple(stem_shape), "model.blocks")
     with torch.device("meta"):
         classifier = classifier_for(backbone.shape, num_classes)
     parameters = stem_parameters + backbone.parameters + sum(p.numel() for p in classifier.parameters())

@@ -49,11 +49,15 @@ def activation(name: Any, key: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def add_tail(layers: OrderedDict, options: dict, key: str, batch_norm: nn.Module | None) -> None:
-    """What follows a conv or linear layer, in the lecture's order: batch norm, activation, dropout."""
+def add_tail(layers: OrderedDict, options: dict, key: str, batch_norm: nn.Module | None,
+             gate: nn.Module | None = None) -> None:
+    """What follows a conv or linear layer, in the lecture's order: batch norm, activation, a
+    squeeze-and-excitation `gate` when given, dropout."""
     if batch_norm is not None:
         layers["bn"] = batch_norm
     layers["act"] = activation(options.get("activation", "relu"), f"{key}.activation")
+    if gate is not None:
+        layers["se"] = gate
     add_dropout(layers, options, f"{key}.dropout")
 
 

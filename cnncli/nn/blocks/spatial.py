@@ -17,6 +17,7 @@ from torch import nn
 from cnncli.errors import CnncliError
 from cnncli.nn.blocks.kinds import BlockKind
 from cnncli.nn.blocks.options import add_tail, flag, positive_int, size_pair
+from cnncli.nn.blocks.squeeze import SE_OPTIONS, squeeze_excite
 
 
 class FullWidthConv2d(nn.Conv2d):
@@ -34,7 +35,7 @@ class FullWidthConv2d(nn.Conv2d):
 
 
 def build_conv(options: dict, shape: tuple[int, ...], where: str) -> tuple[nn.Module, tuple[int, ...]]:
-    _check_maps("conv", shape, where, "; put conv blocks before flatten/linear")
+    check_maps("conv", shape, where, "; put conv blocks before flatten/linear")
     in_channels, height, width = shape
     channels = positive_int(options.get("channels"), f"{where}.conv.channels")
     kernel = size_pair(options.get("kernel", 3), f"{where}.conv.kernel", full=(height, width))
@@ -57,12 +58,13 @@ def build_conv(options: dict, shape: tuple[int, ...], where: str) -> tuple[nn.Mo
         out = [(size + 2 * p - k) // s + 1 for size, p, k, s in zip((height, width), conv_padding, kernel, stride)]
     conv = FullWidthConv2d if kernel[1] == width and conv_padding[1] == 0 else nn.Conv2d
     layers["conv"] = conv(in_channels, channels, kernel, stride=stride, padding=conv_padding, bias=bias)
-    add_tail(layers, options, f"{where}.conv", nn.BatchNorm2d(channels) if batch_norm else None)
+    add_tail(layers, options, f"{where}.conv", nn.BatchNorm2d(channels) if batch_norm else None,
+             squeeze_excite(options, channels, f"{where}.conv"))
     return nn.Sequential(layers), (channels, *out)
 
 
 def build_pool(options: dict, shape: tuple[int, ...], where: str) -> tuple[nn.Module, tuple[int, ...]]:
-    _check_maps("pool", shape, where)
+    check_maps("pool", shape, where)
     kind = options.get("type", "max")
     size = options.get("size", 2)
     if kind not in ("max", "avg"):
@@ -78,11 +80,11 @@ def build_pool(options: dict, shape: tuple[int, ...], where: str) -> tuple[nn.Mo
 
 
 CONV = BlockKind(build_conv, ("channels", "kernel", "stride", "padding", "activation", "batch_norm", "bias",
-                              "dropout"))
+                              "dropout", *SE_OPTIONS))
 POOL = BlockKind(build_pool, ("type", "size", "stride"))
 
 
-def _check_maps(kind: str, shape: tuple[int, ...], where: str, advice: str = "") -> None:
+def check_maps(kind: str, shape: tuple[int, ...], where: str, advice: str = "") -> None:
     if len(shape) != 3:
         raise CnncliError(f"{where}: {kind} needs a (channels, height, width) input, got {shape}{advice}")
 
