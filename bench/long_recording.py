@@ -15,11 +15,21 @@ truth file (onset, end, label). Then runs the bundle over it with --segment and 
 
 --memory runs the command line on the recording and on a one-minute one, in a subprocess each,
 and prints their peak memory: it should not grow with the length. Prints one JSON line last.
+
+--kind builds the other kinds of recording of bench/recordings.py instead (gated clips between
+room noise, fades and a fan, 50/60 Hz hum, clicks and thumps, a music bed, 0-30 dB SNR, every
+rate and channel count; `all`: each of them), prints a JSON line per recording and one last
+with the figures per kind (and, for `snr`, the share found per SNR band). --detect-only scores
+cnncli's event finder alone (found and false events; no bundle, so any speakers at once):
+
+    python bench/long_recording.py --detect-only --kind all --speaker george,jackson,nicolas,theo,yweweler
+    python bench/long_recording.py --bundle runs/fsdd-no-theo --speaker theo --kind all [--latency 0.5]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 import subprocess
@@ -31,20 +41,16 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import recordings  # bench/recordings.py, beside this script
+from recordings import speaker_digits, speech_power
+
 REPO = Path(__file__).resolve().parent.parent
 RECORDINGS = REPO.parent / "shared" / "data" / "fsdd" / "recordings"
 RATE, CHANNELS = 44100, 2
 GAP_SECONDS = (0.6, 1.4)
 ONSET_TOLERANCE = 0.25
 NOISE_DBFS = -50.0  # the room noise's power
-
-
-def speaker_digits(folder: Path, speaker: str, count: int, seed: int) -> list[tuple[Path, str]]:
-    files = sorted(folder.glob(f"*_{speaker}_*.wav"))
-    if not files:
-        raise SystemExit(f"{folder}: no recordings of speaker {speaker!r}")
-    order = np.random.default_rng(seed).permutation(len(files))
-    return [(files[i], re.match(r"^(\d)_", files[i].name).group(1)) for i in order[:count]]
 
 
 def room_noise(length: int, generator: np.random.Generator, start: int = 0) -> np.ndarray:
@@ -63,13 +69,6 @@ def room_noise(length: int, generator: np.random.Generator, start: int = 0) -> n
     mono = (left + hum) * swell
     stereo = np.stack([mono, 0.8 * mono + 0.6 * right * swell], axis=1)
     return stereo * 10 ** (NOISE_DBFS / 20) / np.sqrt(np.mean(mono ** 2))
-
-
-def speech_power(waveform: np.ndarray, rate: int) -> float:
-    """Mean power over the frames within 30 dB of the loudest (the word, not its pauses)."""
-    frame = round(0.016 * rate)
-    energy = (waveform[:len(waveform) // frame * frame].reshape(-1, frame) ** 2).mean(axis=1)
-    return float(energy[energy >= energy.max() * 1e-3].mean())
 
 
 def build(out: Path, digits: list[tuple[Path, str]], seed: int, minutes: float | None) -> list[dict]:
@@ -104,18 +103,23 @@ def build(out: Path, digits: list[tuple[Path, str]], seed: int, minutes: float |
     return truth
 
 
-def score(events: list[dict], truth: list[dict]) -> dict:
-    """Match events to digits one to one by onset (nearest first, within the tolerance)."""
+def matches(events: list[dict], truth: list[dict]) -> dict[int, int]:
+    """{truth row: event} one to one by onset (nearest first, within the tolerance)."""
     pairs = sorted((abs(event["start"] - digit["onset"]), e, t) for e, event in enumerate(events)
                    for t, digit in enumerate(truth) if abs(event["start"] - digit["onset"]) <= ONSET_TOLERANCE)
-    matched_events, matched_truth, right = set(), set(), 0
+    matched: dict[int, int] = {}
     for _, e, t in pairs:
-        if e in matched_events or t in matched_truth:
-            continue
-        matched_events.add(e)
-        matched_truth.add(t)
-        right += events[e]["label"] == truth[t]["label"]
-    found = len(matched_truth)
+        if e not in matched.values() and t not in matched:
+            matched[t] = e
+    return matched
+
+
+def score(events: list[dict], truth: list[dict]) -> dict:
+    """Found (recall), false events and labels right, matching events to digits by onset."""
+    matched = matches(events, truth)
+    right = sum(events[e]["label"] == truth[t]["label"] for t, e in matched.items())
+    found = len(matched)
+    matched_events = set(matched.values())
     return {"digits": len(truth), "events": len(events), "found": found,
             "recall": round(found / max(len(truth), 1), 4),
             "false_events": round((len(events) - len(matched_events)) / max(len(events), 1), 4),
@@ -132,11 +136,77 @@ def peak_memory_mb(command: list[str]) -> tuple[float, float]:
     return round(float(memory), 1), round(float(seconds), 1)
 
 
+def found_events(recording: Path, bundle, adapt: bool, latency: float | None) -> list[dict]:
+    """The events of `predict --segment` (with a loaded bundle), or of the event finder alone (None)."""
+    if bundle is None:
+        from cnncli.modalities.audio.events import DEFAULT_LATENCY, find_events
+        from cnncli.modalities.audio.options import AudioOptions
+
+        spans = find_events(str(recording), AudioOptions(sample_rate=8000), lambda waves: waves[:, :1],
+                            latency=latency or DEFAULT_LATENCY)
+        return [{"start": start, "end": end, "label": None} for batch, _ in spans for start, end in batch]
+    from cnncli.verbs.predict import predict
+
+    events = [{"start": row.start, "end": row.end, "label": row.label, "score": row.score, "error": row.error}
+              for row in predict(bundle, [str(recording)], segment=True, workers=0, adapt=adapt, latency=latency)]
+    errors = [row["error"] for row in events if row["error"]]
+    if errors:
+        raise SystemExit(f"predict failed: {errors[0]}")
+    return events
+
+
+def recall_by_snr(events: list[dict], truth: list[dict], edges=(0, 5, 10, 20, 30)) -> dict:
+    """Share of the digits found, per band of SNR."""
+    matched = matches(events, truth)
+    shares = {}
+    for low, high in itertools.pairwise(edges):
+        rows = [t for t, digit in enumerate(truth) if low <= digit["snr_db"] < high]
+        shares[f"{low}-{high} dB"] = round(sum(t in matched for t in rows) / max(len(rows), 1), 3)
+    return shares
+
+
+def every_kind(args, folder: Path) -> None:
+    """--kind: each kind's recordings for each speaker, a JSON line per recording, then per kind."""
+    kinds = list(recordings.KINDS) + ["formats"] if args.kind == "all" else args.kind.split(",")
+    bundle = None
+    if args.bundle:
+        from cnncli.bundle.io import load_bundle
+
+        bundle = load_bundle(args.bundle)
+    totals: dict[str, dict] = {}
+    for speaker in args.speaker.split(","):
+        digits = speaker_digits(args.folder, speaker, args.digits, args.seed)
+        for kind in kinds:
+            formats = recordings.FORMATS if kind == "formats" else [recordings.KINDS[kind]]
+            for rate, channels in formats:
+                recording = folder / f"{speaker}-{kind}-{rate}-{channels}.wav"
+                truth = recordings.build(recording, digits, "steady" if kind == "formats" else kind, args.seed,
+                                         rate, channels)
+                events = found_events(recording, bundle, args.adapt, args.latency)
+                result = {"speaker": speaker, "kind": kind, "rate": rate, "channels": channels,
+                          **score(events, truth)}
+                if kind == "snr":
+                    result["found_by_snr"] = recall_by_snr(events, truth)
+                print(json.dumps(result), flush=True)
+                total = totals.setdefault(kind, {"digits": 0, "events": 0, "found": 0, "false": 0, "right": 0,
+                                                 "worst_found": 1.0})
+                total["worst_found"] = min(total["worst_found"], result["recall"])
+                for key in ("digits", "events", "found"):
+                    total[key] += result[key]
+                total["false"] += round(result["false_events"] * result["events"])
+                total["right"] += round(result["label_accuracy"] * result["found"])
+    print(json.dumps({"bundle": str(args.bundle) if args.bundle else None, "latency": args.latency, "kinds": {
+        kind: {"found": round(t["found"] / max(t["digits"], 1), 4), "worst_found": t["worst_found"],
+               "false_events": round(t["false"] / max(t["events"], 1), 4),
+               **({"label_accuracy": round(t["right"] / max(t["found"], 1), 4)} if args.bundle else {}),
+               "digits": t["digits"]} for kind, t in totals.items()}}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--bundle", type=Path, required=True, help="trained without --speaker")
-    parser.add_argument("--speaker", required=True)
+    parser.add_argument("--bundle", type=Path, help="trained without --speaker (not with --detect-only)")
+    parser.add_argument("--speaker", required=True, help="with --detect-only: several, comma-separated")
     parser.add_argument("--digits", type=int, default=40, help="digits in the recording (cycled with --minutes)")
     parser.add_argument("--minutes", type=float, help="make the recording this long instead (for --memory)")
     parser.add_argument("--seed", type=int, default=0)
@@ -145,33 +215,36 @@ def main() -> None:
     parser.add_argument("--adapt", action="store_true", help="predict --adapt: the network's batch norm measured "
                         "again on the recording's own sounds first")
     parser.add_argument("--memory", action="store_true", help="also measure peak memory against a 1-minute recording")
+    parser.add_argument("--kind", help="kinds of recording of bench/recordings.py, comma-separated, or all")
+    parser.add_argument("--detect-only", action="store_true", help="score the event finder alone (no --bundle)")
+    parser.add_argument("--latency", type=float, help="predict --segment --latency S [default: cnncli's]")
     args = parser.parse_args()
 
-    bundle_info = json.loads((args.bundle / "model.json").read_text())
-    pattern = bundle_info["recipe"]["data"]["split"].get("test_pattern") or ""
-    if not re.search(pattern or "(?!)", f"7_{args.speaker}_10.wav"):
-        raise SystemExit(f"{args.bundle}: trained on {args.speaker}'s recordings (test_pattern {pattern!r}); "
-                         "use a bundle that held the speaker out")
+    if args.detect_only == bool(args.bundle):
+        raise SystemExit("give --bundle, or --detect-only without one")
+    for speaker in args.speaker.split(",") if args.bundle else []:
+        bundle_info = json.loads((args.bundle / "model.json").read_text())
+        pattern = bundle_info["recipe"]["data"]["split"].get("test_pattern") or ""
+        if not re.search(pattern or "(?!)", f"7_{speaker}_10.wav"):
+            raise SystemExit(f"{args.bundle}: trained on {speaker}'s recordings (test_pattern {pattern!r}); "
+                             "use a bundle that held the speaker out")
     folder = args.keep or Path(tempfile.mkdtemp(prefix="long-recording-"))
     folder.mkdir(parents=True, exist_ok=True)
+    if args.kind:
+        return every_kind(args, folder)
     recording, truth_file = folder / f"{args.speaker}-long.wav", folder / f"{args.speaker}-long.truth.jsonl"
     digits = speaker_digits(args.folder, args.speaker, args.digits, args.seed)
     truth = build(recording, digits, args.seed, args.minutes)
     truth_file.write_text("".join(json.dumps(row) + "\n" for row in truth))
 
     from cnncli.bundle.io import load_bundle
-    from cnncli.verbs.predict import predict
 
     started = time.perf_counter()
-    events = [{"start": row.start, "end": row.end, "label": row.label, "score": row.score, "error": row.error}
-              for row in predict(load_bundle(args.bundle), [str(recording)], segment=True, workers=0, adapt=args.adapt)]
+    events = found_events(recording, load_bundle(args.bundle) if args.bundle else None, args.adapt, args.latency)
     seconds = time.perf_counter() - started
-    errors = [row["error"] for row in events if row["error"]]
-    if errors:
-        raise SystemExit(f"predict failed: {errors[0]}")
     result = {"speaker": args.speaker, "bundle": str(args.bundle), "adapt": args.adapt, "seconds_of_audio": round(
         soundfile.info(str(recording)).duration, 1), "predict_seconds": round(seconds, 2), **score(events, truth)}
-    if args.memory:
+    if args.memory and args.bundle:
         command = [sys.executable, "-m", "cnncli", "predict", str(args.bundle), "--segment", "--format", "csv",
                    *(["--adapt"] if args.adapt else [])]
         short = folder / "one-minute.wav"

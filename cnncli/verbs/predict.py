@@ -31,6 +31,7 @@ from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
 from cnncli.nn.adaptation import MAX_ADAPT_INPUTS, adapted_to
 from cnncli.nn.inference import for_inference, probabilities
+from cnncli.output import row_format
 from cnncli.output.rows import cell_text, escape_formula
 from cnncli.runtime.device import pick_device
 from cnncli.runtime.workers import default_workers, ordered_map
@@ -85,14 +86,17 @@ class Predictor:
 
 
 def prediction_inputs(bundle: Bundle, arguments: Sequence[str] = (), manifest: str | None = None,
-                      lines: str | None = None) -> Inputs:
-    """The inputs of one of three sources: arguments (files, folders, globs, '-', sentences), a
-    file of one input per line, or a manifest (read with the bundle's column names and encoding)."""
-    given = [name for name, value in (("inputs", list(arguments)), ("--manifest", manifest), ("--lines", lines))
-             if value]
+                      lines: str | None = None, stream: str | None = None) -> Inputs:
+    """The inputs of one of four sources: arguments (files, folders, globs, '-', sentences), a
+    file of one input per line, a manifest (read with the bundle's column names and encoding), or
+    one input read as it arrives (`stream`: '-' for standard input, or a file)."""
+    given = [name for name, value in (("inputs", list(arguments)), ("--manifest", manifest), ("--lines", lines),
+                                      ("--stream", stream)) if value]
     if len(given) != 1:
-        raise CnncliError("predict: give inputs, --manifest FILE or --lines FILE (one of them)"
+        raise CnncliError("predict: give inputs, --manifest FILE, --lines FILE or --stream SOURCE (one of them)"
                           + (f", not {' and '.join(given)}" if given else ""))
+    if stream:
+        return Inputs([Item(Sample(stream))])
     if manifest:
         return manifest_inputs(manifest, bundle.modality, bundle.config.data)
     if lines:
@@ -103,20 +107,21 @@ def prediction_inputs(bundle: Bundle, arguments: Sequence[str] = (), manifest: s
 def predict(bundle: Bundle, arguments: Iterable[str] | Inputs, top_k: int = 1, batch_size: int | None = None,
             device=None, window: float | None = None, hop: float | None = None, *, workers: int | None = None,
             threshold: float | None = None, done: Sequence[str] = (), chunk_size: int = CHUNK,
-            segment: bool = False, adapt: bool = False) -> Iterator[Prediction]:
+            segment: bool = False, adapt: bool = False, latency: float | None = None) -> Iterator[Prediction]:
     """Predictions for every input, in order; never raises for one bad input. With `window`, rows
     for windows slid over each input; with `segment`, rows for the spans the modality finds in it."""
     for rows in predict_batches(bundle, arguments, top_k, batch_size, device, window, hop, workers=workers,
                                 threshold=threshold, done=done, chunk_size=chunk_size, segment=segment,
-                                adapt=adapt):
+                                adapt=adapt, latency=latency):
         yield from rows
 
 
 def predict_batches(bundle: Bundle, arguments: Iterable[str] | Inputs, top_k: int = 1, batch_size: int | None = None,
                     device=None, window: float | None = None, hop: float | None = None, *,
                     workers: int | None = None, threshold: float | None = None, done: Sequence[str] = (),
-                    chunk_size: int = CHUNK, segment: bool = False,
-                    adapt: bool = False) -> Iterator[list[Prediction]]:
+                    chunk_size: int = CHUNK, segment: bool = False, adapt: bool = False,
+                    latency: float | None = None, stream: bool = False,
+                    raw: str | None = None) -> Iterator[list[Prediction]]:
     """The rows of `predict` as they come, a list at a time (one per chunk, or per input with
     windows). Settings are checked at once; inputs are read as the rows are asked for.
 
@@ -124,7 +129,10 @@ def predict_batches(bundle: Bundle, arguments: Iterable[str] | Inputs, top_k: in
     `workers`: processes that decode and predict (None: one per CPU, 0: none); `done`: the keys of
     inputs a previous run already wrote (--resume), which are checked against the first inputs and
     skipped; `adapt`: measure the network's batch norm statistics on the first MAX_ADAPT_INPUTS
-    inputs before predicting any (cnncli.nn.adaptation), so every row depends on those inputs."""
+    inputs before predicting any (cnncli.nn.adaptation), so every row depends on those inputs;
+    `latency`: with `segment`, seconds from a span's end to its decision (None: the modality's);
+    `stream`: the one input is read as it arrives (`raw`: how its bytes hold it when they have no
+    header), and each span's row comes as soon as the span is decided."""
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise CnncliError(f"--threshold: a probability between 0 and 1, got {threshold}")
     if workers is not None and workers < 0:
@@ -135,14 +143,16 @@ def predict_batches(bundle: Bundle, arguments: Iterable[str] | Inputs, top_k: in
         raise CnncliError("--adapt measures whole inputs or the sounds found in them; give it without --window/--hop")
     if segment and not bundle.modality.finds_spans:
         raise CnncliError(f"--segment: finds sounds in recordings; this bundle is {bundle.modality.name}")
+    _check_stream_options(segment, adapt, latency, stream, raw)
     device = device or pick_device("auto")
     if batch_size is None:
         batch_size = bundle.modality.inference_batch_size if device.type == "cpu" else GPU_BATCH
     inputs = arguments if isinstance(arguments, Inputs) else argument_inputs(bundle.modality, arguments)
     top_k = max(1, min(top_k, len(bundle.labels)))
     if segment:  # with adapt: each input's own spans adapt the network for that input
+        found = _Finding(latency, stream, raw)
         return _found(bundle, None if adapt else for_inference(bundle.network, device), inputs, top_k, batch_size,
-                      device, threshold)
+                      device, threshold, found)
     network = bundle.network
     if adapt:
         network, inputs = _adapted(bundle, inputs, device)
@@ -152,6 +162,48 @@ def predict_batches(bundle: Bundle, arguments: Iterable[str] | Inputs, top_k: in
     workers = default_workers() if workers is None else workers
     return _batches(Predictor(bundle, network, batch_size, device), inputs, top_k, workers, threshold, done,
                     chunk_size)
+
+
+def live_format(asked: str | None, output: str | None, resume: bool) -> str:
+    """The row format of --stream (cnncli.output.row_format's choice): rows must come out as they
+    are decided, so not a table, which waits for every row (CSV when the table was only the
+    terminal's default); and no --resume."""
+    if resume:
+        raise CnncliError("--resume: a stream cannot be read again; write a new output")
+    form = row_format(asked, output)
+    if form != "table":
+        return form
+    if asked is not None:
+        raise CnncliError("--format table prints once every row is in; with --stream use csv, jsonl or json")
+    return "csv"
+
+
+def _check_stream_options(segment: bool, adapt: bool, latency: float | None, stream: bool, raw: str | None) -> None:
+    if latency is not None and not segment:
+        raise CnncliError("--latency: how long after a sound's end it is decided; give it with --segment")
+    if stream and not segment:
+        raise CnncliError("--stream: reads one recording as it arrives and finds its sounds; give it with --segment")
+    if stream and adapt:
+        raise CnncliError("--adapt measures the first sounds of the whole input before the first row; "
+                          "not with --stream")
+    if raw is not None and not stream:
+        raise CnncliError("--raw: describes the samples of --stream; give it with --stream")
+
+
+@dataclass
+class _Finding:
+    """How `segment` finds the spans of an input: the latency, and whether it streams (how)."""
+
+    latency: float | None = None
+    stream: bool = False
+    raw: str | None = None
+
+    def spans(self, modality, locator: str, batch_size: int):
+        if self.stream:
+            return modality.stream_spans(locator, self.raw, self.latency)
+        if self.latency is None:  # as a modality written before `latency` declares `spans`
+            return modality.spans(locator, batch_size)
+        return modality.spans(locator, batch_size, latency=self.latency)
 
 
 def _batches(predictor: Predictor, inputs: Inputs, top_k: int, workers: int, threshold: float | None,
@@ -170,7 +222,7 @@ def _batches(predictor: Predictor, inputs: Inputs, top_k: int, workers: int, thr
     for scored in ordered_map(job, map(work, chunks), workers, describe=_span):
         if not on_cpu and scored.index:  # the workers decoded; the network runs here, on the GPU
             scored.values = predictor.probabilities(torch.from_numpy(scored.values)).numpy()
-        yield _rows(sent.popleft(), scored, predictor.bundle.labels, top_k, threshold)
+        yield chunk_rows(sent.popleft(), scored, predictor.bundle.labels, top_k, threshold)
 
 
 def _adapted(bundle: Bundle, inputs: Inputs, device) -> tuple[torch.nn.Module, Inputs]:
@@ -216,9 +268,10 @@ def _span(samples: list[Sample]) -> str:
     return f"{samples[0].locator} ... {samples[-1].locator}"
 
 
-def _rows(chunk: list[Item], scored: Scored, labels: list[str], top_k: int,
-          threshold: float | None) -> list[Prediction]:
-    """One row per item of the chunk: an error, or the top-k labels and scores."""
+def chunk_rows(chunk: list[Item], scored: Scored, labels: list[str], top_k: int,
+               threshold: float | None) -> list[Prediction]:
+    """One row per item of the chunk: an error, or the top-k labels and scores (`cnncli serve`
+    builds its rows here too, so that they equal predict's)."""
     rows, sent = [], []
     for item in chunk:
         rows.append(Prediction(_display(item.sample) if item.sample else "", error=item.error, columns=item.columns))
@@ -274,12 +327,13 @@ def _input_windows(bundle: Bundle, network, locator: str, window: float, hop: fl
 
 
 def _found(bundle: Bundle, network, inputs: Inputs, top_k: int, batch_size: int, device,
-           threshold: float | None) -> Iterator[list[Prediction]]:
+           threshold: float | None, finding: _Finding | None = None) -> Iterator[list[Prediction]]:
     """Rows for the spans the modality finds in each input, in order, a batch of spans at a time,
     less those it does not keep for the label they get (Modality.keeps_found_span). Without a
     network, each input's network is adapted to its first MAX_ADAPT_INPUTS spans (a first pass
-    over the input), then the spans are found again and predicted."""
-    modality = bundle.modality
+    over the input), then the spans are found again and predicted. A stream's rows come a span
+    at a time, each as soon as it is decided."""
+    modality, finding = bundle.modality, finding or _Finding()
     for item in inputs.items:
         locator = item.sample.locator if item.sample else ""
         if item.error is not None:
@@ -287,8 +341,8 @@ def _found(bundle: Bundle, network, inputs: Inputs, top_k: int, batch_size: int,
             continue
         try:
             input_network = network if network is not None else \
-                for_inference(_adapted_to_spans(bundle, locator, batch_size, device), device)
-            spans = modality.spans(locator, batch_size)
+                for_inference(_adapted_to_spans(bundle, locator, batch_size, device, finding), device)
+            spans = finding.spans(modality, locator, batch_size)
             for rows, _ in _span_rows(bundle, input_network, locator, spans, top_k, batch_size, device,
                                       threshold, item.columns):
                 yield [row for row in rows if row.error or modality.keeps_found_span(row.label)]
@@ -296,10 +350,10 @@ def _found(bundle: Bundle, network, inputs: Inputs, top_k: int, batch_size: int,
             yield [Prediction(locator, error=str(error), columns=item.columns)]
 
 
-def _adapted_to_spans(bundle: Bundle, locator: str, batch_size: int, device) -> torch.nn.Module:
+def _adapted_to_spans(bundle: Bundle, locator: str, batch_size: int, device, finding: _Finding) -> torch.nn.Module:
     """The bundle's network adapted to the first MAX_ADAPT_INPUTS spans found in one input."""
     found, count = [], 0
-    for _, batch in bundle.modality.spans(locator, batch_size):
+    for _, batch in finding.spans(bundle.modality, locator, batch_size):
         found.append(batch)
         count += len(batch)
         if count >= MAX_ADAPT_INPUTS:

@@ -1,22 +1,24 @@
 """The sounds in a long recording, found against the recording's own noise floor.
 
-The file is read in blocks and measured in 10 ms frames (mono, at its own rate). A frame is
-sound when its energy (smoothed over 30 ms; with `remove_dc`, about each frame's own mean)
-stands `event_threshold_db` above the noise floor, the 10th percentile of the frame energies within 5 s on either side, and within RANGE_DB of the
-loudest frame there (so that a recording padded with digital silence does not turn hiss into
-words). Sounds closer than `event_min_gap` join; sounds shorter than `event_min_length` are
-dropped. Each sound is then cut out with a small margin and encoded exactly as a file holding
-only that stretch would be: resampled, mixed to mono, padded or centre-cropped to the training
-duration, as the training recordings were.
+The recording comes in blocks (a file read block by block, or a stream as it arrives: stream.py)
+and is measured in 10 ms frames, mono, at its own rate (each frame's level: floor.py). A frame is
+sound when its level (smoothed over 30 ms) stands `event_threshold_db` above the noise floor
+around it (floor.py) and within RANGE_DB of the loudest frame there (so that a recording padded
+with digital silence does not turn hiss into words). Sounds closer than `event_min_gap` join;
+sounds shorter than `event_min_length` are dropped. Each sound is then cut out with a small
+margin and encoded exactly as a file holding only that stretch would be: resampled, mixed to
+mono, padded or centre-cropped to the training duration, as the training recordings were.
 
-Decisions wait for 5 s of audio after a frame, and only the audio of that look-ahead and of the
-sound in progress is kept, so memory stays flat on an hour of audio and events come out while
-the file is still being read.
+A sound is decided `latency` seconds after it ends: the pause that ends it (`event_min_gap`, or
+the latency if that is shorter), then the rest of the latency as look-ahead for the floor. Each
+decision reads only the recording up to that point, so a file and the same audio streamed live
+give the same sounds at the same latency, whatever the blocks; and only the audio of the floor's
+past, the look-ahead and the sound in progress is kept, so memory stays flat on an hour of audio.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -24,142 +26,182 @@ import torch
 from cnncli.errors import CnncliError
 from cnncli.modalities.audio.decoding import audio_length, iter_file_blocks, resample
 from cnncli.modalities.audio.features import fit_length, target_length
+from cnncli.modalities.audio.floor import FLOOR_SECONDS, FRAME_SECONDS, BandLevel, noise_floor
 from cnncli.modalities.audio.options import AudioOptions
 
 Spans = list[tuple[float, float]]
+Cut = tuple[tuple[int, int], np.ndarray]  # (start, end) samples of a sound, and its samples with margins
 
-FRAME_SECONDS = 0.01
-SMOOTH_FRAMES = 3  # energies are averaged over this many frames (30 ms) before the comparison
-FLOOR_SECONDS = 5.0  # the noise floor of a frame is measured this far on either side of it
-FLOOR_PERCENTILE = 10.0  # a recording is at its noise floor at least this share of the time
-FLOOR_STEP_SECONDS = 0.5  # the floor is measured once per step and held over it
-RANGE_DB = 50.0  # frames this far below the loudest frame within FLOOR_SECONDS are never sound
+SMOOTH_FRAMES = 3  # levels are averaged over this many frames (30 ms) before the comparison
+STEP_FRAMES = 10  # the floor is measured once per this many frames (0.1 s) and held over them
+RANGE_DB = 50.0  # frames this far below the loudest frame around them are never sound
 MARGIN_SECONDS = 0.1  # audio kept on either side of a sound when it is cut out
 LONGEST_SECONDS = 30.0  # a sound that goes on longer is cut here (memory stays bounded)
-SILENCE_POWER = 1e-20  # added to every frame's power, so digital silence is -200 dB, not -inf
+DEFAULT_LATENCY = 1.0  # seconds from a sound's end to its decision, unless asked (--latency)
+MIN_LATENCY = MARGIN_SECONDS  # a sound's margin after it must be there when it is decided
+MAX_LATENCY = 10.0  # the look-ahead's audio is kept: bounded, as the rest
+READ_PAST_FRAMES = 3  # a frame's window (15 ms) and the smoothing (10 ms) read this far past it
 
 
 class EventDetector:
-    """Frames in, (start, end) sample spans of finished sounds out; keeps the audio it still needs."""
+    """Mono samples in, each finished sound out as (sample span, samples cut out with margins);
+    keeps only the audio and levels it still needs."""
 
-    def __init__(self, rate: int, options: AudioOptions):
+    def __init__(self, rate: int, options: AudioOptions, latency: float = DEFAULT_LATENCY):
+        if not MIN_LATENCY <= latency <= MAX_LATENCY:
+            raise CnncliError(f"--latency {latency}: from {MIN_LATENCY:g} seconds (the margin cut with a sound) "
+                              f"to {MAX_LATENCY:g}")
         self.rate = rate
-        self.frame = max(1, round(FRAME_SECONDS * rate))
+        self.level = BandLevel(rate, options)
+        self.frame = self.level.frame
         self.threshold_db = options.event_threshold_db
-        self.remove_dc = options.remove_dc
-        self.gap = max(1, round(options.event_min_gap / FRAME_SECONDS))
+        latency_frames = round(latency / FRAME_SECONDS)
+        self.gap = max(1, min(round(options.event_min_gap / FRAME_SECONDS), latency_frames))
+        # frames of look-ahead for the floor: the rest of the latency, less what a frame's window
+        # and the smoothing read past it, so that a sound is decided `latency` after its end
+        self.ahead = max(0, latency_frames - self.gap - READ_PAST_FRAMES)
         self.shortest = max(1, round(options.event_min_length / FRAME_SECONDS))
         self.longest = round(LONGEST_SECONDS / FRAME_SECONDS)
         self.reach = round(FLOOR_SECONDS / FRAME_SECONDS)
-        self.step = round(FLOOR_STEP_SECONDS / FRAME_SECONDS)
+        self.margin = round(MARGIN_SECONDS * rate)
         self.audio = np.zeros(0, dtype=np.float32)  # samples from audio_start on
         self.audio_start = 0
-        self.energy = np.zeros(0)  # dB of frames from energy_start on (smoothed when decided)
+        self.energy = np.zeros(0)  # dB of frames from energy_start on
         self.energy_start = 0
         self.decided = 0  # frames before this one have been judged
+        self.step: tuple[int, float] = (-1, 0.0)  # (first frame, threshold dB) of the floor's current step
         self.open: tuple[int, int] | None = None  # (first, last) sounding frame of the sound in progress
+        self.closed: list[tuple[int, int]] = []  # sample spans of sounds waiting for their margin of audio
 
-    def push(self, samples: np.ndarray) -> list[tuple[tuple[int, int], np.ndarray]]:
-        """Add mono samples; (sample span, samples cut out) of each sound that is now finished."""
-        self.audio = np.concatenate([self.audio, samples])
-        have = (self.audio_start + len(self.audio)) // self.frame
-        first_new = self.energy_start + len(self.energy)
-        if have > first_new:
-            begin = first_new * self.frame - self.audio_start
-            frames = self.audio[begin:begin + (have - first_new) * self.frame].reshape(-1, self.frame)
-            frames = frames.astype(np.float64)
-            if self.remove_dc:  # a sound card's offset is not sound: it would raise the floor of every frame
-                frames = frames - frames.mean(axis=1, keepdims=True)
-            power = frames ** 2
-            self.energy = np.concatenate([self.energy, 10 * np.log10(power.mean(axis=1) + SILENCE_POWER)])
-        return self._cut(self._decide(until=have - self.reach))
+    def push(self, samples: np.ndarray) -> list[Cut]:
+        """Add mono samples; the sounds now finished."""
+        self.audio = np.concatenate([self.audio, samples.astype(np.float32, copy=False)])
+        self._measure(final=False)
+        self._decide(final=False)
+        return self._cut(final=False)
 
-    def finish(self) -> list[tuple[tuple[int, int], np.ndarray]]:
-        """The sounds left once the file has ended (the floor then looks only backwards)."""
-        spans = self._decide(until=self.energy_start + len(self.energy))
+    def finish(self) -> list[Cut]:
+        """The sounds left once the recording has ended (the floor then has no look-ahead left)."""
+        self._measure(final=True)
+        self._decide(final=True)
         if self.open is not None:
-            spans += self._close(*self.open)
+            self.closed += self._close(*self.open)
             self.open = None
-        return self._cut(spans)
+        return self._cut(final=True)
 
-    def _cut(self, spans: list[tuple[int, int]]) -> list[tuple[tuple[int, int], np.ndarray]]:
-        cuts = [(span, self.segment(span)) for span in spans]
-        self._forget()
-        return cuts
+    @property
+    def received(self) -> int:
+        return self.audio_start + len(self.audio)
 
-    def segment(self, span: tuple[int, int]) -> np.ndarray:
-        """The samples of a sound with MARGIN_SECONDS either side (as far as the file goes)."""
-        margin = round(MARGIN_SECONDS * self.rate)
-        begin = max(span[0] - margin, self.audio_start) - self.audio_start
-        return self.audio[begin:span[1] + margin - self.audio_start]
+    @property
+    def measured(self) -> int:
+        return self.energy_start + len(self.energy)
 
-    def _decide(self, until: int) -> list[tuple[int, int]]:
-        spans: list[tuple[int, int]] = []
-        while self.decided < until:
-            stop = min(until, self.decided + self.step)
-            threshold = self._threshold(self.decided)
+    def _measure(self, final: bool) -> None:
+        """The levels of the frames whose window the audio now covers (at the end: every whole frame)."""
+        first = self.measured
+        stop = self.received // self.frame if final else (self.received - self.level.reach) // self.frame + 1
+        if stop <= first:
+            return
+        begin = first * self.frame - self.level.lead
+        samples = self.audio[max(begin - self.audio_start, 0):(stop - 1) * self.frame + self.level.reach
+                             - self.audio_start]
+        if begin < self.audio_start:  # the recording's first frame: its window starts before it
+            samples = np.concatenate([np.zeros(self.audio_start - begin, dtype=np.float32), samples])
+        self.energy = np.concatenate([self.energy, self.level(samples, stop - first)])
+
+    def _decide(self, final: bool) -> None:
+        """Judge every frame whose floor and smoothing the levels now cover."""
+        half = SMOOTH_FRAMES // 2
+        while self.decided < self.measured:
+            start = self.decided - self.decided % STEP_FRAMES
+            if not final and start + self.ahead + half > self.measured:
+                return
+            stop = min(start + STEP_FRAMES, self.measured if final else self.measured - half)
+            if stop <= self.decided:
+                return
+            if self.step[0] != start:
+                self.step = (start, self._threshold(start))
             for frame, level in zip(range(self.decided, stop), self._smoothed(self.decided, stop)):
-                spans += self._judge(frame, level > threshold)
+                self._judge(frame, level > self.step[1])
             self.decided = stop
-        return spans
 
-    def _threshold(self, frame: int) -> float:
-        """dB a frame must exceed around `frame`: above the noise floor, within range of the loudest."""
-        low = max(frame - self.reach, self.energy_start) - self.energy_start
-        around = self.energy[low:frame + self.step + self.reach - self.energy_start]
-        return max(float(np.percentile(around, FLOOR_PERCENTILE)) + self.threshold_db, float(around.max()) - RANGE_DB)
+    def _threshold(self, start: int) -> float:
+        """dB a frame must exceed from `start` on: above the noise floor, within range of the loudest."""
+        low = max(start - self.reach, self.energy_start)
+        around = self._smoothed(low, max(min(start + self.ahead, self.measured), low + 1))
+        return max(noise_floor(around) + self.threshold_db, float(around.max()) - RANGE_DB)
 
     def _smoothed(self, first: int, stop: int) -> np.ndarray:
         """dB of frames first..stop-1, each the mean power of SMOOTH_FRAMES frames around it."""
         half = SMOOTH_FRAMES // 2
         low = max(first - half, self.energy_start)
-        high = min(stop + half, self.energy_start + len(self.energy))
+        high = min(stop + half, self.measured)
         power = 10 ** (self.energy[low - self.energy_start:high - self.energy_start] / 10)
-        sums = np.concatenate([[0.0], np.cumsum(power)])
-        frames = np.arange(first, stop)
-        begin, end = np.maximum(frames - half, low) - low, np.minimum(frames + half + 1, high) - low
-        return 10 * np.log10((sums[end] - sums[begin]) / (end - begin))
+        kernel = np.ones(SMOOTH_FRAMES)  # sums, not differences of running sums: -200 dB beside 0 dB stays exact
+        sums, counts = np.convolve(power, kernel, "same"), np.convolve(np.ones(len(power)), kernel, "same")
+        frames = np.arange(first, stop) - low
+        return 10 * np.log10(sums[frames] / counts[frames])
 
-    def _judge(self, frame: int, sounding: bool) -> list[tuple[int, int]]:
-        """Advance the sound in progress by one frame; the spans it finishes."""
-        finished: list[tuple[int, int]] = []
+    def _judge(self, frame: int, sounding: bool) -> None:
+        """Advance the sound in progress by one frame, closing it after a long enough pause."""
         if self.open is not None:
             first, last = self.open
             if frame - last > self.gap or frame - first >= self.longest:
-                finished = self._close(first, last)
+                self.closed += self._close(first, last)
                 self.open = None
         if sounding:
             self.open = (self.open[0], frame) if self.open is not None else (frame, frame)
-        return finished
 
     def _close(self, first: int, last: int) -> list[tuple[int, int]]:
         if last + 1 - first < self.shortest:
             return []
         return [(first * self.frame, (last + 1) * self.frame)]
 
+    def _cut(self, final: bool) -> list[Cut]:
+        """The closed sounds whose margin after them has arrived (at the end: all), cut out."""
+        cuts = []
+        while self.closed and (final or self.closed[0][1] + self.margin <= self.received):
+            start, end = self.closed.pop(0)
+            begin = max(start - self.margin, self.audio_start) - self.audio_start
+            cuts.append(((start, end), self.audio[begin:end + self.margin - self.audio_start]))
+        self._forget()
+        return cuts
+
     def _forget(self) -> None:
-        """Drop energies and audio no decision or cut will look at again."""
-        keep_frame = self.decided - self.reach - SMOOTH_FRAMES
+        """Drop the levels and audio that no decision or cut will look at again."""
+        keep_frame = self.decided - self.decided % STEP_FRAMES - self.reach - SMOOTH_FRAMES
         if keep_frame > self.energy_start:
             self.energy = self.energy[keep_frame - self.energy_start:]
             self.energy_start = keep_frame
-        keep_sample = min(self.decided, self.open[0] if self.open else self.decided) * self.frame
-        keep_sample -= round(MARGIN_SECONDS * self.rate) + self.frame
+        needed = [self.measured * self.frame - self.level.lead, self.decided * self.frame - self.margin]
+        needed += [self.open[0] * self.frame - self.margin] if self.open else []
+        needed += [self.closed[0][0] - self.margin] if self.closed else []
+        keep_sample = min(needed)
         if keep_sample > self.audio_start:
             self.audio = self.audio[keep_sample - self.audio_start:]
             self.audio_start = keep_sample
 
 
 def find_events(path: str, options: AudioOptions, encode: Callable[[torch.Tensor], torch.Tensor],
-                batch_size: int = 64) -> Iterator[tuple[Spans, torch.Tensor]]:
-    """([(start_s, end_s), ...], encoded batch) for the sounds of a recording, in order, a batch
-    as soon as a block of the file has finished some (or `batch_size` of them)."""
+                batch_size: int = 64, latency: float = DEFAULT_LATENCY) -> Iterator[tuple[Spans, torch.Tensor]]:
+    """([(start_s, end_s), ...], encoded batch) for the sounds of a recording file, in order, a
+    batch as soon as a block of the file has finished some (or `batch_size` of them)."""
     _, rate = audio_length(path)
-    detector = EventDetector(rate, options)
+    blocks = (block.mean(axis=1) for block in iter_file_blocks(path, max(16384, round(rate))))
+    return events_in(blocks, rate, path, options, encode, batch_size, latency)
+
+
+def events_in(blocks: Iterable[np.ndarray], rate: int, name: str, options: AudioOptions,
+              encode: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 64,
+              latency: float = DEFAULT_LATENCY) -> Iterator[tuple[Spans, torch.Tensor]]:
+    """The sounds of a recording that comes as blocks of mono samples at `rate`, encoded, a batch
+    (of up to `batch_size`) as soon as a block has finished some; `name` names it in errors."""
+    detector = EventDetector(rate, options, latency)
     length = target_length(options)
     pending: list[tuple[tuple[int, int], torch.Tensor]] = []
 
-    def cut(cuts: list[tuple[tuple[int, int], np.ndarray]]) -> None:
+    def cut(cuts: list[Cut]) -> None:
         for span, samples in cuts:
             waveform = resample(torch.from_numpy(np.ascontiguousarray(samples)), rate, options.sample_rate)
             pending.append((span, fit_length(waveform, length, options.remove_dc)))
@@ -170,11 +212,11 @@ def find_events(path: str, options: AudioOptions, encode: Callable[[torch.Tensor
             yield [(start / rate, end / rate) for (start, end), _ in chunk], encode(torch.stack([w for _, w in chunk]))
 
     read = 0
-    for block in iter_file_blocks(path, max(16384, round(rate))):
+    for block in blocks:
         read += len(block)
-        cut(detector.push(block.mean(axis=1)))
+        cut(detector.push(block))
         yield from batches()
     if read == 0:
-        raise CnncliError(f"{path}: contains no audio (0 samples)")
+        raise CnncliError(f"{name}: contains no audio (0 samples)")
     cut(detector.finish())
     yield from batches()

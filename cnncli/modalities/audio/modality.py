@@ -49,7 +49,7 @@ from cnncli.modalities.audio.features import (
     too_loud,
 )
 from cnncli.modalities.audio.options import AudioAugment, AudioOptions, augment_problems, option_problems
-from cnncli.modalities.audio.spans import is_sound, recording_spans
+from cnncli.modalities.audio.spans import is_sound, recording_spans, streamed_spans
 from cnncli.modalities.audio.stem import BandNormalize, WaveformStem
 from cnncli.modalities.base import (
     Encoded,
@@ -226,9 +226,15 @@ class AudioModality(Modality):
     def sample_rate(self) -> int:
         return self.options.sample_rate
 
-    def spans(self, locator: str, batch_size: int = 64, window: Window | None = None) -> Iterator[SpanBatch]:
+    def spans(self, locator: str, batch_size: int = 64, window: Window | None = None,
+              latency: float | None = None) -> Iterator[SpanBatch]:
         """Windows slid over a long recording, or the sounds found in it (spans.py)."""
-        return recording_spans(locator, self.options, self.encode_waveforms, batch_size, window)
+        return recording_spans(locator, self.options, self.encode_waveforms, batch_size, window, latency)
+
+    def stream_spans(self, locator: str, layout: str | None = None,
+                     latency: float | None = None) -> Iterator[SpanBatch]:
+        """The sounds of a recording as it arrives, WAV or raw PCM as `layout` says (spans.py)."""
+        return streamed_spans(locator, layout, self.options, self.encode_waveforms, latency)
 
     def keeps_found_span(self, label: str) -> bool:
         return is_sound(label)
