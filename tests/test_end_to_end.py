@@ -36,8 +36,8 @@ def test_train_writes_a_complete_bundle(bundle):
     assert info["status"] == "complete"
     assert info["labels"] == [str(d) for d in range(10)]
     assert info["recipe"]["train"]["epochs"] == 3
-    assert info["split"]["counts"] == {"train": 140, "val": 20, "test": 40}  # 20 per class: 4 test, 2 val
-    assert 0 <= info["metrics"]["test"]["accuracy"] <= 1 and info["metrics"]["test"]["n"] == 40
+    assert info["split"]["counts"] == {"train": 680, "val": 120, "test": 200}  # 100 per class: 20 test, 12 val
+    assert 0 <= info["metrics"]["test"]["accuracy"] <= 1 and info["metrics"]["test"]["n"] == 200
     assert info["modality"]["state"]["mean"] != [0.0]  # normalisation fitted on training images
     log = (bundle / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in log] == [1, 2, 3]
@@ -51,9 +51,9 @@ def test_eval_json_reproduces_the_test_metrics_of_training(bundle):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert set(report) >= {"accuracy", "per_class", "confusion_matrix", "n"}
-    assert report["n"] == 40
+    assert report["n"] == 200
     assert report["accuracy"] == read_info(bundle)["metrics"]["test"]["accuracy"]
-    assert sum(map(sum, report["confusion_matrix"])) == 40
+    assert sum(map(sum, report["confusion_matrix"])) == 200
 
 
 def test_eval_on_other_data_uses_the_bundle_rules(bundle):
@@ -152,7 +152,7 @@ def test_train_from_a_folder_with_a_corrupt_file_skips_it_and_says_so(tiny_image
     assert "skipped 1 unreadable" in result.stderr and "zz-broken.png" in result.stderr
     info = read_info(out)
     assert info["recipe"]["data"]["modality"] == "image"
-    assert info["input_shape"] == [3, 64, 64]  # the default recipe for a folder: RGB, padded to 64x64
+    assert info["input_shape"] == [3, 8, 8]  # the general recipe for a folder: RGB, the images' own size (auto)
     assert sum(info["training"]["skipped"].values()) == 1
 
 

@@ -4,6 +4,8 @@ Rules, in order of precedence for the test part: a separate `data.test` source; 
 regex (`split.test_pattern`); a position rule (`test_every`, `test_range`); a seeded, stratified
 fraction. Validation comes from `data.val` or a seeded, stratified fraction of the training part;
 with `train.rotate_val`, from rotating folds of the training part instead (`Splits.folds`).
+A data.train folder whose sub-folders are train/, val/ and test/ (the usual download's layout)
+gives those sources itself, unless the recipe names them (`with_split_folders`).
 
 With `split.group_regex` (the speaker, session or patient a file name names), the seeded parts
 hold out whole groups instead: the same voice in training and validation would make validation
@@ -20,11 +22,11 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 
 from cnncli.data.sample import Sample
-from cnncli.data.sources import ReadReport, read_sources
+from cnncli.data.sources import ReadReport, read_sources, refuse_misread_labels, split_folders
 from cnncli.errors import CnncliError
 
 
@@ -44,8 +46,10 @@ def load_splits(config: Any, modality: Any) -> Splits:
     """Read the recipe's sources for `modality` (its class or an instance; see read_sources) and
     split them; labels are those of the training part."""
     data, rule = config.data, config.data.split
+    data, layout = with_split_folders(data)
     report = ReadReport()
     pool = read_sources(data.train, data, modality, report)
+    refuse_misread_labels(pool, report, f"data.train {data.train}")
     if data.test is not None:
         rest, test = pool, read_sources(data.test, data, modality, report)
         test_rule = f"source {data.test}"
@@ -88,7 +92,25 @@ def load_splits(config: Any, modality: Any) -> Splits:
         record["val_groups"] = named_groups(file_groups(val, rule.group_regex))
     if report.skipped or report.encodings or report.columns:
         record["read"] = report.record()
-    return Splits(train, val, test, labels, record, folds, count, report.notes())
+    return Splits(train, val, test, labels, record, folds, count, layout + report.notes())
+
+
+def with_split_folders(data: Any) -> tuple[Any, list[str]]:
+    """`data` with its train, val and test sources taken from a folder laid out by split
+    (cnncli.data.sources.split_folders) when data.train is one such folder, and the line that
+    says so; a val or test source the recipe names itself is kept."""
+    train = data.train if isinstance(data.train, str) else data.train[0] if len(data.train) == 1 else None
+    if train is None or data.format not in ("auto", "folder") or data.label_regex:
+        return data, []
+    folder = Path(data.root).expanduser() / Path(train).expanduser()
+    parts = split_folders(folder) if folder.is_dir() else {}
+    if not parts:
+        return data, []
+    chosen = {name: data.val if name == "val" else data.test for name in ("val", "test")}
+    sources = {name: str(parts[name]) for name in ("val", "test") if name in parts and chosen[name] is None}
+    data = dataclasses.replace(data, train=str(parts["train"]), **sources)
+    read = ", ".join(f"{parts[name].name}/ as {name}" for name in ("train", *sources))
+    return data, [f"data.train: {folder} is split into folders: reading {read} (each holds class folders)"]
 
 
 def with_training_samples(splits: Splits, extra: list[Sample]) -> Splits:

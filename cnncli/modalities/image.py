@@ -9,55 +9,53 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
+import os
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
 from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
-from cnncli.limits import MAX_IMAGE_PIXELS
+from cnncli.files.reading import open_regular
+from cnncli.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from cnncli.modalities.base import Encoded, Modality, state_numbers
+from cnncli.modalities.image_augment import augment_images
+from cnncli.modalities.image_options import (
+    GENERAL_RECIPE,
+    ImageAugment,
+    ImageOptions,
+    augment_candidates,
+    augment_problems,
+    backbone_shapes,
+    describe_backbone,
+    fitted_size,
+    option_problems,
+    residual_backbone,
+)
 
 STATISTICS_CHUNK = 256  # images per histogram pass when an in-memory split fits the normalisation
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
 # The decoders those suffixes need (MPO: the multi-picture JPEG of some cameras). Pillow's other
-# plugins stay off: EPS, for one, hands the file to Ghostscript.
+# plugins stay off: EPS, for one, hands the file to Ghostscript. Only those this Pillow has are
+# asked for: Image.open raises KeyError for a format it lacks (Pillow 13 reads MPO as JPEG).
 PILLOW_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "GIF", "TIFF", "WEBP", "PPM")
-MAX_SIDE = 65536
+Image.init()
+READABLE_FORMATS = tuple(kind for kind in PILLOW_FORMATS if kind in Image.OPEN)
+# Pillow's modes of more than 8 bits per pixel, which convert("L") would clip at 255 instead of scale.
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+EXIF_ORIENTATION = 0x0112  # 5 to 8: the picture is stored turned by 90 degrees
 # Images past MAX_IMAGE_PIXELS are refused with an error row, so Pillow's warning about the same
 # images (between its threshold and twice it) would only repeat it on stderr.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 # What Pillow raises on a damaged or hostile file besides OSError: each becomes that file's error.
 DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError,
                  ZeroDivisionError, EOFError, MemoryError, Image.DecompressionBombError)
-
-
-@dataclass
-class ImageOptions:
-    """`data.image`: how an image file becomes a tensor."""
-
-    size: list[int] | None = None  # [height, width]; None keeps the first training image's size
-    color: Literal["grayscale", "rgb"] = "grayscale"
-    resize: Literal["stretch", "pad", "crop"] = "stretch"  # how another aspect ratio fits `size`
-    normalize: bool = True  # per-channel mean/std fitted on the training split
-
-
-@dataclass
-class ImageAugment:
-    """The `augment` keys of images."""
-
-    shift: float = 0.0  # random translation, as a fraction of height/width
-    rotate: float = 0.0  # random rotation in degrees, +-
-    hflip: bool = False  # random horizontal flip
 
 
 class Normalize(nn.Module):
@@ -77,7 +75,7 @@ class ImageModality(Modality):
     extensions = IMAGE_EXTENSIONS
     options_type = ImageOptions
     augment_type = ImageAugment
-    default_options = {"size": [64, 64], "color": "rgb", "resize": "pad"}  # photos of any size and shape
+    default_recipe = GENERAL_RECIPE  # photos of any size and shape (recipes/image.yaml)
 
     def __init__(self, options: ImageOptions, augment: ImageAugment | None = None,
                  mean: list[float] | None = None, std: list[float] | None = None):
@@ -86,6 +84,8 @@ class ImageModality(Modality):
         channels = 1 if options.color == "grayscale" else 3
         self.mean = mean or [0.0] * channels
         self.std = std or [1.0] * channels
+        self.statistics_fixed = False  # the pretrained weights' mean and std, not the data's
+        self.fit_notes: list[str] = []  # what fitting chose from the data (size: auto)
 
     @classmethod
     def from_config(cls, config: Any) -> "ImageModality":
@@ -93,16 +93,11 @@ class ImageModality(Modality):
 
     @classmethod
     def check_options(cls, options: ImageOptions) -> list[tuple[str, str]]:
-        size = options.size
-        if size is None or (len(size) == 2 and 0 < min(size) and max(size) <= MAX_SIDE):
-            return []
-        return [("size", f"must be [height, width], each from 1 to {MAX_SIDE:,}")]
+        return option_problems(options)
 
     @classmethod
     def check_augment(cls, augment: Any) -> list[tuple[str, str]]:
-        checks = [("shift", 0 <= augment.shift <= 1, "must be a fraction from 0 to 1"),
-                  ("rotate", 0 <= augment.rotate <= 180, "must be from 0 to 180 degrees")]
-        return [(key, message) for key, ok, message in checks if not ok]
+        return augment_problems(augment)
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "ImageModality":
@@ -123,17 +118,20 @@ class ImageModality(Modality):
 
     @property
     def shape_from_recipe(self) -> bool:
-        return self.options.size is not None
+        return isinstance(self.options.size, list)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        if self.options.size is None:
+        if not isinstance(self.options.size, list):
             raise CnncliError("data.image.size: unknown until fitted on training images; set it in the recipe")
         return (self.channels, *self.options.size)
 
     def fit(self, samples) -> None:
         """Without data.image.size, take the first readable training image's (unreadable ones
-        are reported as skipped when the split is encoded)."""
+        are reported as skipped when the split is encoded); with size: auto, read the sizes of up
+        to AUTO_SIZE_SAMPLES of them (their headers only) and take their median (auto_size)."""
+        if self.options.size == "auto" and samples:
+            self.options.size, self.fit_notes = fitted_size(samples, _stored_size)
         if self.options.size is not None or not samples:
             return
         for sample in samples:
@@ -143,6 +141,20 @@ class ImageModality(Modality):
             except CnncliError as error:
                 problem = error
         raise CnncliError(f"data.train: no training image could be read, e.g. {problem}")
+
+    def fitted_notes(self) -> list[str]:
+        return list(self.fit_notes)
+
+    def auto_blocks(self, samples: int) -> list[tuple[list, str]]:
+        """model.blocks: auto: the residual nets image_options.backbone_shapes sizes for the input
+        and `samples` training images, each with the line that says what it is; the data's first."""
+        side = list(self.input_shape[1:])
+        return [(residual_backbone(shape), describe_backbone(shape, samples, side))
+                for shape in backbone_shapes(max(side), samples)]
+
+    def regularisation_grid(self, config: Any) -> list[tuple[str, dict[str, Any]]]:
+        """augment: auto's candidates: none, shift, shift and flip, strong (image_options)."""
+        return augment_candidates(min(self.input_shape[1:]))
 
     def encode(self, sample: Sample) -> torch.Tensor:
         image = self._decode(sample)
@@ -169,7 +181,7 @@ class ImageModality(Modality):
         256 values: exact, and with no float copy of the pixels. Float copies (14 MB per 64
         images at 96 x 96) fragmented the allocator's heap: a streamed 60,000-image split left
         the process 1.7 GB larger, and every DataLoader worker forked from it counted that too."""
-        if not self.options.normalize:
+        if not self.options.normalize or self.statistics_fixed:
             return
         counts = torch.zeros(self.channels, 256, dtype=torch.int64)
         for chunk in chunks:
@@ -184,32 +196,35 @@ class ImageModality(Modality):
         self.mean = [round(float(m), 6) for m in mean]
         self.std = [round(max(float(v), 1e-12) ** 0.5, 6) for v in variance]
 
+    def use_preprocessing(self, expected: dict[str, Any]) -> list[str]:
+        """Pretrained weights' pixels: their input size unless data.image.size is set, and with
+        data.image.normalize their mean and std instead of the data's (one channel: the average)."""
+        notes = []
+        size = expected.get("input_size")
+        if self.options.size is None and size and len(size) == 3:
+            self.options.size = [int(size[1]), int(size[2])]
+            notes.append(f"data.image.size: {self.options.size}, the size the pretrained weights expect")
+        mean, std = expected.get("mean"), expected.get("std")
+        if self.options.normalize and mean and std and len(mean) == len(std):
+            if self.channels == 1:
+                mean, std = [sum(mean) / len(mean)], [sum(std) / len(std)]
+            if len(mean) == self.channels:
+                self.mean, self.std = [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
+                self.statistics_fixed = True
+                notes.append(f"normalising with the pretrained weights' mean {self.mean} and std {self.std}")
+        return notes
+
     def build_stem(self) -> nn.Module:
         return Normalize(self.mean, self.std)
 
     def augment(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         settings = self.augment_config
-        if not (settings.shift or settings.rotate or settings.hflip):
+        if not any(dataclasses.astuple(settings)):
             return batch
-
-        n, device = len(batch), batch.device
-        uniform = lambda: torch.rand(n, generator=generator, device=device) * 2 - 1  # noqa: E731
-        angle = uniform() * math.radians(settings.rotate)
-        scale_x = torch.ones(n, device=device)
-        if settings.hflip:
-            scale_x = torch.where(torch.rand(n, generator=generator, device=device) < 0.5, -scale_x, scale_x)
-        theta = torch.zeros(n, 2, 3, device=device)
-        theta[:, 0, 0] = torch.cos(angle) * scale_x
-        theta[:, 0, 1] = -torch.sin(angle)
-        theta[:, 1, 0] = torch.sin(angle) * scale_x
-        theta[:, 1, 1] = torch.cos(angle)
-        theta[:, 0, 2] = uniform() * 2 * settings.shift
-        theta[:, 1, 2] = uniform() * 2 * settings.shift
-        grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
-        return F.grid_sample(batch.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return augment_images(batch, settings, generator)
 
     def describe(self) -> str:
-        height, width = self.options.size or ("?", "?")
+        height, width = self.options.size if isinstance(self.options.size, list) else ("?", "?")
         stats = f"mean {self.mean} std {self.std}" if self.options.normalize else "no normalisation"
         return f"image {self.channels}x{height}x{width} {self.options.color}, resize {self.options.resize}, {stats}"
 
@@ -279,7 +294,7 @@ class ImageModality(Modality):
             return image.to(torch.uint8)
 
         with _opened(sample.locator) as upright:
-            converted = upright.convert("L" if self.channels == 1 else "RGB")
+            converted = _eight_bit(upright).convert("L" if self.channels == 1 else "RGB")
             if self.options.size and list(converted.size[::-1]) != list(self.options.size):
                 converted = self._resize_pil(converted)
         return _to_chw(np.asarray(converted, dtype=np.uint8))
@@ -302,18 +317,52 @@ def _opened(locator: str) -> Iterator[Image.Image]:
     """An image file fully decoded and turned upright (phone photos store their rotation in
     EXIF); any failure to read it, here or in the caller's block, is one error naming the file."""
     try:
-        with Image.open(locator, formats=PILLOW_FORMATS) as opened:
+        with open_regular(locator, "image") as stream, Image.open(stream, formats=READABLE_FORMATS) as opened:
+            if os.fstat(stream.fileno()).st_size > MAX_IMAGE_BYTES:
+                raise CnncliError(f"{locator}: larger than {MAX_IMAGE_BYTES:,} bytes; not an image")
             width, height = opened.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise CnncliError(f"{locator}: {width:,} x {height:,} pixels is more than the "
                                   f"{MAX_IMAGE_PIXELS:,} an image may have")
             opened.load()
             yield ImageOps.exif_transpose(opened)
-    except FileNotFoundError:
-        raise CnncliError(f"{locator}: no such file") from None
+    except UnidentifiedImageError:  # (its message names the open stream, a number that varies by process)
+        raise CnncliError(f"{locator}: not a readable image (cannot identify image file)") from None
     except DECODE_ERRORS as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CnncliError(f"{locator}: not a readable image ({reason})") from None
+
+
+def _stored_size(sample: Sample) -> tuple[int, int]:
+    """(height, width) of an image upright, from its header (EXIF turns of 90 degrees swap them)."""
+    if isinstance(sample.content, torch.Tensor):
+        return int(sample.content.shape[-2]), int(sample.content.shape[-1])
+    try:
+        with open_regular(sample.locator, "image") as stream, Image.open(stream, formats=READABLE_FORMATS) as opened:
+            width, height = opened.size
+            turned = opened.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+    except DECODE_ERRORS as error:
+        raise CnncliError(f"{sample.locator}: not a readable image ({error})") from None
+    return (width, height) if turned else (height, width)
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """An image of 16-bit (or 32-bit, or float) gray levels as 8-bit ones, scaled rather than
+    clipped: 16-bit levels keep their top byte (v * 257 >> 8 = v), so a 16-bit copy of an 8-bit
+    image reads as the original; floats from 0 to 1 are stretched to 0..255, and other ranges
+    spread over it."""
+    if image.mode not in WIDE_MODES:
+        return image
+    levels = np.asarray(image)
+    if image.mode.startswith("I;16") or (image.mode == "I" and levels.min() >= 0 and levels.max() <= 65535):
+        return Image.fromarray((levels.astype(np.uint32) >> 8).astype(np.uint8))
+    levels = np.nan_to_num(levels.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(levels.min()), float(levels.max())
+    if 0 <= low and high <= 1 and image.mode == "F":
+        levels = levels * 255
+    elif low < 0 or high > 255:
+        levels = (levels - low) * (255.0 / (high - low) if high > low else 0.0)
+    return Image.fromarray(levels.round().astype(np.uint8))
 
 
 def _to_chw(array) -> torch.Tensor:

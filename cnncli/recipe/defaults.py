@@ -6,12 +6,14 @@ that declares `text_samples`), found in the registry like any other."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
-from cnncli.data.sources import MANIFEST_SUFFIXES, read_lines
+from cnncli.data.sources import MANIFEST_SUFFIXES, read_numbered_lines, starts_with_data
 from cnncli.errors import CnncliError
 from cnncli.modalities import MODALITIES
 
@@ -39,6 +41,8 @@ def recipe_source(argument: str) -> tuple[str | dict, str]:
         return default_recipe(path), path.resolve().name
     if not path.exists():
         raise CnncliError(f"{argument}: no such recipe or data folder")
+    if not path.is_file():  # /dev/zero never ends; a FIFO would wait for a writer
+        raise CnncliError(f"{argument}: not a regular file; give a recipe (.yaml), a data folder or a data file")
     if path.suffix.lower() not in RECIPE_SUFFIXES and text_data_file(path):
         return default_recipe(path, lines_modality()), path.stem
     return str(path), path.stem
@@ -60,8 +64,9 @@ def text_data_file(path: Path) -> bool:
     modality = MODALITIES.get(name)
     suffix = path.suffix.lower()
     if suffix in MANIFEST_SUFFIXES:
-        head = read_lines(path, "auto")[:1]
-        return bool(head) and any(column in head[0].lower() for column in modality.content_columns)
+        lines = read_numbered_lines(path, "auto")
+        return bool(lines) and (any(column in lines[0][1].lower() for column in modality.content_columns)
+                                or starts_with_data(path, lines, modality))
     if suffix in _all_extensions() - set(modality.extensions):
         return False  # an image or a recording: its own error follows
     try:
@@ -96,6 +101,24 @@ def default_recipe(data_path: Path, name: str | None = None) -> dict:
         "model": {"blocks": modality.default_blocks or SMALL_CNN},
         "train": {"epochs": 20, "optimizer": "adamw", "lr": 0.002, "schedule": "cosine", "weight_decay": 0.01},
     }
+
+
+def fitted_model(config, modality, samples: int, fits: Callable[[list], bool] = lambda blocks: True):
+    """`config` with `model.blocks: auto` replaced by what the fitted modality chooses for
+    `samples` training samples (`auto_blocks`: images size a residual net to the data), and the
+    line that says what it chose; other recipes are returned as they are. Of the modality's
+    candidates (the data's first, then smaller ones), the first that `fits` (a time budget) is
+    taken, or the smallest. The bundle records the blocks chosen, so predict builds the same."""
+    if config.model.blocks != "auto":
+        return config, []
+    choose = getattr(modality, "auto_blocks", None)
+    if choose is None:
+        raise CnncliError(f"model.blocks: auto: {modality.name} data have no backbone of their own; list the blocks")
+    candidates = choose(samples)
+    blocks, note = next((candidate for candidate in candidates if fits(candidate[0])), candidates[-1])
+    if blocks is not candidates[0][0]:
+        note += f" (not {candidates[0][1].split(': ', 1)[1].split(' (')[0]}: too slow for train.budget)"
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, blocks=blocks)), [note]
 
 
 def guess_modality(folder: Path) -> str:

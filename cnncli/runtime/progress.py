@@ -2,7 +2,8 @@
 
 Library functions take a `Progress` and call `task()`/`advance()`/`note()`; the CLI passes
 `ConsoleProgress` (a rich bar on a terminal, plain lines otherwise, always on stderr) and
-Python callers get `Progress()`, which reports nothing.
+Python callers get `Progress()`, which reports nothing. Training tells it the whole run's time
+left (`time_left`, from cnncli.training.budget), which a bar shows beside the task's own.
 """
 
 from __future__ import annotations
@@ -13,10 +14,19 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.progress import Progress as RichProgress
+from rich.text import Text
 
 from cnncli.output import format_epoch
+from cnncli.runtime.durations import format_duration
 
 
 class Progress:
@@ -34,6 +44,21 @@ class Progress:
         """A training epoch ended: its record, as one log line."""
         self.note(format_epoch(record, members))
 
+    def time_left(self, seconds: float | None) -> None:
+        """The whole run's time left as last estimated (None: not yet known)."""
+
+
+class RunLeftColumn(ProgressColumn):
+    """The whole run's time left, beside a task's own bar: "run 4m10s left"."""
+
+    def __init__(self, owner: "ConsoleProgress"):
+        super().__init__()
+        self.owner = owner
+
+    def render(self, task) -> Text:
+        left = self.owner.left
+        return Text("" if left is None else f"run {format_duration(left)} left", style="progress.remaining")
+
 
 class ConsoleProgress(Progress):
     """Progress bars on stderr when it is a terminal; otherwise one plain line per task and note."""
@@ -41,6 +66,7 @@ class ConsoleProgress(Progress):
     def __init__(self, stream=None):
         self.stream = stream or sys.stderr
         self.interactive = self.stream.isatty()
+        self.left: float | None = None
 
     @contextmanager
     def task(self, description: str, total: int | None, log: bool = True):
@@ -53,10 +79,13 @@ class ConsoleProgress(Progress):
             return
 
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn()]
+                   TimeElapsedColumn(), TimeRemainingColumn(), RunLeftColumn(self)]
         with RichProgress(*columns, console=Console(file=self.stream), transient=True) as bar:
             task_id = bar.add_task(description, total=total)
             yield lambda amount=1: bar.advance(task_id, amount)
 
     def note(self, message: str) -> None:
         print(message, file=self.stream, flush=True)
+
+    def time_left(self, seconds: float | None) -> None:
+        self.left = seconds

@@ -1,0 +1,254 @@
+"""`train.budget`: a run sized to the wall-clock time it is given; without one, its length foretold.
+
+A run trains one or more networks (augment: auto's trials, then the ensemble's members), each
+weighted by its share of the time (a trial: train.auto_share of a member). What the end of the
+run takes is set aside first: scoring the final network on val and test and writing the bundle
+and its plots, estimated from the validation speed and the checkpoint time measured on the way.
+Each network then gets its weight's share of what is left from its start (`RunClock.pace`).
+Inside that share, `Pace` measures the seconds per optimiser step from the first steps on (the
+very first is warm-up), the seconds each epoch's validation and checkpoint take, and fits the
+number of steps to what remains (`steps_within`): the schedule is rebuilt for that number
+(Loop.refit), again every few percent of the share as the machine speeds up or slows down, and
+the clock is read after every step, so that a machine that slows down ends the network early
+rather than the run late. Without a budget the same measurements give the estimate printed after
+the first epoch and the time left on the progress bar.
+
+The arithmetic reads a clock it is given (`time.monotonic` by default): tests run it on a fake one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cnncli.errors import CnncliError
+from cnncli.nn.layers import layer_table
+from cnncli.nn.model import network_for
+from cnncli.runtime.device import measure_peak_gflops
+from cnncli.runtime.durations import format_duration, parse_duration
+from cnncli.runtime.progress import Progress
+
+WARMUP_STEPS = 1  # a network's first steps are slow (allocations, thread pools): not measured
+MEASURED_STEPS = 3  # steps timed before the first plan
+REPLAN_SHARE = 0.05  # the plan is refitted each time this share of the network's time has passed
+EVAL_STEP_SHARE = 0.5  # before validation is timed: scoring a row costs this share of training on it
+WRITING_SECONDS = 2.5  # the final bundle's two plots (matplotlib imported before training, with a budget)
+MARGIN_SHARE = 0.01  # of the budget kept in hand for what is not measured (the summary, the exit)
+# blocks: auto under a budget: the deepest backbone that trains this many epochs in the final
+# network's share of the budget (about half, after augment: auto's trials), estimated at this share of
+# the machine's matrix-multiply rate (small convolutions on a CPU reach 20% to 50% of it)
+MIN_EPOCHS = 10
+MEMBER_SHARE = 0.5
+PEAK_SHARE = 0.3
+
+
+def steps_within(seconds: float, step_seconds: float, left_in_epoch: int, steps_per_epoch: int,
+                 epoch_overhead: float) -> int:
+    """The most optimiser steps that fit in `seconds` when each takes `step_seconds`, the current
+    epoch has `left_in_epoch` steps to go, and each epoch that ends (the current one included: a
+    network's last epoch may be cut short) costs `epoch_overhead` (validation, checkpoint).
+
+    With e epoch ends, the steps are at most (seconds - e * overhead) / step_seconds, and at most
+    left_in_epoch + (e - 1) * steps_per_epoch: the best e is where the two meet."""
+    step_seconds = max(step_seconds, 1e-9)
+    epoch_seconds = steps_per_epoch * step_seconds + epoch_overhead
+    meeting = (seconds + (steps_per_epoch - left_in_epoch) * step_seconds) / epoch_seconds
+    ends = {1, max(1, math.floor(meeting)), max(1, math.ceil(meeting))}
+    return max(0, max(min(math.floor((seconds - count * epoch_overhead) / step_seconds),
+                          left_in_epoch + (count - 1) * steps_per_epoch) for count in ends))
+
+
+class RunClock:
+    """The whole run's time: its budget (None: none), the networks still to train, the
+    measurements that estimate the end of the run, and the estimate shown without a budget."""
+
+    def __init__(self, budget: str | None = None, progress: Progress = Progress(), distributed: bool = False,
+                 clock: Callable[[], float] = time.monotonic, started: float | None = None):
+        if budget and distributed:
+            raise CnncliError("train.budget: not under torchrun yet (each process would fit its own number of "
+                              "steps); give train.epochs instead")
+        self.seconds = parse_duration(budget) if budget else None
+        if self.seconds is not None:  # the bundle's plots need matplotlib: its import (seconds) now, not at the end
+            import cnncli.output.plots  # noqa: F401
+        self.progress, self.clock = progress, clock
+        self.started = clock() if started is None else started  # the CLI's: when the process started
+        self.weights: list[float] = [1.0]  # of the networks still to train, the next first
+        self.final_rows = 0  # rows the final network is scored on (val and test)
+        self.eval_seconds_per_row: float | None = None
+        self.checkpoint_seconds = 0.0
+        self.foretold = False  # the estimate of the whole run is printed once
+
+    @property
+    def deadline(self) -> float | None:
+        if self.seconds is None:
+            return None
+        return self.started + self.seconds - MARGIN_SHARE * self.seconds
+
+    def plan(self, weights: list[float], final_rows: int) -> None:
+        """The networks the run will train, in order, by their share of the time, and the rows
+        the final network is scored on."""
+        self.weights, self.final_rows = list(weights) or [1.0], final_rows
+
+    def ending_seconds(self, step_seconds: float | None = None, batch_size: int = 1) -> float:
+        """What the end of the run takes: scoring the final rows, and writing the bundle."""
+        per_row = self.eval_seconds_per_row
+        if per_row is None:
+            per_row = (step_seconds or 0.0) / max(batch_size, 1) * EVAL_STEP_SHARE
+        return self.final_rows * per_row + WRITING_SECONDS + self.checkpoint_seconds
+
+    def pace(self, samples: int, batch_size: int, most_steps: int | None = None) -> "Pace":
+        """The pace of the next network, trained on `samples` rows in batches of `batch_size` (as
+        the engine's Loop cuts them), in at most `most_steps` steps when given (augment: auto's
+        trials after the first take its steps); it takes its weight off the plan when it finishes."""
+        batch_size = max(1, min(batch_size, samples))
+        return Pace(self, max(1, math.ceil(samples / batch_size)), batch_size, most_steps)
+
+    def skip(self, networks: int) -> None:
+        """The next `networks` networks of the plan will not be trained (augment: auto gave up)."""
+        self.weights = self.weights[networks:] or self.weights[-1:]
+
+    def finished_network(self) -> None:
+        if len(self.weights) > 1:
+            self.weights.pop(0)
+
+
+def epochs_fit(config: Any, modality: Any, samples: int, device) -> Callable[[list], bool]:
+    """With a budget, whether a backbone (`model.blocks: auto`'s candidates) would train
+    MIN_EPOCHS epochs of `samples` rows in the final network's share of it, its speed estimated
+    from its FLOPs and this machine's matrix-multiply rate; without one, every backbone fits."""
+    if not config.train.budget:
+        return lambda blocks: True
+    seconds = parse_duration(config.train.budget) * MEMBER_SHARE
+    rate = measure_peak_gflops(device) * 1e9 * PEAK_SHARE
+
+    def fits(blocks: list) -> bool:
+        network = network_for(modality, blocks, 2)
+        flops = 6 * layer_table(network, modality.input_shape)["total_connections"]
+        return samples * flops * MIN_EPOCHS <= seconds * rate
+
+    return fits
+
+
+def network_weights(run: Any) -> list[float]:
+    """The networks a run (train.Prepared) trains, in order, by their share of the time: augment:
+    auto's trials (train.auto_share of a member each; at 1 they are the first members), then the
+    ensemble's members."""
+    train = run.config.train
+    validated = len(run.val) > 0 or run.folds is not None
+    candidates = len(run.modality.regularisation_grid(run.config)) if run.config.augment.auto and validated else 0
+    judged = max(1, min(train.auto_members, train.ensemble)) if candidates else 0
+    if train.auto_share < 1:
+        return [train.auto_share] * (candidates * judged) + [1.0] * train.ensemble
+    return [1.0] * (candidates * judged + train.ensemble - judged)
+
+
+class Pace:
+    """One network's clock: measures its steps, validations and checkpoints; with a budget,
+    fits its number of steps to its share of the time (`Loop.refit`)."""
+
+    def __init__(self, run: RunClock, steps_per_epoch: int, batch_size: int, most_steps: int | None = None):
+        self.run, self.steps_per_epoch, self.batch_size = run, steps_per_epoch, batch_size
+        self.most_steps = most_steps
+        self.started = run.clock()
+        self.steps = 0  # steps this network has taken
+        self.timed_steps, self.timed_seconds = 0, 0.0
+        self.last_step_at: float | None = None
+        self.epoch, self.epoch_first_step = 1, 0
+        self.validation_seconds: float | None = None
+        self.validated_at: float | None = None
+        self.planned_at: float | None = None
+
+    @property
+    def step_seconds(self) -> float | None:
+        return self.timed_seconds / self.timed_steps if self.timed_steps else None
+
+    @property
+    def deadline(self) -> float | None:
+        """When this network should be done: its weight's share of the run's time from its start,
+        less what the end of the run takes."""
+        run = self.run
+        if run.deadline is None:
+            return None
+        left = run.deadline - self.started - run.ending_seconds(self.step_seconds, self.batch_size)
+        return self.started + left * run.weights[0] / sum(run.weights)
+
+    def epoch_overhead(self) -> float:
+        """Seconds an epoch's end takes: its validation and its checkpoint."""
+        validation = self.validation_seconds
+        if validation is None:
+            validation = 0.0 if self.step_seconds is None else self.step_seconds * EVAL_STEP_SHARE
+        return validation + self.run.checkpoint_seconds
+
+    def epoch_started(self, loop, epoch: int) -> None:
+        """Before epoch `epoch` (from 1) of `loop` (cnncli.training.engine.Loop); after the run's
+        first epoch without a budget, the estimate of its length is printed."""
+        now = self.run.clock()
+        if self.validated_at is not None:  # the previous epoch's checkpoint ran since
+            self.run.checkpoint_seconds = now - self.validated_at
+            self.validated_at = None
+        self.epoch, self.epoch_first_step, self.last_step_at = epoch, loop.step, now
+        if self.steps:
+            self.foretell(loop)
+
+    def stepped(self, loop) -> None:
+        """After every optimiser step of `loop` (cnncli.training.engine.Loop)."""
+        now = self.run.clock()
+        this_step = now - self.last_step_at if self.last_step_at is not None else 0.0
+        self.steps += 1
+        if self.steps > WARMUP_STEPS:
+            self.timed_steps += 1
+            self.timed_seconds += this_step
+        self.last_step_at = now
+        deadline = self.deadline
+        if deadline is None:
+            self.run.progress.time_left(self.seconds_left(loop, now))
+            return
+        self.run.progress.time_left(max(0.0, self.run.started + self.run.seconds - now))
+        step_seconds = self.step_seconds if self.timed_steps >= MEASURED_STEPS else this_step
+        if now + step_seconds + self.epoch_overhead() > deadline:  # no time for another step
+            loop.refit(loop.step)
+        elif self.timed_steps >= MEASURED_STEPS and (
+                self.planned_at is None or now - self.planned_at >= REPLAN_SHARE * (deadline - self.started)):
+            self.planned_at = now
+            left_in_epoch = max(0, self.steps_per_epoch - (loop.step - self.epoch_first_step))
+            fitting = loop.step + steps_within(deadline - now, step_seconds, left_in_epoch, self.steps_per_epoch,
+                                               self.epoch_overhead())
+            loop.refit(min(fitting, self.most_steps or fitting))
+
+    def validated(self, rows: int) -> None:
+        """After an epoch's validation of `rows` rows."""
+        now = self.run.clock()
+        if self.last_step_at is not None and rows:
+            self.validation_seconds = now - self.last_step_at
+            self.run.eval_seconds_per_row = self.validation_seconds / rows
+        self.validated_at = now
+
+    def finished(self) -> None:
+        if self.validated_at is not None:
+            self.run.checkpoint_seconds = self.run.clock() - self.validated_at
+        self.run.finished_network()
+
+    def seconds_left(self, loop, now: float) -> float | None:
+        """Without a budget: this network's steps to go at the measured pace, its epochs' ends, the
+        networks after it (by weight), and the end of the run."""
+        if self.step_seconds is None:
+            return None
+        mine = ((loop.total_steps - loop.step) * self.step_seconds
+                + (loop.epochs - self.epoch + 1) * self.epoch_overhead())  # this epoch's end to come
+        whole = (now - self.started) + mine  # this network from start to end
+        later = whole * sum(self.run.weights[1:]) / self.run.weights[0]
+        return mine + later + self.run.ending_seconds(self.step_seconds, self.batch_size)
+
+    def foretell(self, loop) -> None:
+        """After the first epoch of a run without a budget: one line with its estimated length."""
+        if self.run.foretold or self.run.seconds is not None:
+            return
+        now = self.run.clock()
+        left = self.seconds_left(loop, now)
+        if left is not None:
+            self.run.foretold = True
+            whole = format_duration(now - self.run.started + left)
+            self.run.progress.note(f"estimate: the whole run takes about {whole} ({format_duration(left)} from now); "
+                                   "train.budget (--budget) sets it")

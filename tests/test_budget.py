@@ -1,0 +1,192 @@
+"""train.budget (--budget): the arithmetic that fits a run to the time given, on a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_image_recipe, write_two_class_images
+
+from cnncli.errors import CnncliError
+from cnncli.modalities.image import ImageModality, ImageOptions
+from cnncli.nn.model import network_for
+from cnncli.recipe.config import load_config
+from cnncli.runtime.durations import format_duration, parse_duration
+from cnncli.runtime.progress import Progress
+from cnncli.training.budget import MARGIN_SHARE, RunClock, steps_within
+from cnncli.training.engine import Loop
+from cnncli.training.train import train
+
+
+class FakeClock:
+    """Seconds that pass only when the test says so."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Notes(Progress):
+    def __init__(self):
+        self.lines, self.left = [], []
+
+    def note(self, message: str) -> None:
+        self.lines.append(message)
+
+    def time_left(self, seconds):
+        self.left.append(seconds)
+
+
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("20m", 1200), ("1h30m", 5400), ("1.5h", 5400),
+                                           ("45", 45), (" 2M ", 120), ("1h0m30s", 3630)])
+def test_a_duration_is_read_in_hours_minutes_and_seconds(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "20x", "m", "0s", "-5m", "1m1h", "soon"])
+def test_a_duration_that_is_none_is_one_line_naming_the_key(text):
+    with pytest.raises(CnncliError, match="train.budget: "):
+        parse_duration(text)
+
+
+def test_a_duration_is_written_in_its_two_largest_units():
+    assert [format_duration(s) for s in (42, 250, 3900, 0.2)] == ["42s", "4m10s", "1h05m", "1s"]
+
+
+def test_a_budget_that_is_no_duration_is_refused_when_the_recipe_is_read(tmp_path):
+    with pytest.raises(CnncliError, match="train.budget: must be a duration such as 90s, 20m or 1h30m"):
+        load_config(tiny_image_recipe(tmp_path, budget="twenty minutes"))
+
+
+def brute_steps(seconds, step, left, per_epoch, overhead) -> int:
+    """The most steps that fit, by trying every count."""
+    best = 0
+    for steps in range(0, int(seconds / step) + 2):
+        ends = 1 if steps <= left else 1 + -(-(steps - left) // per_epoch)
+        if steps * step + ends * overhead <= seconds:
+            best = steps
+    return best
+
+
+@pytest.mark.parametrize("seconds, step, left, per_epoch, overhead", [
+    (60, 0.1, 10, 10, 1.0), (60, 0.1, 3, 10, 1.0), (5, 0.5, 100, 100, 0.0), (30, 0.2, 7, 40, 4.0),
+    (10, 1.0, 5, 5, 20.0), (100, 0.01, 1, 1, 0.3), (0.5, 1.0, 5, 5, 0.1)])
+def test_steps_within_is_the_most_steps_whose_epochs_and_their_ends_fit(seconds, step, left, per_epoch, overhead):
+    assert steps_within(seconds, step, left, per_epoch, overhead) == brute_steps(seconds, step, left, per_epoch,
+                                                                                 overhead)
+
+
+def a_loop(tmp_path, pace, samples=640, **train_settings):
+    """A real training loop (network, optimiser, schedule) for `samples` rows of 8 x 8 images."""
+    config = load_config(tiny_image_recipe(tmp_path, batch_size=64, schedule="onecycle", lr=0.1,
+                                           **train_settings))
+    network = network_for(ImageModality(ImageOptions(size=[8, 8])), config.model, 2)
+    return Loop(network, config.train, torch.device("cpu"), samples, pace=pace)
+
+
+def simulate(loop, pace, clock: FakeClock, step_seconds, validation=1.0, checkpoint=0.5) -> None:
+    """Drive `loop` through the engine's calls to its pace, time passing only on the fake clock:
+    `step_seconds(step)` per step, then each epoch's validation and checkpoint."""
+    epoch = 0
+    while not loop.finished and epoch < loop.epochs:
+        epoch += 1
+        pace.epoch_started(loop, epoch)
+        for _ in range(loop.steps_per_epoch):
+            clock.now += step_seconds(loop.step)
+            loop.optimizer.step()  # no gradients: nothing moves, but the schedule sees a step taken
+            loop.step += 1
+            pace.stepped(loop)
+            if loop.finished:
+                break
+        clock.now += validation
+        pace.validated(64)
+        clock.now += checkpoint
+    pace.finished()
+
+
+@pytest.mark.parametrize("name, step_seconds", [("steady", lambda step: 0.1),
+                                                ("slowing down", lambda step: 0.1 if step < 200 else 0.25),
+                                                ("speeding up", lambda step: 0.3 if step < 50 else 0.1)])
+def test_one_network_fills_its_budget_and_ends_before_it(tmp_path, name, step_seconds):
+    clock = FakeClock()
+    run = RunClock("2m", clock=clock)
+    run.plan([1.0], final_rows=128)
+    pace = run.pace(640, 64)
+    loop = a_loop(tmp_path, pace)
+    simulate(loop, pace, clock, step_seconds)
+    ending = run.ending_seconds(pace.step_seconds, 64)
+    spent = clock.now - run.started + ending
+    assert 0.93 * 120 <= spent <= 120, (name, spent)
+    assert loop.total_steps == loop.step and loop.epochs > 10  # the recipe's 1 epoch became what fits
+
+
+def test_the_schedule_is_refitted_to_the_plan_and_ends_at_its_last_step(tmp_path):
+    clock = FakeClock()
+    run = RunClock("1m", clock=clock)
+    pace = run.pace(640, 64)
+    loop = a_loop(tmp_path, pace)
+    simulate(loop, pace, clock, lambda step: 0.1)
+    assert loop.schedule.total_steps == loop.total_steps  # one cycle over the steps the budget allowed
+    assert loop.optimizer.param_groups[0]["lr"] < 0.001
+
+
+def test_trials_and_members_share_the_budget_by_their_weights(tmp_path):
+    clock = FakeClock()
+    run = RunClock("10m", clock=clock)
+    run.plan([0.25, 0.25, 1.0], final_rows=0)
+    spans = []
+    for _ in range(3):
+        started = clock.now
+        pace = run.pace(640, 64)
+        simulate(a_loop(tmp_path, pace), pace, clock, lambda step: 0.1, validation=0.2, checkpoint=0.1)
+        spans.append(clock.now - started)
+    usable = 600 * (1 - MARGIN_SHARE) - run.ending_seconds()
+    assert spans[0] == pytest.approx(usable / 6, rel=0.05) and spans[1] == pytest.approx(usable / 6, rel=0.05)
+    assert spans[2] == pytest.approx(usable * 4 / 6, rel=0.05)
+    assert clock.now - run.started + run.ending_seconds() <= 600
+
+
+def test_without_a_budget_the_time_left_is_estimated_and_the_plan_kept(tmp_path):
+    clock, notes = FakeClock(), Notes()
+    run = RunClock(None, notes, clock=clock)
+    run.plan([1.0, 1.0], final_rows=0)
+    pace = run.pace(640, 64)
+    loop = a_loop(tmp_path, pace, epochs=4)
+    simulate(loop, pace, clock, lambda step: 0.1, validation=0.5, checkpoint=0.5)
+    assert loop.epochs == 4 and loop.step == 40  # the recipe's epochs
+    estimate = next(line for line in notes.lines if line.startswith("estimate:"))
+    # after epoch 1: 4 epochs of 10 steps of 0.1 s and ends of 1 s, twice (two networks), and the
+    # bundle's plots and checkpoint (3.5 s)
+    assert estimate == "estimate: the whole run takes about 20s (18s from now); train.budget (--budget) sets it"
+    # at its last step: its epoch's end (1 s), the other network (8 s), the ending (3.5 s)
+    assert notes.left[-1] == pytest.approx(1 + 8 + 3.5)
+
+
+def test_a_run_without_a_budget_says_how_long_it_will_take_after_its_first_epoch(tmp_path):
+    images = write_two_class_images(tmp_path / "images")
+    notes = Notes()
+    train(load_config(tiny_image_recipe(images, epochs=3)), tmp_path / "run", notes)
+    assert any(line.startswith("estimate: the whole run takes about ") for line in notes.lines)
+    assert notes.left and notes.left[-1] is not None
+
+
+def test_when_augment_auto_gives_up_its_trials_time_goes_to_the_network(tmp_path):
+    clock = FakeClock()
+    run = RunClock("10m", clock=clock)
+    run.plan([0.2, 0.2, 0.2, 0.2, 1.0], final_rows=0)
+    first = run.pace(640, 64)
+    simulate(a_loop(tmp_path, first), first, clock, lambda step: 0.1, validation=0.2, checkpoint=0.1)
+    run.skip(3)  # the other three candidates are not tried
+    assert run.weights == [1.0]
+    final = run.pace(640, 64)
+    assert final.deadline == pytest.approx(run.deadline - run.ending_seconds())
+
+
+def test_a_trial_after_the_first_takes_no_more_steps_than_the_first_had(tmp_path):
+    clock = FakeClock()
+    run = RunClock("10m", clock=clock)
+    pace = run.pace(640, 64, most_steps=25)  # plenty of time, but the first trial took 25 steps
+    loop = a_loop(tmp_path, pace, steps=25)
+    simulate(loop, pace, clock, lambda step: 0.1)
+    assert loop.step == 25 and loop.total_steps == 25

@@ -1,0 +1,155 @@
+"""The general image recipe: size, backbone and augmentation read from the photos, never from test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO
+from PIL import Image
+from typer.testing import CliRunner
+
+from cnncli.bundle.io import load_bundle, read_info
+from cnncli.cli.app import app
+from cnncli.data.sample import Sample
+from cnncli.modalities.image import ImageModality, ImageOptions
+from cnncli.modalities.image_augment import erase, flip, translate
+from cnncli.modalities.image_options import GENERAL_RECIPE, auto_size, backbone_shapes, residual_backbone
+from cnncli.recipe.config import config_to_dict, load_config
+from cnncli.recipe.defaults import recipe_source
+
+runner = CliRunner()
+QUICK = [item for value in ("train.epochs=2", "train.batch_size=8", "data.workers=0", "train.threads=1")
+         for item in ("--set", value)]
+
+
+def cli(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def write_stripes(root: Path, count: int, size: tuple[int, int] = (12, 12), seed: int = 0) -> Path:
+    """Class folders of colour pictures a small net learns in a few epochs: horizontal or
+    vertical stripes, at random phases; width x height `size`."""
+    generator = np.random.default_rng(seed)
+    width, height = size
+    for label, axis in (("across", 0), ("down", 1)):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            wave = (np.arange(height if axis == 0 else width) + generator.integers(0, 4)) % 4 < 2
+            pixels = np.repeat(wave[:, None], width, 1) if axis == 0 else np.repeat(wave[None, :], height, 0)
+            noise = generator.integers(0, 40, size=(height, width, 3))
+            Image.fromarray((pixels[..., None] * 180 + noise).astype("uint8")).save(root / label / f"{index:03d}.png")
+    return root
+
+
+def test_the_general_image_recipe_file_is_the_one_cnncli_train_uses_for_photos():
+    from_file = config_to_dict(load_config(REPO / "recipes" / "image.yaml"))
+    built_in = config_to_dict(load_config(GENERAL_RECIPE))
+    for section in ("model", "train", "augment"):
+        assert from_file[section] == built_in[section], section
+    assert from_file["data"]["image"] == built_in["data"]["image"]
+    assert from_file["data"]["split"] == built_in["data"]["split"]
+
+
+def test_a_folder_of_photos_gets_the_general_recipe(tmp_path):
+    source, name = recipe_source(str(write_stripes(tmp_path / "photos", 2)))
+    assert source["model"] == {"blocks": "auto"} and source["augment"] == "auto"
+    assert source["data"]["image"]["size"] == "auto" and name == "photos"
+
+
+@pytest.mark.parametrize("sizes, expected", [
+    ([(32, 32)] * 5, [32, 32]),  # CIFAR stays itself
+    ([(28, 28)] * 3, [28, 28]),  # MNIST: 28 is 7 x the stride 4
+    ([(30, 40), (31, 41), (29, 39)], [32, 40]),  # medians 30 x 40, rounded to multiples of 4
+    ([(3000, 4000)] * 2 + [(600, 800)], [160, 224]),  # phone photos: capped at 224, multiples of 32
+    ([(5, 3)], [4, 4]),  # never below one stride
+])
+def test_size_auto_is_the_median_capped_and_rounded_for_the_backbone(sizes, expected):
+    size = auto_size(sizes)
+    assert size == expected
+    assert all(side % backbone_shapes(max(size), 1)[0].stride == 0 for side in size)
+
+
+def test_the_backbone_deepens_with_the_training_images_and_strides_for_large_photos():
+    assert [backbone_shapes(32, count)[0].depth for count in (1_000, 10_000, 45_000)] == [8, 14, 20]
+    assert [shape.depth for shape in backbone_shapes(32, 45_000)] == [20, 14, 8]  # smaller ones for a budget
+    large = backbone_shapes(224, 300)[0]
+    assert (large.stem_stride, large.stages, large.stride) == (4, 4, 32)
+    blocks = residual_backbone(large)
+    assert blocks[0]["conv"]["stride"] == 2 and blocks[1] == {"pool": {"type": "max", "size": 2}}
+    assert [b["residual"]["channels"] for b in blocks if "residual" in b] == [32, 64, 128, 256]
+
+
+def test_size_auto_reads_the_training_images_and_their_turn(tmp_path):
+    for index, (width, height) in enumerate([(40, 30), (44, 30), (40, 34)]):
+        Image.new("RGB", (width, height)).save(tmp_path / f"{index}.png")
+    turned = Image.new("RGB", (30, 40))  # stored 30 wide, shown 40 wide (EXIF orientation 6)
+    exif = turned.getexif()
+    exif[0x0112] = 6
+    turned.save(tmp_path / "turned.jpg", exif=exif)
+    modality = ImageModality(ImageOptions(size="auto", color="rgb"))
+    modality.fit([Sample(str(path)) for path in sorted(tmp_path.iterdir())])
+    assert modality.input_shape == (3, 32, 40)  # median 30 x 40 (the turned photo counted upright)
+    assert modality.fitted_notes()[0].startswith("data.image.size auto: 32 x 40 (the median height and width of 4")
+
+
+def test_size_and_backbone_chosen_from_the_data_are_printed_and_kept_in_the_bundle(tmp_path):
+    data = write_stripes(tmp_path / "photos", 10, size=(20, 12))
+    out = tmp_path / "run"
+    result = cli("train", data, *QUICK, "--set", "augment.auto=false", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "data.image.size auto: 12 x 20" in result.stderr
+    assert "model.blocks auto: ResNet-8 (3 stages of 1 residual block(s), 16, 32, 64 channels" in result.stderr
+    info = read_info(out)
+    assert info["recipe"]["model"]["blocks"][0]["conv"]["channels"] == 16  # the blocks chosen, not "auto"
+    assert info["modality"]["state"]["options"]["size"] == [12, 20]
+    bundle = load_bundle(out)
+    assert bundle.modality.input_shape == (3, 12, 20)
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(tmp_path / "other.png")  # another size: resized as trained
+    predicted = cli("predict", out, tmp_path / "other.png", "--format", "json")
+    assert predicted.exit_code == 0, predicted.output
+
+
+def test_the_augmentation_is_chosen_without_the_test_split(tmp_path):
+    """Two runs whose test folders differ make the same choice with the same scores: the test
+    split is never read by augment: auto."""
+    choices = []
+    for run, test_seed in (("a", 1), ("b", 2)):
+        root = tmp_path / run
+        write_stripes(root / "train", 8)
+        write_stripes(root / "val", 3, seed=5)
+        write_stripes(root / "test", 3 + test_seed, seed=test_seed)
+        out = tmp_path / f"run-{run}"
+        result = cli("train", root, *QUICK, "--out", out, "--format", "json")
+        assert result.exit_code == 0, result.output
+        assert "augment: auto chose" in result.stderr
+        choices.append(read_info(out)["training"]["auto"])
+        assert json.loads(result.stdout)["training"]["auto"]["chosen"] == choices[-1]["chosen"]
+    assert choices[0]["chosen"] == choices[1]["chosen"] and choices[0]["chosen"] in choices[0]["grid"]
+    assert [c["val_accuracy"] for c in choices[0]["candidates"]] == \
+        [c["val_accuracy"] for c in choices[1]["candidates"]]
+    assert choices[0]["grid"] == ["flip", "shift", "none", "strong"]
+
+
+def test_translate_shifts_by_whole_pixels_and_pads_with_zeros():
+    batch = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4) + 1
+    moved = translate(batch, 0.25, torch.Generator().manual_seed(0))
+    for original, shifted in zip(batch, moved):
+        found = [(dy, dx) for dy in range(-1, 2) for dx in range(-1, 2)
+                 if torch.equal(shifted, torch.roll(torch.nn.functional.pad(original, (1, 1, 1, 1)),
+                                                    (dy, dx), (1, 2))[:, 1:5, 1:5])]
+        assert found  # a whole-pixel shift of at most one pixel, the rest zeros
+
+
+def test_flip_mirrors_about_half_the_images_and_erase_fills_rectangles_with_noise():
+    batch = torch.arange(64 * 3 * 8 * 8, dtype=torch.float32).view(64, 3, 8, 8) % 255
+    flipped = flip(batch, torch.Generator().manual_seed(0))
+    mirrored = [torch.equal(f, b.flip(-1)) for f, b in zip(flipped, batch)]
+    assert 16 < sum(mirrored) < 48 and all(m or torch.equal(f, b) for m, f, b in zip(mirrored, flipped, batch))
+    assert torch.equal(erase(batch, 0.0, torch.Generator().manual_seed(0)), batch)
+    erased = erase(batch, 1.0, torch.Generator().manual_seed(0))
+    changed = (erased != batch).any(dim=1)  # (N, H, W): where the rectangle is
+    assert changed.flatten(1).any(dim=1).all() and not changed.flatten(1).all(dim=1).any()
