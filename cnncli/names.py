@@ -1,6 +1,6 @@
 """The registries of names a recipe is checked against before the code behind them is loaded.
 
-The recipe schema sits below training, yet `train.optimizer` and `train.schedule` must be
+The recipe schema sits below training, yet `train.optimizer`, `train.schedule` and `train.track` must be
 refused when the recipe is read, not when training starts. So the names live here, on the ground
 floor, each pointing at its builder as a "module:attr" string that is imported on first use
 (tests/test_structure.py checks every string resolves). A recipe's other names (modalities,
@@ -19,3 +19,7 @@ for _name in ("adam", "adamw", "sgd"):
 SCHEDULES = Registry("schedule", "train.schedule")
 for _name in ("constant", "exponential", "cosine", "onecycle"):
     SCHEDULES.register(_name, f"cnncli.training.optim:{_name}")
+
+TRACKERS = Registry("tracker", "train.track")  # where a run's curves go besides its bundle (the track extra)
+for _name, _class in (("off", "Tracker"), ("tensorboard", "TensorBoardTracker"), ("mlflow", "MlflowTracker")):
+    TRACKERS.register(_name, f"cnncli.training.tracking:{_class}")

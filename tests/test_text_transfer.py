@@ -167,10 +167,10 @@ def test_auto_never_looks_at_the_test_split(tmp_path):
 
 def test_a_fixed_augment_key_under_auto_is_an_error_naming_the_key(tmp_path):
     write_labelled_lines(tmp_path / "train.txt", 30)
-    config = load_config(REPO / "recipes" / "text.yaml", [
-        f"data.root={tmp_path}", "data.train=train.txt", "augment.word_crop=0.5", *TINY])
-    with pytest.raises(CnncliError, match="augment.word_crop: is chosen by augment: auto"):
-        train(config, tmp_path / "bundle")
+    with pytest.raises(CnncliError, match=r"text.yaml: augment.word_crop: is chosen by augment: auto"):
+        load_config(REPO / "recipes" / "text.yaml", [
+            f"data.root={tmp_path}", "data.train=train.txt", "augment.word_crop=0.5", *TINY])
+    assert not (tmp_path / "bundle").exists()
     fixed = load_config(REPO / "recipes" / "text.yaml", ["augment.auto=false", "augment.word_crop=0.5"])
     assert fixed.augment.word_crop == 0.5 and not fixed.augment.auto
     assert load_config(REPO / "recipes" / "sst2.yaml", ["augment=auto"]).augment.auto

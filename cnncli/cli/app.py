@@ -14,8 +14,19 @@ from typing import List, Optional
 import typer
 
 from cnncli.cli.exits import Terminated, exit_now, fail, raise_terminated, user_errors
+from cnncli.cli.experiments import compare, tune
+from cnncli.cli.help import (
+    ADAPT_HELP,
+    CACHE_DIR_HELP,
+    LAYER_HELP,
+    NO_CACHE_HELP,
+    RESULT_FORMAT_HELP,
+    ROW_FORMAT_HELP,
+    SET_HELP,
+)
+from cnncli.cli.inspecting import export, inspect
+from cnncli.cli.serving import serve
 from cnncli.errors import CnncliError
-from cnncli.output.formats import format_help
 from cnncli.runtime.omp import choose_wait_policy
 
 app = typer.Typer(
@@ -44,14 +55,6 @@ def run_cache(cache_dir: Optional[Path], no_cache: bool):
     return cache_folder(cache_dir, enabled=not no_cache)
 
 
-SET_HELP = "Override a recipe key, e.g. --set train.epochs=3 --set data.root=DIR (repeatable)."
-CACHE_DIR_HELP = "Folder for the audio feature cache [default: $CNNCLI_CACHE_DIR, else ~/.cache/cnncli]."
-NO_CACHE_HELP = "Do not read or write the audio feature cache."
-RESULT_FORMAT_HELP = format_help()  # "table or json.": the registered formats, as cnncli.output registers them
-ROW_FORMAT_HELP = format_help(rows=True)
-ADAPT_HELP = ("Measure the network's batch norm statistics again on these inputs first (no labels used): for "
-              "inputs from one voice, microphone or camera it never met. Scores then depend on the whole set.")
-LAYER_HELP = "Grad-CAM at this layer (e.g. conv2, parallel1.branch0.conv1) [default: the last convolution]."
 
 
 @app.command()
@@ -62,6 +65,7 @@ def train(
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Bundle folder [default: runs/<recipe name>]."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N (same as --set train.device=...)."),
+    budget: Optional[str] = typer.Option(None, help="Time for the whole run: 90s, 20m, 1h30m (= train.budget)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
     no_cache: bool = typer.Option(False, "--no-cache", help=NO_CACHE_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the bundle already at --out."),
@@ -87,13 +91,12 @@ def train(
     from cnncli.output import check_format, show
     from cnncli.recipe.config import load_config
     from cnncli.recipe.defaults import recipe_source
+    from cnncli.runtime.durations import process_start
     from cnncli.runtime.progress import ConsoleProgress
     from cnncli.training.train import train as run_training
 
     check_format(output_format)
-    overrides = list(set_)
-    if device:
-        overrides.append(f"train.device={device}")
+    overrides = [*set_, *(f"train.{key}={value}" for key, value in (("device", device), ("budget", budget)) if value)]
     cache = run_cache(cache_dir, no_cache)
     if resume is not None:
         if recipe is not None or out is not None or find_lr:
@@ -112,7 +115,8 @@ def train(
 
         return show("lr_range", lr_range_test(config, out, ConsoleProgress(), cache=cache), output_format)
     with resume_hint(out):
-        outcome = run_training(config, out, ConsoleProgress(), cache=cache, overwrite=overwrite)
+        outcome = run_training(config, out, ConsoleProgress(), cache=cache, overwrite=overwrite,
+                               started=process_start())
     if outcome.rank == 0:  # under torchrun, only rank 0 prints
         show("training", outcome.summary(), output_format)
 
@@ -219,14 +223,18 @@ def predict(
     hop: Optional[float] = typer.Option(None, help="Audio: seconds between window starts [default: --window]."),
     segment: bool = typer.Option(False, "--segment", help="Audio: one row per sound found in each recording "
                                                           "(against its own noise floor), with start and end."),
+    stream: Optional[str] = typer.Option(None, "--stream", help="Audio, with --segment: read one recording as it "
+                                         "arrives ('-': stdin; WAV, or raw PCM with --raw), a row per sound at once."),
+    raw: Optional[str] = typer.Option(None, help="With --stream: no header, ENCODING:RATE:CHANNELS (s16le:16000:1)."),
+    latency: Optional[float] = typer.Option(None, help="With --segment: seconds from a sound's end to its row [1.0]."),
     batch_size: Optional[int] = typer.Option(None, help="Inputs per forward pass [default: 32 for audio, "
                                              "64 otherwise]."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes that decode and predict "
                                           "[default: one per CPU; 0: none, all in this process]."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
     adapt: bool = typer.Option(False, "--adapt", help=ADAPT_HELP + " Measured on the first 2,000 inputs."),
-    escape_formulas: bool = typer.Option(False, "--escape-formulas", help="CSV: prefix cells that start with = + - "
-                                         "@ (or a tab or CR) with ' so a spreadsheet shows them instead of running them."),
+    escape_formulas: bool = typer.Option(False, "--escape-formulas", help="CSV to open in a spreadsheet: prefix "
+                                         "cells that start with = + - @ (after spaces too), a tab or CR with '."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
     no_cache: bool = typer.Option(False, "--no-cache", help=NO_CACHE_HELP),
 ):
@@ -246,21 +254,24 @@ def predict(
       cnncli predict runs/fsdd long.wav --window 1.0 --hop 0.5
 
       cnncli predict runs/fsdd phone-number.wav --segment --format csv
+
+      arecord -f S16_LE -r 16000 -c 1 | cnncli predict runs/fsdd --segment --stream - --raw s16le:16000:1 --latency 0.5
     """
     # long because Typer declares each of predict's options in the signature; the work is elsewhere
     from cnncli.bundle.io import load_bundle
     from cnncli.cli.flag_checks import check_prediction_options
     from cnncli.output import row_format, warn
-    from cnncli.verbs.predict import prediction_inputs
+    from cnncli.verbs.predict import live_format, prediction_inputs
 
-    form = row_format(output_format, output)
+    form = live_format(output_format, output, resume) if stream else row_format(output_format, output)
     check_prediction_options(top_k, batch_size, window, hop, output)
     loaded = load_bundle(bundle)
     warn_if_partial(loaded)
     loaded.modality.use_cache(run_cache(cache_dir, no_cache))
-    source = prediction_inputs(loaded, inputs or [], manifest, lines)
+    source = prediction_inputs(loaded, inputs or [], manifest, lines, stream)
     settings = dict(top_k=top_k, batch_size=batch_size, device=device, window=window, hop=hop, workers=workers,
-                    threshold=threshold, segment=segment, adapt=adapt)
+                    threshold=threshold, segment=segment, adapt=adapt, latency=latency, stream=stream is not None,
+                    raw=raw)
     errors, total = _stream_predictions(loaded, source, form, output, resume, settings, escape_formulas)
     if errors:
         warn(f"{errors} of {total} inputs could not be read (see the error column)")
@@ -273,6 +284,7 @@ def _stream_predictions(loaded, source, form: str, output: Optional[str], resume
     returns (error rows, rows) over the whole output."""
     from contextlib import closing
 
+    from cnncli.files.lock import writer_lock
     from cnncli.output import write_rows
     from cnncli.output.resume import Finished, finished_rows
     from cnncli.output.rows import Layout, open_output
@@ -281,100 +293,22 @@ def _stream_predictions(loaded, source, form: str, output: Optional[str], resume
 
     windows = settings["window"] is not None or settings["segment"]
     layout = Layout(source.columns, windows=windows, escape_formulas=escape_formulas)
-    finished = finished_rows(output, form, layout, source.key, windows, CHUNK) if resume else Finished()
-    layout.header = not finished.header
-    batches = predict_batches(loaded, source, **{**settings, "device": pick_device(settings["device"])},
-                              done=finished.keys)
-    with open_output(output, append=resume) as stream, closing(batches):
-        counts = write_rows(batches, form, stream, layout)
+    started = {"bundle": str(loaded.path), "bundle_digest": loaded.digest, **settings}  # what --resume records
+    with writer_lock(output, "--output"):  # one writer per file (cnncli.files.lock)
+        finished = finished_rows(output, form, layout, source.key, windows, CHUNK, started) if resume else Finished()
+        layout.header = not finished.header
+        batches = predict_batches(loaded, source, **{**settings, "device": pick_device(settings["device"])},
+                                  done=finished.keys)
+        with open_output(output, append=resume) as stream, closing(batches):
+            counts = write_rows(batches, form, stream, layout)
     return counts["errors"] + finished.errors, counts["rows"] + len(finished.keys)
 
 
-@app.command()
-@user_errors
-def inspect(
-    target: str = typer.Argument(..., help="A bundle folder, a recipe (.yaml), or data: a folder, "
-                                               "or a file of sentences."),
-    input_file: Optional[str] = typer.Option(None, "--input", help="Show what the network sees of this input."),
-    out: Path = typer.Option(Path("inspect"), "--out", help="Folder for the pictures of --input or of the data."),
-    html: Optional[Path] = typer.Option(None, "--html", help="With --input: also one self-contained HTML page "
-                                                             "that walks through the network for that input."),
-    layer: Optional[str] = typer.Option(None, "--layer", help="With --input: " + LAYER_HELP),
-    data: bool = typer.Option(False, "--data", help="For a recipe or a bundle: look at its data (counts, sizes, "
-                                                    "samples, warnings) instead of its network."),
-    output_format: str = typer.Option("table", "--format", help=RESULT_FORMAT_HELP),
-    resolved: bool = typer.Option(False, "--resolved", help="Print the fully resolved recipe (YAML) instead."),
-    set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP + " (recipes and data folders only)"),
-):
-    """Layers, shapes, parameters, connections and receptive fields; with --input, the input as
-    the network sees it, its feature maps, Grad-CAM and the prediction; on a data folder (or a
-    recipe with --data), the data before training.
-
-    Examples:
-
-      cnncli inspect recipes/lecture-1.yaml
-
-      cnncli inspect runs/x --input digit.png --out inspect/ --html digit.html
-
-      cnncli inspect photos/                       # class counts, sizes, samples, warnings
-
-      cnncli inspect recipes/fsdd.yaml --data
-    """
-    from cnncli.cli.flag_checks import check_inspect_options
-    from cnncli.files.atomic import check_outputs
-    from cnncli.output import check_format, show
-    from cnncli.verbs.inspection import describe_target, is_data
-
-    check_format(output_format)
-    check_inspect_options(input_file, html, layer, data)
-    if (data or is_data(target)) and not resolved:
-        return show_data(target, set_, out, output_format)
-    if input_file:
-        check_outputs((out, "--out", True), (html, "--html", False))
-    summary = describe_target(target, set_, resolved)
-    if resolved:
-        return show("resolved", summary["resolved"], output_format)
-    if input_file:
-        from cnncli.bundle.io import load_bundle
-        from cnncli.output.pages import write_page_and_list
-        from cnncli.verbs.explain import explain_input
-
-        summary["input"] = explain_input(load_bundle(target), input_file, out, layer)
-        write_page_and_list("explainer", summary, summary["input"]["files"], html)
-    show("inspection", summary, output_format)
-
-
-def show_data(target: str, overrides: List[str], out: Path, output_format: str) -> None:
-    """inspect DATA (or RECIPE --data): the data view, its pictures in `out`."""
-    from cnncli.files.atomic import check_outputs
-    from cnncli.output import show, wrote
-    from cnncli.runtime.progress import ConsoleProgress
-    from cnncli.verbs.data_view import describe_data
-
-    check_outputs((out, "--out", True))
-    summary = describe_data(target, overrides, out, ConsoleProgress())
-    wrote(summary["files"])
-    show("data", summary, output_format)
-
-
-@app.command()
-@user_errors
-def export(
-    bundle: Path = typer.Argument(..., help="A bundle folder written by `cnncli train`."),
-    export_format: str = typer.Option("onnx", "--format", help="onnx (the only one so far)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write (default: BUNDLE.onnx beside the "
-                                                                 "bundle folder); the preprocessing goes to FILE.json."),
-):
-    """Write a bundle's network as ONNX for servers without cnncli, and FILE.json: the preprocessing
-    a server must apply (needs the export extra). The graph reads encoded inputs (pixels, a dB
-    spectrogram, token ids) at any batch size and returns class probabilities. Example:
-
-      cnncli export runs/x --format onnx               # runs/x.onnx + runs/x.onnx.json
-    """
-    from cnncli.bundle.export import export_bundle
-    from cnncli.output import show
-
-    show("export", export_bundle(bundle, out, export_format), "table")
+app.command()(inspect)  # cnncli.cli.inspecting
+app.command()(export)
+app.command("serve")(user_errors(serve))  # cnncli.cli.serving: its options alone would make this file too long
+app.command()(tune)  # cnncli.cli.experiments
+app.command()(compare)
 
 
 def main() -> None:

@@ -55,13 +55,14 @@ SpanBatch = tuple[list[tuple[float, float]], torch.Tensor]  # ([(start_s, end_s)
 
 
 def state_numbers(state: dict[str, Any], key: str, count: int) -> list[float]:
-    """`state[key]` (fitted statistics read from a bundle) if it is `count` finite numbers;
-    otherwise a CnncliError naming the key, before anything is built from it."""
+    """`state[key]` (fitted statistics read from a bundle) if it is `count` numbers a fit can give;
+    otherwise a CnncliError naming the key, before anything is built from it (not every input after)."""
     values = state.get(key)
+    low, high = (1e-6, 1e6) if key == "std" else (-1e6, 1e6)  # a std divides; past 1e6, float32 overflows
     if not isinstance(values, list) or len(values) != count or not all(
             isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            for value in values):
-        raise CnncliError(f"modality.state.{key}: expected {count} finite numbers")
+            and low <= value <= high for value in values):
+        raise CnncliError(f"modality.state.{key}: expected {count} finite numbers from {low:g} to {high:g}")
     return [float(value) for value in values]
 
 
@@ -124,6 +125,7 @@ class Modality(ABC):
     # such as encoding) that `cnncli train DATA` uses instead of the two above, when the modality
     # has one (text: recipes/text.yaml).
     default_recipe: ClassVar[dict | None] = None
+    tune_space: ClassVar[dict] = {}  # what `cnncli tune` searches in a recipe with no tune: section ({}: general)
     # Width / height of one sample's cell in a grid of samples (Modality.draw_thumbnail).
     thumbnail_aspect: ClassVar[float] = 1.0
     # Whether row 0 of the picture the backbone reads belongs at the bottom (audio: the lowest
@@ -221,6 +223,10 @@ class Modality(ABC):
                 progress(1)
         stacked = torch.stack(tensors) if tensors else torch.empty((0, *self.input_shape), dtype=self.input_dtype)
         return finite_only(Encoded(stacked, index, failures), samples)
+
+    def use_preprocessing(self, expected: dict[str, Any]) -> list[str]:
+        """Before `fit`, take what pretrained weights expect (timm's mean, std, input_size) where it fits; notes."""
+        return []
 
     def fitted_notes(self) -> list[str]:
         """Lines worth printing about what `fit` chose from the data. Default: none."""
@@ -327,14 +333,24 @@ class Modality(ABC):
         for start in range(0, len(encoded), batch_size):
             yield slice(start, start + batch_size), encoded[start:start + batch_size]
 
-    def spans(self, locator: str, batch_size: int = 64, window: Window | None = None) -> Iterator[SpanBatch]:
+    def spans(self, locator: str, batch_size: int = 64, window: Window | None = None,
+              latency: float | None = None) -> Iterator[SpanBatch]:
         """One long input cut into spans, each encoded as a training sample is and predicted as a
         row of its own, as ([(start_s, end_s), ...], encoded batch) chunks of up to `batch_size`:
         windows of `window` = (seconds, hop seconds) slid over it, or without a window the spans
-        the modality finds (`finds_spans`). Default: it cannot be cut."""
+        the modality finds (`finds_spans`), each decided `latency` seconds after it ends (None:
+        the modality's default). Default: it cannot be cut."""
         if window is not None:
             raise CnncliError(f"--window: {self.name} inputs cannot be cut into windows (audio can)")
         raise CnncliError(f"--segment: {self.name} inputs cannot be cut into events (audio can)")
+
+    def stream_spans(self, locator: str, layout: str | None = None,
+                     latency: float | None = None) -> Iterator[SpanBatch]:
+        """The spans found in one input that arrives as it is made ('-': standard input), one at a
+        time as soon as each is decided, from the past and `latency` seconds of look-ahead;
+        `layout` says how bytes without a header hold the input (audio: s16le:16000:1). The same
+        spans as `spans` finds in the whole input at that latency. Default: it cannot be streamed."""
+        raise CnncliError(f"--stream: {self.name} inputs cannot be streamed (audio can)")
 
     def keeps_found_span(self, label: str) -> bool:
         """Whether a span found by `spans` (no window) that the network gives `label` is a row: a

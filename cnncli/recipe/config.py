@@ -40,7 +40,7 @@ def load_config(source: str | Path | dict, overrides: list[str] = ()) -> Config:
         raw.setdefault("data", {})["root"] = str(base / root)
     for override in [None, *overrides]:
         if override is not None:
-            apply_override(raw, override)
+            apply_override(raw, override, origin)
         if raw.get("augment") == "auto":  # `augment: auto` is short for `augment: {auto: true}`
             raw["augment"] = {"auto": True}
     config = build_typed(schema(), raw, "", origin)

@@ -14,8 +14,9 @@ from cnncli.recipe.safe_yaml import parse_yaml
 from cnncli.recipe.schema import schema
 
 
-def apply_override(raw: dict, override: str) -> None:
-    """Set one `a.b.c=value` in a raw recipe dict; the value is read as the schema's type says."""
+def apply_override(raw: dict, override: str, origin: str = "the recipe") -> None:
+    """Set one `a.b.c=value` in a raw recipe dict (read from `origin`); the value is read as the
+    schema's type says."""
     key, sep, text = override.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -39,14 +40,14 @@ def apply_override(raw: dict, override: str) -> None:
         last = depth == len(parts) - 1
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise CnncliError(f"--set {key}: {where} is not an item of the list ({len(node)} items)")
+                raise CnncliError(f"--set {key}: {where} is not an item of the list in {origin} ({len(node)} items)")
             if last:
                 node[int(part)] = value
             else:
                 node = node[int(part)]
             continue
         if not isinstance(node, dict):
-            raise CnncliError(f"--set {key}: {'.'.join(parts[:depth])} is not a section")
+            raise CnncliError(f"--set {key}: {'.'.join(parts[:depth])} in {origin} is not a section")
         if last:
             node[part] = value
         else:

@@ -3,8 +3,11 @@
 A value out of range is refused with one line naming the key before any data are read, rather
 than failing after training (`eval_batch_size: 0`), training nothing (`steps: -5`) or hanging
 (`epochs: 1e12`). Modalities check their own `data.<name>` and augment keys (Modality.check_options,
-Modality.check_augment). The network's size is checked separately, once its shapes are known
-(cnncli.nn.model.check_network_size).
+Modality.check_augment). The network is checked here too, so that its refusals name the recipe:
+every block's kind and options (or the named backbone, and where its weights come from), and
+where the recipe alone fixes the input's shape, the blocks built on it and the network's size
+(cnncli.nn.model.check_network_size, as training checks it before reading data; otherwise
+training checks it once the data have fixed the shape).
 """
 
 from __future__ import annotations
@@ -16,6 +19,11 @@ from cnncli.errors import CnncliError
 from cnncli.files.reading import is_text_encoding
 from cnncli.limits import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_MEMBERS, MAX_SEED, MAX_STEPS, MAX_THREADS
 from cnncli.modalities import MODALITIES
+from cnncli.nn.backbones import check_backbone
+from cnncli.nn.blocks import parse_block
+from cnncli.nn.model import check_network_size
+from cnncli.nn.pretrained import check_weights_source
+from cnncli.runtime.durations import parse_duration
 
 DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
@@ -25,13 +33,39 @@ def check_values(config: Any, origin: str) -> None:
     for key, ok, message in _train_checks(config.train) + _data_checks(config.data):
         if not ok:
             raise CnncliError(f"{origin}: {key}: {message}")
-    if not config.model.blocks:
-        raise CnncliError(f"{origin}: model.blocks: must list at least one block")
+    model = config.model
+    if not (model.blocks or model.backbone or model.init):
+        raise CnncliError(f"{origin}: model.blocks: must list at least one block (or set model.backbone)")
     for name, modality in MODALITIES.items():
         for key, message in modality.check_options(getattr(config.data, name)):
             raise CnncliError(f"{origin}: data.{name}.{key}: {message}")
         for key, message in modality.check_augment(config.augment):
             raise CnncliError(f"{origin}: augment.{key}: {message}")
+    try:
+        _check_network(config)
+    except CnncliError as error:
+        raise CnncliError(f"{origin}: {error}") from None
+
+
+def _check_network(config: Any) -> None:
+    """The recipe's blocks, each kind and option name, or its named backbone and where its weights
+    come from; built and sized where the recipe fixes the input (with model.init, the network is
+    the bundle's, checked when training reads it)."""
+    model = config.model
+    automatic = model.blocks == "auto"  # the modality's, sized to the data (cnncli.recipe.defaults.fitted_model)
+    if not (automatic or isinstance(model.blocks, list)):
+        raise CnncliError(f"model.blocks: expected a list of blocks, or auto; got {model.blocks!r:.40}")
+    for index, spec in enumerate([] if automatic else model.blocks):
+        parse_block(spec, f"model.blocks[{index}]")
+    check_weights_source(model.pretrained, model.init, model.backbone)
+    if model.init or (automatic and not model.backbone):
+        return
+    if model.backbone:
+        check_backbone(model.backbone, model.backbone_options)
+    modality = MODALITIES.get(config.data.modality).from_config(config)
+    if modality.shape_from_recipe:  # two classes, the fewest a run can have
+        check_network_size(modality, model, 2, max(config.train.batch_size,
+                           config.train.eval_batch_size), config.train.ensemble)
 
 
 def _between(value: int | None, low: int, high: int, optional: bool = False) -> tuple[bool, str]:
@@ -42,6 +76,7 @@ def _between(value: int | None, low: int, high: int, optional: bool = False) -> 
 def _train_checks(train: Any) -> list[tuple[str, bool, str]]:
     return [
         ("train.epochs", *_between(train.epochs, 1, MAX_EPOCHS)),
+        ("train.budget", _is_duration(train.budget), "must be a duration such as 90s, 20m or 1h30m (or null)"),
         ("train.steps", *_between(train.steps, 1, MAX_STEPS, optional=True)),
         ("train.batch_size", *_between(train.batch_size, 1, MAX_BATCH_SIZE)),
         ("train.eval_batch_size", *_between(train.eval_batch_size, 1, MAX_BATCH_SIZE)),
@@ -54,6 +89,9 @@ def _train_checks(train: Any) -> list[tuple[str, bool, str]]:
         ("train.mixup", 0 <= train.mixup <= 100, "must be 0 (off) or the alpha of its Beta weights, e.g. 0.2"),
         ("train.max_norm", train.max_norm is None or train.max_norm > 0, "must be positive (or null)"),
         ("train.ensemble", *_between(train.ensemble, 1, MAX_MEMBERS)),
+        ("train.auto_share", 0 < train.auto_share <= 1, "must be in (0, 1]: a share of a member's epochs"),
+        ("train.freeze_epochs", *_between(train.freeze_epochs, 0, MAX_EPOCHS)),
+        ("train.backbone_lr", 0 <= train.backbone_lr <= 1e6, "must be 0 (backbone fixed) or more: train.lr x it"),
         ("train.ema", train.ema is None or 0 < train.ema < 1, "must be in (0, 1), e.g. 0.999 (or null)"),
         ("train.early_stopping", *_between(train.early_stopping, 1, MAX_EPOCHS, optional=True)),
         ("train.seed", *_between(train.seed, 0, MAX_SEED)),
@@ -80,7 +118,23 @@ def _data_checks(data: Any) -> list[tuple[str, bool, str]]:
         ("data.split.seed", *_between(split.seed, 0, MAX_SEED)),
         ("data.workers", *_between(data.workers, 0, MAX_THREADS, optional=True)),
         ("data.memory_budget", data.memory_budget is None or data.memory_budget > 0, "must be positive, in GB (or null)"),
+        *[(f"data.{key}", _is_column(getattr(data, key)), "must be a column's name, or its number from 0")
+          for key in ("text_column", "label_column", "path_column")],
     ]
+
+
+def _is_column(column: str | int) -> bool:
+    return (column >= 0) if isinstance(column, int) else bool(str(column))
+
+
+def _is_duration(text: str | None) -> bool:
+    if text is None:
+        return True
+    try:
+        parse_duration(text)
+    except CnncliError:
+        return False
+    return True
 
 
 def _is_regex(pattern: str | None) -> bool:

@@ -15,25 +15,37 @@ from typing import Any, Literal
 
 from cnncli.data.schema import DataConfig
 from cnncli.modalities import MODALITIES
-from cnncli.names import OPTIMIZERS, SCHEDULES
+from cnncli.names import OPTIMIZERS, SCHEDULES, TRACKERS
 
 
 @dataclass
 class ModelConfig:
-    """The shared backbone as a list of block specs; the classifier layer is appended for you."""
+    """The shared backbone as a list of block specs, or a timm architecture by name; the
+    classifier layer is appended for you. Weights start at random unless `pretrained` or `init`."""
 
-    blocks: list[Any] = field(default_factory=list)
+    # a list of block specs, or auto: the modality's own backbone, sized to the training data (images:
+    # a residual net; cnncli.recipe.defaults.fitted_model). Typed Any so that --set reaches into the list.
+    blocks: Any = field(default_factory=list)
+    backbone: str | None = None  # a timm model (e.g. resnet18) instead of `blocks`: the timm extra
+    backbone_options: dict[str, Any] = field(default_factory=dict)  # passed through to timm.create_model
+    # weights for the backbone: a .safetensors file, a folder holding model.safetensors and config.json
+    # (the hub's layout), or hf-hub:ORG/NAME (e.g. hf-hub:timm/resnet18.a1_in1k, fetched into the cache)
+    pretrained: str | None = None
+    init: str | None = None  # a bundle (e.g. runs/x) whose network this run starts from, with a new classifier
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 10
+    # wall-clock time for the whole run (90s, 20m, 1h30m): epochs and schedule are fitted to it (training/budget.py)
+    budget: str | None = None
     steps: int | None = None  # when set, train this many optimiser steps instead of `epochs`
     batch_size: int = 64
     eval_batch_size: int = 512
     optimizer: str = field(default="adam", metadata={"choices": OPTIMIZERS})
     lr: float = 0.001
     weight_decay: float = 0.0
+    decay_norm_and_bias: bool = True  # false: weight decay on conv and linear weights only, as residual nets want
     momentum: float = 0.9  # sgd only
     schedule: str = field(default="constant", metadata={"choices": SCHEDULES})
     lr_min: float = 0.0  # floor of the exponential and cosine schedules
@@ -44,6 +56,11 @@ class TrainConfig:
     ensemble: int = 1  # train this many networks (seeds seed, seed+1000, ...) and average their probabilities
     rotate_val: bool = False  # member i validates on its own fold (data.val joins the training data): all data trains
     auto_members: int = 1  # augment: auto judges each candidate by this many members, each on its own fold
+    # below 1: augment: auto trains each candidate for this share of a member's epochs (or time), then the
+    # members afresh with the winner; 1: the candidates' networks are kept as the first members (text)
+    auto_share: float = 1.0
+    freeze_epochs: int = 0  # train only the classifier for this many epochs (backbone fixed, batch norm too)
+    backbone_lr: float = 1.0  # the backbone's learning rate is train.lr times this (0: fixed; 0.1: fine-tuning)
     ema: float | None = None  # decay of a moving average of the weights (e.g. 0.999), used to validate and keep
     keep: Literal["best", "last"] = "best"  # best on validation, or the last epoch's weights
     calibrate: bool = True  # fit a temperature on validation (rotate_val: out-of-fold rows): scores match accuracy
@@ -53,6 +70,8 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto = bf16 (older GPUs: fp16) on CUDA, fp32 on CPU
     sync_batch_norm: bool = False  # under torchrun on GPUs: batch norm statistics over the whole global batch
     threads: int | None = None  # CPU threads for torch; None = torch's default
+    # off, or tensorboard (event files in the bundle) or mlflow (a run in MLFLOW_TRACKING_URI): the track extra
+    track: str = field(default="off", metadata={"choices": TRACKERS})
 
 
 @dataclass
@@ -72,6 +91,9 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     description: str = ""
+    # what `cnncli tune` searches: recipe keys -> {log: [a, b]}, {uniform: [a, b]}, {int: [a, b]} or a
+    # list of choices (cnncli.experiments.space reads it); `cnncli train` ignores it
+    tune: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,17 +15,22 @@ five-network ensemble for the text grid of three (about 40% more time). Test dat
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from cnncli.nn.model import member_seed, network_for
+from cnncli.bundle.io import read_info
+from cnncli.bundle.resume_state import TrainState
+from cnncli.nn.model import member_seed
 from cnncli.recipe.config import config_from_dict, config_to_dict
 from cnncli.recipe.schema import Config
 from cnncli.runtime.progress import Progress
 from cnncli.training.engine import FitResult, fit
+from cnncli.training.transfer import fresh_network
 
 
 @dataclass
@@ -56,9 +61,17 @@ def choose(run: Any, member_data, progress: Progress = Progress()) -> Choice:
         return Choice(run.config, {"grid": [n for n, _ in grid], "chosen": name, "values": values,
                                    "reason": "no validation data"})
     started = time.perf_counter()
+    share = run.config.train.auto_share
     progress.note(f"augment: auto: trying {len(grid)} settings ({', '.join(n for n, _ in grid)}) with "
-                  f"{len(judged)} network(s) each, judged on their validation folds")
-    trials = [_try(run, member_data, name, values, judged, progress) for name, values in grid]
+                  f"{len(judged)} network(s) each" + (f" trained {share:.0%} as long" if share < 1 else "")
+                  + ", judged on their validation folds")
+    trials, steps = [], None
+    for name, values in grid:
+        trials.append(_try(run, member_data, name, values, judged, progress, steps))
+        if run.clock.seconds:  # under a budget, every trial takes the steps the first had time for
+            if trials[-1][0]["epochs"] < 1:  # too short to compare settings
+                return _untried(run, grid, trials[0], len(judged), progress)
+            steps = steps or trials[0][0]["steps"]
     tried = [summary for summary, _ in trials]
     # The best mean accuracy, then loss; on a tie the candidate listed first.
     position = max(range(len(tried)), key=lambda i: (tried[i]["val_accuracy"], -tried[i]["val_loss"], -i))
@@ -69,23 +82,59 @@ def choose(run: Any, member_data, progress: Progress = Progress()) -> Choice:
     progress.note(f"augment: auto chose {best['name']} ({describe(best['values'])}): validation accuracy "
                   + ", ".join(f"{t['name']} {t['val_accuracy']:.4f}" for t in tried))
     winner.record = record
+    if share < 1:  # short trials: the members train afresh, as long as the recipe says
+        winner.members, winner.results, winner.history = [], [], []
     return winner
 
 
-def _try(run: Any, member_data, name: str, values: dict, judged: list[int],
-         progress: Progress) -> tuple[dict, Choice]:
-    """Train the judged members under one candidate; their mean score on their own folds."""
+def settle(run: Any, out: Path, progress: Progress, resume: TrainState | None, member_data) -> TrainState | None:
+    """augment: auto for a training run (`run`: train.Prepared): choose the settings on
+    validation, keep the networks trained for it as the first members (train.auto_share 1), and
+    return the state the ensemble continues from. A resumed run takes its bundle's choice."""
+    if resume is not None:
+        run.choice = read_info(out)["training"].get("auto") or {}
+        apply(run, chosen_config(run.config, run.choice))
+        return resume
+    choice = choose(run, member_data, progress)
+    run.choice = choice.record
+    if not choice.members:
+        return None
+    run.network = choice.members[0]
+    return TrainState(member=len(choice.members), finished=[member.state_dict() for member in choice.members],
+                      finished_results=[dataclasses.asdict(result) for result in choice.results],
+                      history=choice.history)
+
+
+def _untried(run: Any, grid: list, first: tuple[dict, Choice], judged: int, progress: Progress) -> Choice:
+    """The grid's first candidate (tried, it trained less than an epoch), the others left untried:
+    in a budget that short, comparing settings would eat the time the network needs."""
+    summary, choice = first
+    run.clock.skip((len(grid) - 1) * judged)
+    apply(run, choice.config)
+    progress.note(f"augment: auto: train.budget {run.config.train.budget} is too short to compare settings (a trial "
+                  f"trained less than an epoch); using {summary['name']} ({describe(summary['values'])})")
+    choice.record = {"grid": [n for n, _ in grid], "chosen": summary["name"], "values": summary["values"],
+                     "candidates": [summary], "reason": "train.budget too short to compare settings"}
+    if run.config.train.auto_share < 1:
+        choice.members, choice.results, choice.history = [], [], []
+    return choice
+
+
+def _try(run: Any, member_data, name: str, values: dict, judged: list[int], progress: Progress,
+         steps: int | None = None) -> tuple[dict, Choice]:
+    """Train the judged members under one candidate (`steps` each, when given); their mean score
+    on their own folds."""
     config = with_values(run.config, values)
     apply(run, config)
     choice = Choice(config, {})
     accuracies, losses = [], []
     for index in judged:
-        settings = dataclasses.replace(config.train, seed=member_seed(config.train.seed, index))
+        settings = trial_settings(config.train, member_seed(config.train.seed, index), steps)
         torch.manual_seed(settings.seed)
-        network = network_for(run.modality, config.model.blocks, len(run.splits.labels)).to(run.device)
+        network = fresh_network(run.modality, config, len(run.splits.labels), run.start).to(run.device)
         train_data, val_data = member_data(run, index)
         result = fit(network, run.modality, train_data, val_data, settings, run.device, progress,
-                     cluster=run.cluster)
+                     cluster=run.cluster, pace=run.clock.pace(len(train_data), settings.batch_size, steps))
         kept = result.history[result.kept_epoch - 1]
         accuracies.append(kept["val_accuracy"])
         losses.append(kept["val_loss"])
@@ -97,8 +146,20 @@ def _try(run: Any, member_data, name: str, values: dict, judged: list[int],
     progress.note(f"augment: auto: {name} ({describe(values)}): validation accuracy {accuracy:.4f}, loss {loss:.4f}")
     summary = {"name": name, "values": values, "val_accuracy": round(accuracy, 5), "val_loss": round(loss, 5),
                "kept_epochs": [r.kept_epoch for r in choice.results],
+               "steps": max(r.history[-1]["step"] for r in choice.results), "epochs": min(
+                   r.history[-1]["step"] / math.ceil(len(train_data) / min(settings.batch_size, len(train_data)))
+                   for r in choice.results),
                "seconds": round(sum(r.seconds for r in choice.results), 2)}
     return summary, choice
+
+
+def trial_settings(train: Any, seed: int, steps: int | None = None) -> Any:
+    """A candidate's training settings: the member's seed, and with train.auto_share below 1 that
+    share of its epochs (or steps; with a budget, its time: cnncli.training.budget), or `steps`."""
+    share = train.auto_share
+    if steps is None and train.steps:
+        steps = max(1, round(train.steps * share))
+    return dataclasses.replace(train, seed=seed, epochs=max(1, round(train.epochs * share)), steps=steps)
 
 
 def apply(run: Any, config: Config) -> None:
@@ -113,8 +174,9 @@ def chosen_config(config: Config, record: dict) -> Config:
 
 
 def describe(values: dict) -> str:
+    """The values a candidate sets, augment keys by their own names; those left off are not shown."""
     return ", ".join(f"{key.split('.', 1)[-1] if key.startswith('augment.') else key}={value}"
-                     for key, value in values.items())
+                     for key, value in values.items() if value) or "nothing"
 
 
 def with_values(config: Config, values: dict[str, Any]) -> Config:

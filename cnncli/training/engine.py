@@ -15,6 +15,7 @@ with it (the trainer writes it to the bundle's log and checkpoints).
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -32,7 +33,9 @@ from cnncli.nn.model import Mix
 from cnncli.runtime.device import FP32, Precision, channels_last_helps, pick_precision
 from cnncli.runtime.distributed import SINGLE, Cluster
 from cnncli.runtime.progress import Progress
+from cnncli.training.averaging import WeightAverage
 from cnncli.training.encoding import TensorData
+from cnncli.training.freezing import hold_backbone, release_backbone
 from cnncli.training.optim import build_optimizer, build_schedule
 
 __all__ = ["FitResult", "Loop", "TensorData", "TrainingDiverged", "evaluate", "fit", "split_outputs",
@@ -114,7 +117,7 @@ class Loop:
     augmentation of its own (rank 0 those of one process); `model` is the network DDP wraps."""
 
     def __init__(self, network: nn.Module, settings: Any, device: torch.device, samples: int,
-                 cluster: Cluster = SINGLE):
+                 cluster: Cluster = SINGLE, pace: Any = None):
         torch.manual_seed(cluster.seed(settings.seed))
         self.network, self.settings, self.device, self.cluster = network.to(device), settings, device, cluster
         if channels_last_helps(network, device):
@@ -130,10 +133,22 @@ class Loop:
         self.steps_per_epoch = max(1, math.ceil(samples / self.batch_size))
         self.total_steps = settings.steps or settings.epochs * self.steps_per_epoch
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
-        self.optimizer = build_optimizer(network.parameters(), settings)
+        self.optimizer = build_optimizer(network.parameters(), settings, network.backbone.parameters())
         self.schedule = build_schedule(self.optimizer, settings, self.total_steps)
         self.average = WeightAverage(network, settings.ema) if settings.ema else None
         self.step = 0
+        self.pace = pace  # cnncli.training.budget.Pace, or None
+
+    def refit(self, total_steps: int) -> None:
+        """Train `total_steps` steps in all (no fewer than those taken): a time budget's plan. The
+        schedule is rebuilt for that length and set to the current step (every schedule here is
+        a closed form of the step)."""
+        self.total_steps = max(total_steps, self.step, 1)
+        self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.schedule = build_schedule(self.optimizer, self.settings, self.total_steps)
+        if self.step:
+            self.schedule.last_epoch = self.step - 1
+            self.schedule.step()
 
     @property
     def scored(self) -> nn.Module:
@@ -182,6 +197,9 @@ def train_one_epoch(loop: Loop, modality: Any, data: Any, epoch: int, progress: 
     """One pass over the training data in a seeded order; the epoch's log record so far."""
     settings, device, cluster = loop.settings, loop.device, loop.cluster
     loop.model.train()
+    hold_backbone(loop, epoch)  # train.freeze_epochs
+    if loop.pace:
+        loop.pace.epoch_started(loop, epoch)
     started = time.perf_counter()
     order = torch.randperm(len(data), generator=loop.order_generator)
     batches = [batch for batch in order.split(loop.batch_size) if len(batch) >= loop.smallest_batch]
@@ -199,6 +217,8 @@ def train_one_epoch(loop: Loop, modality: Any, data: Any, epoch: int, progress: 
             correct += (logits.argmax(1) == batch_targets).sum()
             seen += len(batch_targets)
             loop.step += 1
+            if loop.pace:
+                loop.pace.stepped(loop)
             advance(1)
             if loop.finished:
                 break
@@ -250,14 +270,15 @@ class BestEpoch:
 def fit(network: nn.Module, modality: Any, train_data: Any, val_data: Any | None,
         settings: Any, device: torch.device, progress: Progress = Progress(),
         on_epoch_end: Callable[[dict, nn.Module, Callable[[], FitState]], None] | None = None,
-        resume: FitState | None = None, cluster: Cluster = SINGLE) -> FitResult:
+        resume: FitState | None = None, cluster: Cluster = SINGLE, pace: Any = None) -> FitResult:
     """Train `network` in place; returns the per-epoch history and which epoch's weights it keeps.
-    The data are TensorData, Rows of it, or cnncli.training.loading.StreamedData.
+    The data are TensorData, Rows of it, or cnncli.training.loading.StreamedData. `pace`
+    (cnncli.training.budget.Pace) times the network and, with a budget, fits its steps to it.
 
     `on_epoch_end(record, network_to_keep, capture)` runs after every epoch, on every rank;
     `capture()` returns the state from which `fit(..., resume=state)` continues as if it had
     never stopped."""
-    loop = Loop(network, settings, device, len(train_data), cluster)
+    loop = Loop(network, settings, device, len(train_data), cluster, pace)
     validating = val_data is not None and len(val_data) > 0
     best = BestEpoch(keep_weights=settings.keep == "best" and validating)
     result = FitResult(kept="best" if best.keep_weights else "last")
@@ -277,23 +298,40 @@ def fit(network: nn.Module, modality: Any, train_data: Any, val_data: Any | None
 
     result.stopped_early = resume is not None and stopping()  # it had stopped; only the ending is left
     started = time.perf_counter()
-    for epoch in range(first_epoch, loop.epochs + 1):
-        if result.stopped_early or loop.finished:
+    for epoch in itertools.count(first_epoch):  # a budget's plan may change loop.epochs on the way
+        if result.stopped_early or loop.finished or epoch > loop.epochs:
             break
         epoch_started = time.perf_counter()
         record = train_one_epoch(loop, modality, train_data, epoch, progress)
         if validating:
-            val_loss, val_accuracy = evaluate(loop.scored, val_data, settings.eval_batch_size, device, cluster)
-            if not math.isfinite(val_loss):
-                raise TrainingDiverged(f"epoch {epoch}: the validation loss is {val_loss}, not a finite number: "
-                                       "training diverged and was stopped")
-            record.update(val_loss=round(val_loss, 5), val_accuracy=round(val_accuracy, 5))
-            best.update(epoch, val_accuracy, val_loss, loop.scored)
+            validate(loop, val_data, record, best, cluster)
         record["seconds"] = round(time.perf_counter() - epoch_started, 2)
         result.history.append(record)
         if on_epoch_end:
             on_epoch_end(record, loop.scored, capture)
         result.stopped_early = stopping()
+    release_backbone(network, settings)
+    if loop.pace:
+        loop.pace.finished()
+    keep_weights(network, loop, best, result)
+    result.seconds = round(time.perf_counter() - started, 2)
+    return result
+
+
+def validate(loop: Loop, val_data: Any, record: dict, best: BestEpoch, cluster: Cluster) -> None:
+    """Score the epoch's network on validation into `record`, and let `best` see it."""
+    val_loss, val_accuracy = evaluate(loop.scored, val_data, loop.settings.eval_batch_size, loop.device, cluster)
+    if loop.pace:
+        loop.pace.validated(len(val_data))
+    if not math.isfinite(val_loss):
+        raise TrainingDiverged(f"epoch {record['epoch']}: the validation loss is {val_loss}, not a finite number: "
+                               "training diverged and was stopped")
+    record.update(val_loss=round(val_loss, 5), val_accuracy=round(val_accuracy, 5))
+    best.update(record["epoch"], val_accuracy, val_loss, loop.scored)
+
+
+def keep_weights(network: nn.Module, loop: Loop, best: BestEpoch, result: FitResult) -> None:
+    """Leave in `network` the weights the run keeps: the best epoch's, or the last (averaged) ones."""
     result.kept_epoch = best.epoch
     if best.keep_weights and best.weights is not None:
         network.load_state_dict(best.weights)
@@ -301,8 +339,6 @@ def fit(network: nn.Module, modality: Any, train_data: Any, val_data: Any | None
         result.kept_epoch = len(result.history)
         if loop.average:
             network.load_state_dict(loop.scored.state_dict())
-    result.seconds = round(time.perf_counter() - started, 2)
-    return result
 
 
 def restore_fit(loop: Loop, best: BestEpoch, saved: FitState) -> None:
@@ -314,30 +350,6 @@ def restore_fit(loop: Loop, best: BestEpoch, saved: FitState) -> None:
         raise CnncliError(f"the resume state does not fit this run's network and optimiser "
                           f"({str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__})"
                           ) from None
-
-
-class WeightAverage:
-    """An exponential moving average of a network's weights (and batch-norm statistics), updated
-    after every optimiser step. The average generalises better than the last step's weights,
-    the way an ensemble of the recent steps would, at no cost at prediction time."""
-
-    def __init__(self, network: nn.Module, decay: float):
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        self._averaged = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-
-    @property
-    def network(self) -> nn.Module:
-        return self._averaged.module
-
-    def update(self, network: nn.Module) -> None:
-        self._averaged.update_parameters(network)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self._averaged.state_dict()
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self._averaged.load_state_dict(state)
 
 
 @torch.no_grad()

@@ -26,20 +26,25 @@ from cnncli.bundle.resume_state import TrainState, to_files
 from cnncli.data.split import Splits, load_splits, with_training_samples
 from cnncli.errors import CnncliError
 from cnncli.files.atomic import check_writable
+from cnncli.files.lock import writer_lock
 from cnncli.modalities import modality_class
 from cnncli.modalities.base import Modality
 from cnncli.nn.calibration import calibrate
 from cnncli.nn.layers import layer_table
 from cnncli.nn.metrics import classification_report
-from cnncli.nn.model import Ensemble, check_network_size, member_seed, network_for
+from cnncli.nn.model import Ensemble, check_network_size, member_seed
+from cnncli.recipe.defaults import fitted_model
 from cnncli.recipe.schema import Config
 from cnncli.runtime.device import measure_peak_gflops, pick_device, pick_precision, set_threads
 from cnncli.runtime.distributed import SINGLE, Cluster, from_environment, joined
 from cnncli.runtime.progress import Progress
 from cnncli.training import autotune
+from cnncli.training.budget import RunClock, epochs_fit, network_weights
 from cnncli.training.encoding import Rows, rows_of
 from cnncli.training.engine import FitResult, TrainingDiverged, fit, split_outputs
 from cnncli.training.loading import DataPlan, load_split, plan_data
+from cnncli.training.tracking import Tracker, check_tracker, tracking
+from cnncli.training.transfer import Start, fresh_network, read_start
 
 
 @dataclass
@@ -81,6 +86,10 @@ class Prepared:
     peak_gflops: float = 0.0  # this machine's matrix-multiply rate, the yardstick for training speed
     choice: dict | None = None  # with augment: auto, what was chosen and how each candidate scored
     recipe: Config | None = None  # the recipe as given, which bundles record (`config` may hold auto's choice)
+    tracker: Tracker = field(default_factory=Tracker)  # train.track: where the epochs go besides the bundle
+    start: Start = field(default_factory=Start)  # the weights every network of the run starts from
+    on_epoch: Callable[[dict], None] | None = None  # the caller's, after each epoch's checkpoint; may raise to stop
+    clock: RunClock = field(default_factory=RunClock)  # the run's time: train.budget, or the estimate shown
 
     def info(self, **more) -> dict:
         """The bundle's `training` record: where and how the run went, plus `more`."""
@@ -90,6 +99,7 @@ class Prepared:
             extra["skipped_lines"] = {"count": read["skipped_lines"], "lines": read["skipped"]}
         if read.get("encodings"):
             extra["encodings"] = read["encodings"]
+        extra.update({"start": self.start.record()} if self.start.record() else {})  # model.pretrained, model.init
         return {"device": str(self.device), "threads": torch.get_num_threads(), "world_size": self.cluster.world_size,
                 "precision": pick_precision(self.config.train.precision, self.device).name,
                 "in_memory": self.plan.in_memory, "workers": self.plan.workers, "encode_seconds": self.seconds,
@@ -109,6 +119,7 @@ def prepare(config: Config, progress: Progress = Progress(), cache: Path | None 
     modality_type = modality_class(config.data.modality)
     modality = modality_type.from_config(config)
     modality.use_cache(cache)
+    config, start = read_start(config, modality, progress)  # model.pretrained, model.init: where weights start
     check_size(modality, config, classes=2, before_data=True)
     splits = load_splits(config, modality_type)
     for note in splits.notes:
@@ -117,8 +128,10 @@ def prepare(config: Config, progress: Progress = Progress(), cache: Path | None 
         raise CnncliError(f"data.train: found only the label {splits.labels} in the training data; need at least two")
     modality.fit(splits.train)
     splits = with_training_samples(splits, modality.extra_training_samples(splits.train))
+    fits_budget = epochs_fit(config, modality, len(splits.train), device)
+    config, chosen = fitted_model(config, modality, len(splits.train), fits_budget)  # model.blocks: auto
     check_size(modality, config, classes=len(splits.labels))
-    for note in modality.fitted_notes():
+    for note in modality.fitted_notes() + chosen:
         progress.note(note)
     plan = plan_data(config.data, modality, sum(splits.record["counts"].values()), cluster)
     progress.note(plan.message)
@@ -135,18 +148,18 @@ def prepare(config: Config, progress: Progress = Progress(), cache: Path | None 
     if len(parts["train"].data) == 0:
         raise CnncliError("data.train: no training sample could be read")
     torch.manual_seed(config.train.seed)
-    network = network_for(modality, config.model.blocks, len(splits.labels))
+    network = fresh_network(modality, config, len(splits.labels), start, progress)
     return Prepared(config, splits, modality, parts["train"].data, parts["val"].data, parts["test"].data, network,
                     device, skipped, round(time.perf_counter() - started, 2), plan, cluster, folds,
-                    recipe=config)
+                    recipe=config, start=start)
 
 
 def check_size(modality: Modality, config: Config, classes: int, before_data: bool = False) -> None:
     """The network and a batch fit cnncli.limits: before the data are read when the recipe alone
     fixes the shapes, and always once the modality is fitted."""
-    if before_data and not modality.shape_from_recipe:
+    if before_data and (not modality.shape_from_recipe or config.model.blocks == "auto"):
         return
-    check_network_size(modality, config.model.blocks, classes, max(config.train.batch_size,
+    check_network_size(modality, config.model, classes, max(config.train.batch_size,
                        config.train.eval_batch_size), config.train.ensemble)
 
 
@@ -166,60 +179,72 @@ def check_output(out: Path, resuming: bool, overwrite: bool) -> None:
 
 
 def train(config: Config, out: str | Path, progress: Progress = Progress(), resume: TrainState | None = None,
-          cache: Path | None = None, overwrite: bool = False) -> TrainOutcome:
+          cache: Path | None = None, overwrite: bool = False, on_epoch=None, score_test: bool = True,
+          started: float | None = None) -> TrainOutcome:
     """Train the recipe's network and write the bundle to `out`; with `resume` (read from a
     partial bundle by `read_resume_state`), continue that run where its last epoch ended.
     `cache`: see `prepare`; `overwrite`: replace a bundle already at `out`. Started by torchrun,
-    train as one of its processes (only rank 0 prints and writes)."""
+    train as one of its processes (only rank 0 prints and writes). `on_epoch`: see Prepared;
+    `score_test=False` leaves the test split alone (tune's trials are judged on validation only).
+    `started`: when train.budget's clock started (time.monotonic(); default: now)."""
     out = Path(out)
     place = from_environment()
-    if place.writes:  # the one process that will write checks that it can
-        check_output(out, resume is not None, overwrite)
-    device = pick_device(config.train.device, place.local_rank if place.distributed else None)
-    try:
-        with joined(device, config.train.sync_batch_norm) as cluster:
-            return train_as(cluster, device, config, out, progress if cluster.writes else Progress(), resume, cache)
-    except TrainingDiverged as error:
-        kept = "; the bundle there stays partial, at its last finite epoch" if (out / MODEL_FILE).is_file() and \
-            read_info(out)["status"] == "partial" else "; no bundle was written"
-        raise TrainingDiverged(f"{error} ({out}{kept})") from None
+    with writer_lock(out if place.writes else None, "--out"):  # one writer per bundle (cnncli.files.lock)
+        if place.writes:  # the one process that will write checks that it can
+            check_output(out, resume is not None, overwrite)
+            check_tracker(config.train.track)
+        device = pick_device(config.train.device, place.local_rank if place.distributed else None)
+        try:
+            with joined(device, config.train.sync_batch_norm) as cluster:
+                return train_as(cluster, device, config, out, progress if cluster.writes else Progress(), resume,
+                                cache, on_epoch, score_test, started)
+        except TrainingDiverged as error:
+            kept = "; the bundle there stays partial, at its last finite epoch" if (out / MODEL_FILE).is_file() \
+                and read_info(out)["status"] == "partial" else "; no bundle was written"
+            raise TrainingDiverged(f"{error} ({out}{kept})") from None
 
 
 def train_as(cluster: Cluster, device: torch.device, config: Config, out: Path, progress: Progress,
-             resume: TrainState | None, cache: Path | None) -> TrainOutcome:
+             resume: TrainState | None, cache: Path | None, on_epoch=None, score_test: bool = True,
+             started: float | None = None) -> TrainOutcome:
     """`train`, as process `cluster.rank` of `cluster.world_size`."""
+    clock = RunClock(config.train.budget, progress, cluster.distributed, started=started)
     started = time.perf_counter()
     run = prepare(config, progress, cache, cluster, device)
+    run.on_epoch, run.clock = on_epoch, clock
     run.train_flops, run.peak_gflops = training_flops(run.network, run.modality), measure_peak_gflops(run.device)
     if resume is not None:
         check_resumable(read_info(out), run, out)
-    if config.augment.auto:
-        resume = choose_settings(run, out, progress, resume)
-    members, results = train_members(run, out, progress, resume)
-    run.network = assemble(members)
-    if not cluster.writes:
-        return TrainOutcome(out, {}, run.history, {}, rank=cluster.rank)
-    metrics, calibration = final_metrics(run, members)
-    training = run.info(
-        epochs_run=per_member_value([len(r.history) for r in results]), kept=results[0].kept,
-        kept_epoch=per_member_value([r.kept_epoch for r in results]),
-        stopped_early=per_member_value([r.stopped_early for r in results]),
-        fit_seconds=round(sum(r.seconds for r in results), 2), members=config.train.ensemble,
-        total_seconds=round(time.perf_counter() - started, 2),
-    )
-    write_bundle(run, out, run.network.cpu(), status="complete", metrics=metrics, training=training,
-                 files=lambda: training_plots(run.history, metrics), calibration=calibration)
-    return TrainOutcome(out, metrics, run.history, training, calibration)
+    clock.plan(network_weights(run), len(run.val) + len(run.test))
+    with tracking(config.train.track, out, dataclasses.asdict(config), cluster.writes) as run.tracker:
+        if config.augment.auto:
+            resume = autotune.settle(run, out, progress, resume, member_data)
+        members, results = train_members(run, out, progress, resume)
+        run.network = assemble(members)
+        if not cluster.writes:
+            return TrainOutcome(out, {}, run.history, {}, rank=cluster.rank)
+        metrics, calibration = final_metrics(run, members, score_test)
+        run.tracker.finish(metrics)
+        training = run.info(
+            epochs_run=per_member_value([len(r.history) for r in results]), kept=results[0].kept,
+            kept_epoch=per_member_value([r.kept_epoch for r in results]),
+            stopped_early=per_member_value([r.stopped_early for r in results]),
+            fit_seconds=round(sum(r.seconds for r in results), 2), members=config.train.ensemble,
+            total_seconds=round(time.perf_counter() - started, 2),
+        )
+        write_bundle(run, out, run.network.cpu(), status="complete", metrics=metrics, training=training,
+                     files=lambda: training_plots(run.history, metrics), calibration=calibration)
+        return TrainOutcome(out, metrics, run.history, training, calibration)
 
 
 def write_bundle(run: Prepared, out: Path, network, status: str, metrics: dict, training: dict,
                  files: Callable[[], dict[str, bytes]], calibration: dict | None = None) -> None:
-    """The one place a training run writes (the bundle, its log, its resume state and plots), and
-    only rank 0 reaches it; `files` are made only there."""
+    """The one place a training run writes (the bundle, its log, its resume state, plots and tracked
+    files), and only rank 0 reaches it; `files` are made only there."""
     if run.cluster.writes:
         save_bundle(out, network, run.recipe or run.config, run.splits.labels, run.modality, status=status,
-                    split=run.splits.record,
-                    metrics=metrics, training=training, log=run.history, extra_files=files(), calibration=calibration)
+                    split=run.splits.record, calibration=calibration, metrics=metrics, training=training,
+                    log=run.history, extra_files={**files(), **run.tracker.files()})
 
 
 def check_resumable(info: dict, run: Prepared, out: Path) -> None:
@@ -233,10 +258,10 @@ def check_resumable(info: dict, run: Prepared, out: Path) -> None:
                           f"resume it with torchrun --nproc-per-node (and --nnodes) giving {before} in all")
 
 
-def final_metrics(run: Prepared, members: list) -> tuple[dict, dict | None]:
-    """The final model's metrics per split (a cross-validation ensemble's val: out-of-fold), and the
-    temperature fitted on its validation rows (None when the recipe turns calibration off). Samples
-    a streamed split could not read are counted as skipped."""
+def final_metrics(run: Prepared, members: list, score_test: bool = True) -> tuple[dict, dict | None]:
+    """The final model's metrics per split (a cross-validation ensemble's val: out-of-fold; test
+    only with `score_test`), and the temperature fitted on its validation rows (None when the
+    recipe turns calibration off). Samples a streamed split could not read are counted as skipped."""
     config = run.config
     metrics, held_out = {}, (torch.empty(0, len(run.splits.labels)), torch.empty(0, dtype=torch.long), "val")
     if run.folds is not None:  # each fold scored by the members that did not train on it
@@ -244,7 +269,7 @@ def final_metrics(run: Prepared, members: list) -> tuple[dict, dict | None]:
         metrics["val"] = {**classification_report(targets.tolist(), scores.argmax(1).tolist(),
                                                   run.splits.labels), "out_of_fold": True}
         held_out = (scores.clamp_min(torch.finfo(scores.dtype).tiny).log(), targets, "out_of_fold")
-    for name, data in (("val", run.val), ("test", run.test)):
+    for name, data in (("val", run.val), ("test", run.test))[:2 if score_test else 1]:
         if len(data):
             outputs, targets = split_outputs(run.network, data, config.train.eval_batch_size, run.device)
             predicted = torch.softmax(outputs, dim=1).argmax(1)  # as before calibration: same ties, same figures
@@ -269,7 +294,9 @@ def train_members(run: Prepared, out: Path, progress: Progress, resume: TrainSta
     results: list = []
     count = config.train.ensemble
     for index in range(count):
-        network = run.network if index == 0 else build_member(config, run, index)
+        network = run.network if index == 0 else fresh_network(  # each member from its own seed
+            run.modality, config, len(run.splits.labels), run.start, seed=member_seed(config.train.seed, index),
+            device=run.device)
         if index < state.member:  # trained before the run was interrupted
             try:
                 network.load_state_dict(state.finished[index])
@@ -288,37 +315,23 @@ def train_members(run: Prepared, out: Path, progress: Progress, resume: TrainSta
                 record["member"] = index + 1
             run.history.append(record)
             progress.epoch(record, count)
+            run.tracker.epoch(len(run.history), record)
             snapshot = TrainState(member=index, finished=[m.state_dict() for m in members],
                                   finished_results=[dataclasses.asdict(r) for r in results], history=run.history,
                                   fit=capture())  # on every rank: it gathers their random streams
             write_bundle(run, out, assemble(members + [trained]), status="partial", metrics={},
                          training=run.info(epochs_run=record["epoch"], members_done=index),
                          files=lambda: to_files(snapshot))
+            if run.on_epoch:
+                run.on_epoch(record)
 
         settings = dataclasses.replace(config.train, seed=member_seed(config.train.seed, index))
         member_train, member_val = member_data(run, index)
         results.append(fit(network, run.modality, member_train, member_val, settings, run.device, progress,
-                           checkpoint, state.fit if index == state.member else None, run.cluster))
+                           checkpoint, state.fit if index == state.member else None, run.cluster,
+                           run.clock.pace(len(member_train), settings.batch_size)))
         members.append(network)
     return members, results
-
-
-def choose_settings(run: Prepared, out: Path, progress: Progress, resume: TrainState | None) -> TrainState | None:
-    """augment: auto: choose the settings on validation (autotune), keep the networks trained
-    for it as the first members, and return the state the ensemble continues from. A resumed
-    run takes the choice its partial bundle recorded."""
-    if resume is not None:
-        run.choice = read_info(out)["training"].get("auto") or {}
-        autotune.apply(run, autotune.chosen_config(run.config, run.choice))
-        return resume
-    choice = autotune.choose(run, member_data, progress)
-    run.choice = choice.record
-    if not choice.members:
-        return None
-    run.network = choice.members[0]
-    return TrainState(member=len(choice.members), finished=[member.state_dict() for member in choice.members],
-                      finished_results=[dataclasses.asdict(result) for result in choice.results],
-                      history=choice.history)
 
 
 def member_accuracy(member, data: Any, run: Prepared) -> float:
@@ -336,13 +349,6 @@ def training_flops(network, modality: Modality) -> float | None:
     return 6 * layer_table(network, modality.input_shape)["total_connections"]
 
 
-def build_member(config: Config, run: Prepared, index: int):
-    """A fresh network for ensemble member `index`, initialised from its own seed."""
-
-    torch.manual_seed(member_seed(config.train.seed, index))
-    return network_for(run.modality, config.model.blocks, len(run.splits.labels)).to(run.device)
-
-
 def member_data(run: Prepared, index: int) -> tuple:
     """Ensemble member `index`'s training and validation data: the shared split, or with
     train.rotate_val every training row outside the member's own fold, which it validates on
@@ -356,7 +362,6 @@ def member_data(run: Prepared, index: int) -> tuple:
 def out_of_fold_probabilities(run: Prepared, members: list) -> "tuple[torch.Tensor, torch.Tensor]":
     """(probabilities, targets) of the training rows in the folds some member held out, each row
     scored by the members that held it out: a validation figure no member has trained on."""
-
     count = run.splits.fold_count
     scores, targets = [], []
     for fold in range(count):

@@ -14,7 +14,7 @@ from cnncli.modalities import modality_class
 from cnncli.nn.layers import layer_table
 from cnncli.nn.model import network_for
 from cnncli.recipe.config import config_to_dict, load_config
-from cnncli.recipe.defaults import RECIPE_SUFFIXES, recipe_source, text_data_file
+from cnncli.recipe.defaults import RECIPE_SUFFIXES, fitted_model, recipe_source, text_data_file
 
 
 def is_data(target: str) -> bool:
@@ -55,10 +55,11 @@ def describe_recipe(target: str, overrides: list[str], resolved: bool) -> dict:
         splits = load_splits(config, modality_type)
         labels = splits.labels
         modality.fit(splits.train)  # what is learned from data (a vocabulary) sizes the stem
+        config, _ = fitted_model(config, modality, len(splits.train))  # model.blocks: auto
     except CnncliError as error:
         labels = [str(i) for i in range(10)]
         note = f"data not readable ({error}); counted for 10 classes"
-    network = network_for(modality, config.model.blocks, len(labels))
+    network = network_for(modality, config.model, len(labels))
     table = layer_table(network, modality.input_shape, modality.describe())
     return {"target": target, "kind": "recipe", "classes": len(labels), "note": note, **table,
             "members": config.train.ensemble}
