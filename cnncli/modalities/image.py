@@ -158,7 +158,7 @@ class ImageModality(Modality):
 
     def encode(self, sample: Sample) -> torch.Tensor:
         image = self._decode(sample)
-        if list(image.shape[1:]) != list(self.options.size or image.shape[1:]):
+        if isinstance(self.options.size, list) and list(image.shape[1:]) != self.options.size:
             image = self._resize_tensor(image, sample)
         return image
 
@@ -295,7 +295,7 @@ class ImageModality(Modality):
 
         with _opened(sample.locator) as upright:
             converted = _eight_bit(upright).convert("L" if self.channels == 1 else "RGB")
-            if self.options.size and list(converted.size[::-1]) != list(self.options.size):
+            if isinstance(self.options.size, list) and list(converted.size[::-1]) != self.options.size:
                 converted = self._resize_pil(converted)
         return _to_chw(np.asarray(converted, dtype=np.uint8))
 
