@@ -12,7 +12,7 @@ from cnncli.nn.model import network_for
 from cnncli.recipe.config import load_config
 from cnncli.runtime.durations import format_duration, parse_duration
 from cnncli.runtime.progress import Progress
-from cnncli.training.budget import MARGIN_SHARE, RunClock, steps_within
+from cnncli.training.budget import MARGIN_SHARE, WRITING_SECONDS, RunClock, steps_within
 from cnncli.training.engine import Loop
 from cnncli.training.train import train
 
@@ -21,7 +21,7 @@ class FakeClock:
     """Seconds that pass only when the test says so."""
 
     def __init__(self):
-        self.now = 1000.0
+        self.now = 1024.0  # sums of the binary fractions the tests add stay exact
 
     def __call__(self) -> float:
         return self.now
@@ -153,14 +153,17 @@ def test_without_a_budget_the_time_left_is_estimated_and_the_plan_kept(tmp_path)
     run.plan([1.0, 1.0], final_rows=0)
     pace = run.pace(640, 64)
     loop = a_loop(tmp_path, pace, epochs=4)
-    simulate(loop, pace, clock, lambda step: 0.1, validation=0.5, checkpoint=0.5)
+    simulate(loop, pace, clock, lambda step: 0.125, validation=0.5, checkpoint=0.5)
     assert loop.epochs == 4 and loop.step == 40  # the recipe's epochs
+    # Each network: 4 epochs of 10 steps of 0.125 s, each ending in 1 s of validation and checkpoint
+    # (9 s); two networks, then the end of the run: the plots and the bundle's checkpoint.
+    ending = WRITING_SECONDS + 0.5
     estimate = next(line for line in notes.lines if line.startswith("estimate:"))
-    # after epoch 1: 4 epochs of 10 steps of 0.1 s and ends of 1 s, twice (two networks), and the
-    # bundle's plots and checkpoint (3.5 s)
-    assert estimate == "estimate: the whole run takes about 20s (18s from now); train.budget (--budget) sets it"
-    # at its last step: its epoch's end (1 s), the other network (8 s), the ending (3.5 s)
-    assert notes.left[-1] == pytest.approx(1 + 8 + 3.5)
+    after_first_epoch = 2.25
+    assert estimate == (f"estimate: the whole run takes about {format_duration(9 + 9 + ending)} "
+                        f"({format_duration(9 + 9 + ending - after_first_epoch)} from now); "
+                        "train.budget (--budget) sets it")
+    assert notes.left[-1] == 1 + 9 + ending  # at its last step: its epoch's end, the other network, the ending
 
 
 def test_a_run_without_a_budget_says_how_long_it_will_take_after_its_first_epoch(tmp_path):

@@ -172,7 +172,7 @@ def evenly_spaced(count: int, most: int) -> list[int]:
 def augment_candidates(side: int) -> list[tuple[str, dict[str, Any]]]:
     """augment: auto's candidates for images, the first being the fallback when there is nothing
     to validate on (most photos may be flipped). `side`: the fitted input's shorter side."""
-    shift = max(1, round(TRANSLATE * side)) / side
+    shift = round(max(1, round(TRANSLATE * side)) / side, 4)
     off = {"augment.translate": 0.0, "augment.hflip": False, "augment.color_jitter": 0.0, "augment.erase": 0.0,
            "train.mixup": 0.0}
     return [("flip", {**off, "augment.translate": shift, "augment.hflip": True}),

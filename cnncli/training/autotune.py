@@ -69,7 +69,7 @@ def choose(run: Any, member_data, progress: Progress = Progress()) -> Choice:
     for name, values in grid:
         trials.append(_try(run, member_data, name, values, judged, progress, steps))
         if run.clock.seconds:  # under a budget, every trial takes the steps the first had time for
-            if trials[-1][0]["epochs"] < 1:  # too short to compare settings
+            if len(trials) == 1 and trials[0][0]["epochs"] < 1:  # too short to compare settings
                 return _untried(run, grid, trials[0], len(judged), progress)
             steps = steps or trials[0][0]["steps"]
     tried = [summary for summary, _ in trials]
