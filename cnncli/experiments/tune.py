@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import re
 import time
 from pathlib import Path
 
@@ -33,26 +32,16 @@ from cnncli.experiments.study import (
 from cnncli.experiments.workers import run_trials, run_workers
 from cnncli.files.atomic import check_writable
 from cnncli.limits import MAX_THREADS
+from cnncli.runtime.durations import parse_duration
 from cnncli.runtime.progress import Progress
 
-DURATION = re.compile(r"(\d+(?:\.\d*)?)\s*([hms]?)", re.IGNORECASE)
-SECONDS = {"h": 3600, "m": 60, "s": 1, "": 1}
 MAX_TRIALS = 100_000
 DEFAULT_TRIALS = 20
 
 
 def parse_budget(text: str | None) -> float:
     """--budget: '2h', '90m', '1h30m', '45s' or plain seconds -> seconds (no budget: no limit)."""
-    if text is None:
-        return math.inf
-    spaced = text.strip().lower()
-    parts = DURATION.findall(spaced)
-    if not spaced or "".join(number + unit for number, unit in parts) != spaced.replace(" ", "") or not parts:
-        raise CnncliError(f"--budget {text}: expected a duration such as 2h, 90m, 1h30m or 45s")
-    seconds = sum(float(number) * SECONDS[unit] for number, unit in parts)
-    if seconds <= 0:
-        raise CnncliError(f"--budget {text}: must be more than no time at all")
-    return seconds
+    return math.inf if text is None else parse_duration(text, key="--budget")
 
 
 def check_request(trials: int | None, workers: int, pruner: str | None) -> None:
