@@ -24,6 +24,7 @@ from torch import nn
 from cnncli.bundle.io import Bundle, load_bundle
 from cnncli.errors import CnncliError
 from cnncli.files.atomic import write_file
+from cnncli.files.lock import writer_lock
 from cnncli.registry import Registry
 
 EXPORT_FORMATS = Registry("export format", "--format")
@@ -45,9 +46,9 @@ def export_bundle(path: str | Path, out: str | Path | None = None, form: str = "
     """Write the bundle at `path` as `out` (default: BUNDLE.onnx beside the bundle folder) and
     its preprocessing as `out`.json; returns what was written and how well it matches cnncli."""
     exporter = EXPORT_FORMATS.get(form)
-    bundle = load_bundle(path)
     out = Path(out) if out else Path(path).with_name(Path(path).name + f".{form}")
-    return exporter(bundle, out)
+    with writer_lock(out, "--out"):  # one writer per file (cnncli.files.lock)
+        return exporter(load_bundle(path), out)
 
 
 def example_inputs(modality: Any, count: int, seed: int = 0) -> torch.Tensor:

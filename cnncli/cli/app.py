@@ -154,7 +154,9 @@ def evaluate(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
     no_cache: bool = typer.Option(False, "--no-cache", help=NO_CACHE_HELP),
 ):
-    """Accuracy, per-class precision/recall/F1 and the confusion matrix of a bundle.
+    """Accuracy, per-class precision/recall/F1 and the confusion matrix.
+
+    Of a bundle, on its recipe's test split or on other data read with the bundle's data rules.
 
     Examples:
 
@@ -169,6 +171,7 @@ def evaluate(
     from cnncli.bundle.io import load_bundle
     from cnncli.cli.flag_checks import check_batch_size, check_report_options
     from cnncli.files.atomic import check_outputs
+    from cnncli.files.lock import writer_lock
     from cnncli.output import check_format, show, warn
     from cnncli.runtime.device import pick_device
     from cnncli.runtime.progress import ConsoleProgress
@@ -178,10 +181,22 @@ def evaluate(
     check_batch_size(batch_size)
     check_report_options(report, html, layer)
     check_outputs((plot, "--plot", False), (report, "--report", True), (html, "--html", False))
-    loaded = load_bundle(bundle)
-    warn_if_partial(loaded)
-    loaded.modality.use_cache(run_cache(cache_dir, no_cache))
-    evaluation = run_evaluation(loaded, data or [], batch_size, pick_device(device), ConsoleProgress(), adapt)
+    with writer_lock(report, "--report"):  # one writer per report folder (cnncli.files.lock)
+        loaded = load_bundle(bundle)
+        warn_if_partial(loaded)
+        loaded.modality.use_cache(run_cache(cache_dir, no_cache))
+        evaluation = run_evaluation(loaded, data or [], batch_size, pick_device(device), ConsoleProgress(), adapt)
+        _write_evaluation(loaded, evaluation, plot, report, html, layer)
+    for message in evaluation.report["skipped"][:10]:
+        warn(f"skipped: {message}")
+    for message in evaluation.report["notes"]:
+        warn(f"note: {message}")
+    show("evaluation", evaluation.report, output_format)
+
+
+def _write_evaluation(loaded, evaluation, plot: Optional[Path], report: Optional[Path], html: Optional[Path],
+                      layer: Optional[str]) -> None:
+    """eval's files: the confusion matrix PNG (--plot), the report folder and its page (--report, --html)."""
     if plot:
         from cnncli.files.atomic import write_file
         from cnncli.output.plots import confusion_png
@@ -193,11 +208,6 @@ def evaluate(
 
         written = write_report(loaded, evaluation, report, layer)
         write_page_and_list("report", written, written["files"], html)
-    for message in evaluation.report["skipped"][:10]:
-        warn(f"skipped: {message}")
-    for message in evaluation.report["notes"]:
-        warn(f"note: {message}")
-    show("evaluation", evaluation.report, output_format)
 
 
 @app.command()
@@ -238,8 +248,9 @@ def predict(
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help=CACHE_DIR_HELP),
     no_cache: bool = typer.Option(False, "--no-cache", help=NO_CACHE_HELP),
 ):
-    """One row per input, in input order. Unreadable inputs get a row with their error and
-    make the exit status 1 once every other input is done.
+    """One row per input, in input order.
+
+    Unreadable inputs get a row with their error and make the exit status 1 once every other input is done.
 
     Examples:
 

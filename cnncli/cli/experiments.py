@@ -37,8 +37,9 @@ def tune(
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     output_format: str = typer.Option("table", "--format", help="Result as " + format_help()),
 ):
-    """Search a recipe's settings on validation (Optuna: TPE, pruning); the best trial's bundle is
-    scored once on test (needs the tune extra).
+    """Search a recipe's settings on validation (needs the tune extra).
+
+    Optuna's TPE with pruning; the best trial's bundle is scored once on test.
 
     Examples:
 
@@ -76,8 +77,9 @@ def compare(
                                                              "validation curves on the same axes."),
     output_format: str = typer.Option("table", "--format", help=format_help()),
 ):
-    """Runs side by side: the recipe keys that differ, validation and test metrics, epochs, time
-    and size.
+    """Put runs side by side: what differs, and how they scored.
+
+    The recipe keys that differ, validation and test metrics, epochs, time and size.
 
     Examples:
 

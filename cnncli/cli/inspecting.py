@@ -27,9 +27,11 @@ def inspect(
     resolved: bool = typer.Option(False, "--resolved", help="Print the fully resolved recipe (YAML) instead."),
     set_: List[str] = typer.Option([], "--set", "-s", help=SET_HELP + " (recipes and data folders only)"),
 ):
-    """Layers, shapes, parameters, connections and receptive fields; with --input, the input as
-    the network sees it, its feature maps, Grad-CAM and the prediction; on a data folder (or a
-    recipe with --data), the data before training.
+    """Look inside a bundle, a recipe or a data folder.
+
+    Layers, shapes, parameters, connections and receptive fields.
+    With --input: the input as the network sees it, its feature maps, Grad-CAM and the prediction.
+    On a data folder (or a recipe with --data): the data before training.
 
     Examples:
 
@@ -57,23 +59,27 @@ def inspect(
         return show("resolved", summary["resolved"], output_format)
     if input_file:
         from cnncli.bundle.io import load_bundle
+        from cnncli.files.lock import writer_lock
         from cnncli.output.pages import write_page_and_list
         from cnncli.verbs.explain import explain_input
 
-        summary["input"] = explain_input(load_bundle(target), input_file, out, layer)
-        write_page_and_list("explainer", summary, summary["input"]["files"], html)
+        with writer_lock(out, "--out"):  # one writer per folder (cnncli.files.lock)
+            summary["input"] = explain_input(load_bundle(target), input_file, out, layer)
+            write_page_and_list("explainer", summary, summary["input"]["files"], html)
     show("inspection", summary, output_format)
 
 
 def show_data(target: str, overrides: List[str], out: Path, output_format: str) -> None:
     """inspect DATA (or RECIPE --data): the data view, its pictures in `out`."""
     from cnncli.files.atomic import check_outputs
+    from cnncli.files.lock import writer_lock
     from cnncli.output import show, wrote
     from cnncli.runtime.progress import ConsoleProgress
     from cnncli.verbs.data_view import describe_data
 
     check_outputs((out, "--out", True))
-    summary = describe_data(target, overrides, out, ConsoleProgress())
+    with writer_lock(out, "--out"):  # one writer per folder (cnncli.files.lock)
+        summary = describe_data(target, overrides, out, ConsoleProgress())
     wrote(summary["files"])
     show("data", summary, output_format)
 
@@ -85,9 +91,11 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write (default: BUNDLE.onnx beside the "
                                                                  "bundle folder); the preprocessing goes to FILE.json."),
 ):
-    """Write a bundle's network as ONNX for servers without cnncli, and FILE.json: the preprocessing
-    a server must apply (needs the export extra). The graph reads encoded inputs (pixels, a dB
-    spectrogram, token ids) at any batch size and returns class probabilities. Example:
+    """Write a bundle's network as ONNX (needs the export extra).
+
+    For servers without cnncli; beside it, FILE.json: the preprocessing a server must apply.
+    Its graph reads a batch of any size of encoded inputs (pixels, a dB spectrogram, token ids).
+    It returns class probabilities. Example:
 
       cnncli export runs/x --format onnx               # runs/x.onnx + runs/x.onnx.json
     """

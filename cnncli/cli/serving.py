@@ -25,9 +25,10 @@ def serve(
                                                                     "(408 beyond)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
 ):
-    """Answer predictions over HTTP, with dynamic batching, a page at / that shows the top classes
-    and Grad-CAM, and Prometheus metrics (needs the serve extra). SIGTERM or ^C: finish what is in
-    flight, then exit 0.
+    """Answer predictions over HTTP (needs the serve extra).
+
+    With dynamic batching, a page at / that shows the top classes and Grad-CAM, and Prometheus metrics.
+    SIGTERM or ^C: finish what is in flight, then exit 0.
 
     Examples:
 

@@ -51,7 +51,13 @@ class Inputs:
 
 def argument_inputs(modality: Any, arguments: Iterable[str]) -> Inputs:
     """Files, folders, globs, '-' and (text) sentences, as the modality expands them; a folder
-    that holds none of the modality's files is a row that says so."""
+    that holds none of the modality's files is a row that says so. An empty argument stops the
+    run before any row (as a path it would mean the current folder, and predict everything there)."""
+    arguments = list(arguments)  # command-line arguments: few, all checked before the first row
+    for position, argument in enumerate(arguments, start=1):
+        if not str(argument).strip():
+            wanted = "a path or a sentence" if modality.text_samples else "a path"
+            raise CnncliError(f"inputs: argument {position} is empty ({argument!r}); expected {wanted}")
     return Inputs(_argument_items(modality, arguments))
 
 

@@ -26,7 +26,7 @@ import torch
 from cnncli.errors import CnncliError
 from cnncli.modalities.audio.decoding import audio_length, iter_file_blocks, resample
 from cnncli.modalities.audio.features import fit_length, target_length
-from cnncli.modalities.audio.floor import FLOOR_SECONDS, FRAME_SECONDS, BandLevel, noise_floor
+from cnncli.modalities.audio.floor import FLOOR_SECONDS, FRAME_SECONDS, SILENCE_POWER, BandLevel, noise_floor
 from cnncli.modalities.audio.options import AudioOptions
 
 Spans = list[tuple[float, float]]
@@ -141,7 +141,7 @@ class EventDetector:
         kernel = np.ones(SMOOTH_FRAMES)  # sums, not differences of running sums: -200 dB beside 0 dB stays exact
         sums, counts = np.convolve(power, kernel, "same"), np.convolve(np.ones(len(power)), kernel, "same")
         frames = np.arange(first, stop) - low
-        return 10 * np.log10(sums[frames] / counts[frames])
+        return 10 * np.log10(np.maximum(sums[frames] / counts[frames], SILENCE_POWER))  # never log10(0)
 
     def _judge(self, frame: int, sounding: bool) -> None:
         """Advance the sound in progress by one frame, closing it after a long enough pause."""
