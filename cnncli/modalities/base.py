@@ -18,10 +18,9 @@ what it has and inherits a clear answer for what it lacks.
 from __future__ import annotations
 
 import dataclasses
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,56 +30,12 @@ from torch import nn
 from cnncli.data.sample import Sample
 from cnncli.data.sources import expand_paths
 from cnncli.errors import CnncliError
+from cnncli.modalities.encoded import Encoded, finite_only
 from cnncli.nn.blocks import output_shape
-
-
-@dataclass
-class Encoded:
-    """Encoded samples: one tensor for those that worked, and an error per sample that did not.
-
-    `index[i]` is the position in the input sequence of row i of `tensor`; `failures` maps an
-    input position to its error message (which names the file); `notes` are warnings about the
-    work as a whole (a cache that could not be written), for the caller to show once.
-    """
-
-    tensor: torch.Tensor
-    index: list[int]
-    failures: dict[int, str]
-    notes: list[str] = field(default_factory=list)
-
 
 ProgressCallback = Callable[[int], None]  # called with the number of samples just finished
 Window = tuple[float, float]  # (seconds, hop seconds) of the windows slid over a long input
 SpanBatch = tuple[list[tuple[float, float]], torch.Tensor]  # ([(start_s, end_s), ...], encoded batch)
-
-
-def state_numbers(state: dict[str, Any], key: str, count: int) -> list[float]:
-    """`state[key]` (fitted statistics read from a bundle) if it is `count` numbers a fit can give;
-    otherwise a CnncliError naming the key, before anything is built from it (not every input after)."""
-    values = state.get(key)
-    low, high = (1e-6, 1e6) if key == "std" else (-1e6, 1e6)  # a std divides; past 1e6, float32 overflows
-    if not isinstance(values, list) or len(values) != count or not all(
-            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            and low <= value <= high for value in values):
-        raise CnncliError(f"modality.state.{key}: expected {count} finite numbers from {low:g} to {high:g}")
-    return [float(value) for value in values]
-
-
-def finite_only(encoded: Encoded, samples: Sequence[Sample]) -> Encoded:
-    """`encoded` with every row holding NaN or an infinity moved to the failures: such a sample
-    would turn a whole training run's loss into NaN, or score NaN for every class."""
-    if not encoded.tensor.is_floating_point() or not len(encoded.index):
-        return encoded
-    finite = torch.isfinite(encoded.tensor.reshape(len(encoded.tensor), -1)).all(dim=1)
-    if bool(finite.all()):
-        return encoded
-    failures = dict(encoded.failures)
-    for row in (~finite).nonzero().flatten().tolist():
-        position = encoded.index[row]
-        failures[position] = f"{samples[position].locator}: decodes to values that are not finite (NaN or infinity)"
-    kept = finite.nonzero().flatten()
-    index = [encoded.index[row] for row in kept.tolist()]
-    return Encoded(encoded.tensor[kept], index, dict(sorted(failures.items())), encoded.notes)
 
 
 @dataclass
@@ -226,6 +181,12 @@ class Modality(ABC):
 
     def use_preprocessing(self, expected: dict[str, Any]) -> list[str]:
         """Before `fit`, take what pretrained weights expect (timm's mean, std, input_size) where it fits; notes."""
+        return []
+
+    def auto_blocks(self, samples: int) -> list[tuple[list, str]]:
+        """`model.blocks: auto`'s candidates for `samples` training samples, as (blocks, the line
+        that says what they are): the data's own first, then smaller ones (for a time budget).
+        Default: none, and auto is refused (only images size a backbone to their data today)."""
         return []
 
     def fitted_notes(self) -> list[str]:

@@ -24,7 +24,8 @@ from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
 from cnncli.files.reading import open_regular
 from cnncli.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
-from cnncli.modalities.base import Encoded, Modality, state_numbers
+from cnncli.modalities.base import Modality
+from cnncli.modalities.encoded import Encoded, state_numbers
 from cnncli.modalities.image_augment import augment_images
 from cnncli.modalities.image_options import (
     GENERAL_RECIPE,

@@ -111,10 +111,9 @@ def fitted_model(config, modality, samples: int, fits: Callable[[list], bool] = 
     taken, or the smallest. The bundle records the blocks chosen, so predict builds the same."""
     if config.model.blocks != "auto":
         return config, []
-    choose = getattr(modality, "auto_blocks", None)
-    if choose is None:
+    candidates = modality.auto_blocks(samples)
+    if not candidates:
         raise CnncliError(f"model.blocks: auto: {modality.name} data have no backbone of their own; list the blocks")
-    candidates = choose(samples)
     blocks, note = next((candidate for candidate in candidates if fits(candidate[0])), candidates[-1])
     if blocks is not candidates[0][0]:
         note += f" (not {candidates[0][1].split(': ', 1)[1].split(' (')[0]}: too slow for train.budget)"

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cnncli.data.sample import Sample
 from cnncli.errors import CnncliError
-from cnncli.modalities.base import Encoded, finite_only
+from cnncli.modalities.encoded import Encoded, finite_only
 from cnncli.runtime.device import usable_cores
 from cnncli.runtime.distributed import Cluster
 from cnncli.runtime.progress import Progress

@@ -51,16 +51,8 @@ from cnncli.modalities.audio.features import (
 from cnncli.modalities.audio.options import AudioAugment, AudioOptions, augment_problems, option_problems
 from cnncli.modalities.audio.spans import is_sound, recording_spans, streamed_spans
 from cnncli.modalities.audio.stem import BandNormalize, WaveformStem
-from cnncli.modalities.base import (
-    Encoded,
-    Modality,
-    ProgressCallback,
-    SpanBatch,
-    Window,
-    finite_only,
-    state_numbers,
-    stem_picture,
-)
+from cnncli.modalities.base import Modality, ProgressCallback, SpanBatch, Window, stem_picture
+from cnncli.modalities.encoded import Encoded, finite_only, state_numbers
 
 FEATURE_BATCH = 256  # recordings per feature call: large enough to amortise, small enough for memory
 STATISTICS_CHUNK = 256  # recordings per float64 pass when fitting the normalisation
