@@ -335,6 +335,21 @@ def test_a_port_in_use_is_one_line_and_status_2():
     assert f"--host 127.0.0.1 --port {port}: cannot listen there" in result.stderr
 
 
+def test_worker_processes_answer_a_request_sent_as_soon_as_the_address_is_printed():
+    served = Server(str(BUNDLES / "image"), "--workers", "2", "--threads", "1")
+    try:  # the address is printed before the workers have loaded the models: the request waits, never refused
+        status, _, body = served.call("POST", "/predict", IMAGES[0].read_bytes(), "image/png")
+        assert status == 200 and json.loads(body)[0]["label"]
+    finally:
+        assert served.stop() == 0
+
+
+def test_a_thread_count_out_of_range_is_one_line_naming_the_flag():
+    result = subprocess.run([sys.executable, "-m", "cnncli", "serve", str(BUNDLES / "image"), "--threads", "-1"],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 2 and "--threads: 0 (auto) to 1024, got -1" in result.stderr
+
+
 def test_the_command_line_loads_neither_torch_nor_starlette_to_start():
     result = subprocess.run([sys.executable, "-X", "importtime", "-c", "import cnncli.cli.app"], capture_output=True,
                             text=True, timeout=120, cwd=REPO)

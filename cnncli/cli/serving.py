@@ -24,6 +24,8 @@ def serve(
     read_timeout: float = typer.Option(30.0, "--read-timeout", help="Seconds a request body may take to arrive "
                                                                     "(408 beyond)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+    threads: int = typer.Option(0, "--threads", help="Torch threads of each process's forward passes "
+                                                     "[default: the cores shared among --workers]."),
 ):
     """Answer predictions over HTTP (needs the serve extra).
 
@@ -46,7 +48,8 @@ def serve(
     from cnncli.serve.server import serve as run_server
     from cnncli.serve.settings import Settings
 
-    settings = Settings(host, port, workers, max_batch, max_wait_ms, max_body_mb, max_inputs, read_timeout, device)
+    settings = Settings(host, port, workers, max_batch, max_wait_ms, max_body_mb, max_inputs, read_timeout, device,
+                        threads)
     missing = [str(bundle) for bundle in bundles if not Path(bundle).is_dir()]
     if missing:
         raise CnncliError(f"serve: no bundle folder at {', '.join(missing)}")

@@ -82,13 +82,15 @@ def worker_application():
 
     setup = json.loads(os.environ[WORKER_SETUP])
     settings = Settings(**setup["settings"])
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.workers))
+    torch.set_num_threads(settings.forward_threads(os.cpu_count() or 1))
     return Service(load_models([Path(path) for path in setup["bundles"]], settings.max_batch, settings.device),
                    settings).application()
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A socket bound to host:port (port 0: a free one), or a CnncliError saying why not."""
+    """A socket bound to host:port (port 0: a free one) and listening, or a CnncliError saying why
+    not. Listening from here on, connections made while the models load (or while --workers
+    processes start) wait in the kernel's queue instead of being refused."""
     try:
         family, kind, protocol, _, where = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except (OSError, UnicodeError) as error:
@@ -97,6 +99,7 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listening.bind(where)
+        listening.listen(BACKLOG)
     except OSError as error:
         listening.close()
         raise CnncliError(f"--host {host} --port {port}: cannot listen there ({error.strerror or error})") from None

@@ -20,6 +20,11 @@ class Settings:
     max_inputs: int = 256  # inputs in one request (413 beyond)
     read_timeout: float = 30.0  # seconds a request body may take to arrive (408 beyond)
     device: str = "auto"
+    threads: int = 0  # torch threads of each process's forward passes; 0: the cores shared among --workers
+
+    def forward_threads(self, cores: int) -> int:
+        """--threads, or the machine's cores shared among the worker processes."""
+        return self.threads or max(1, cores // self.workers)
 
     @property
     def max_body_bytes(self) -> int:
@@ -34,6 +39,7 @@ class Settings:
                     (not 0 <= self.max_wait_ms <= 10_000, f"--max-wait-ms: 0 to 10000, got {self.max_wait_ms}"),
                     (not 0 < self.max_body_mb <= 4096, f"--max-body-mb: above 0, at most 4096, got {self.max_body_mb}"),
                     (self.max_inputs < 1, f"--max-inputs: 1 or more, got {self.max_inputs}"),
+                    (not 0 <= self.threads <= 1024, f"--threads: 0 (auto) to 1024, got {self.threads}"),
                     (not 0 < self.read_timeout <= 3600, f"--read-timeout: above 0, at most 3600 s, "
                                                         f"got {self.read_timeout}")]
         for wrong, message in problems:
