@@ -195,9 +195,11 @@ def test_concurrent_requests_share_forward_passes_and_each_gets_its_own_answer(s
     expected = predicted(monkeypatch, "image", IMAGES[0].parent, *[path.name for path in IMAGES])
     before = batch_sizes(server, "image")
     answers: dict[int, list] = {}
+    ready = threading.Barrier(len(IMAGES))
 
     def ask(index: int) -> None:
         body, kind = multipart([(IMAGES[index].name, IMAGES[index].read_bytes())])
+        ready.wait(timeout=60)  # sent together, as clients at the same moment do
         answers[index] = server.rows("/models/image/predict", body, kind)
 
     threads = [threading.Thread(target=ask, args=(index,)) for index in range(len(IMAGES))]

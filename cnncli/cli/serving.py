@@ -18,7 +18,10 @@ def serve(
     workers: int = typer.Option(1, "--workers", help="Server processes, each with the models and its own batcher."),
     max_batch: int = typer.Option(64, "--max-batch", help="Inputs of concurrent requests gathered into one "
                                                           "forward pass."),
-    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a batch waits for more inputs."),
+    max_wait_ms: float = typer.Option(20.0, "--max-wait-ms", help="While a batch is in the network, how long the "
+                                                                  "next may wait for it to end, gathering inputs, "
+                                                                  "before it starts alongside (an idle server never "
+                                                                  "waits)."),
     max_body_mb: float = typer.Option(16.0, "--max-body-mb", help="Larger request bodies get 413."),
     max_inputs: int = typer.Option(256, "--max-inputs", help="More inputs in one request get 413."),
     read_timeout: float = typer.Option(30.0, "--read-timeout", help="Seconds a request body may take to arrive "

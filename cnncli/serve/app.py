@@ -43,7 +43,7 @@ from cnncli.serve.requests import RequestError, query_options, read_inputs
 from cnncli.serve.settings import Settings
 from cnncli.serve.spool import Spool, Upload
 
-DECODERS = 4  # threads that decode inputs (and run segment and explain work) off the event loop
+DECODERS = 2  # threads that run segment and explain work off the event loop
 JSON = "application/json"
 
 
@@ -62,7 +62,7 @@ class Service:
     async def lifespan(self, app):
         """Start a batcher per model; at shutdown (after the last request) stop them and clean up."""
         self.spool, self.decoders = Spool(), ThreadPoolExecutor(DECODERS, thread_name_prefix="decode")
-        self.batchers = {name: Batcher(model, self.spool, self.metrics, self.decoders, self.settings.max_batch,
+        self.batchers = {name: Batcher(model, self.spool, self.metrics, self.settings.max_batch,
                                        self.settings.max_wait_ms) for name, model in self.models.items()}
         for batcher in self.batchers.values():
             batcher.start()

@@ -1,15 +1,20 @@
 """Dynamic batching: the inputs of concurrent requests go through the network together.
 
-A request puts its inputs on the model's queue as one job and awaits its rows. The batcher
-takes the first job waiting, then more until the batch holds `max_batch` inputs or `max_wait_ms`
-have passed, and hands the batch on: decoding in a pool of threads (off the event loop, which
-keeps accepting), then the network in one forward pass on a thread of its own (torch lets go of
-the GIL), then each job's rows. Two batches are in hand at a time, one decoding while the other
-runs the network; the next one gathers meanwhile (its wait overlaps their work), and while both
-are busy arriving jobs wait in the queue and the next batch takes them all as it is taken in
-hand, so the busier the server the larger its batches. A job is never split: its rows come
-from one forward pass, and each is predict's for that input (a pass of N inputs may round the
-sixth decimal of a score otherwise than a pass of one, as predict's chunks do).
+A request puts its inputs on the model's queue as one job and awaits its rows. A batch is the
+jobs queued when it is taken in hand (up to `max_batch` inputs); a thread of the batcher's own
+decodes its inputs, runs the network in one forward pass and makes each job's rows, off the
+event loop, which keeps accepting. Two batches are in hand at most: torch lets go of the GIL
+in the forward pass, so one decodes while the other runs the network.
+
+When a batch goes: while none is in hand, at once with whatever is queued, so an idle server
+never waits for inputs that may not come. While one is in hand, the next gathers arriving jobs
+until that one ends, it is full, or its first input has waited `max_wait_ms`, and then starts
+alongside (0: at once); while both are in hand, arriving jobs wait in the queue and the next
+batch takes them all when a slot frees. So the busier the server the larger its batches, and
+`max_wait_ms` trades a few milliseconds under load for fewer, larger passes. A job is never
+split: its rows come from one forward pass, and each is predict's for that input (a pass of N
+inputs may round the sixth decimal of a score otherwise than a pass of one, as predict's
+chunks do).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from cnncli.serve.models import Model
 from cnncli.serve.spool import Spool, Upload
 from cnncli.verbs.predict import Prediction, Scored
 
-IN_HAND = 2  # batches decoding or in the network at once
+IN_HAND = 2  # batches in hand at once: one decoding while the other is in the network
 
 
 @dataclass
@@ -36,20 +41,22 @@ class Job:
     top_k: int
     threshold: float | None
     answer: asyncio.Future = field(repr=False)
+    arrived: float = field(default_factory=time.monotonic)
     staged: Staged | None = None
 
 
 class Batcher:
     """One model's queue and the task that empties it (started and stopped by the app's lifespan)."""
 
-    def __init__(self, model: Model, spool: Spool, metrics: Metrics, decoders: ThreadPoolExecutor,
-                 max_batch: int, max_wait_ms: float):
-        self.model, self.spool, self.metrics, self.decoders = model, spool, metrics, decoders
+    def __init__(self, model: Model, spool: Spool, metrics: Metrics, max_batch: int, max_wait_ms: float):
+        self.model, self.spool, self.metrics = model, spool, metrics
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
-        self.network_thread = ThreadPoolExecutor(1, thread_name_prefix=f"network-{model.name}")
+        self.workers = ThreadPoolExecutor(IN_HAND, thread_name_prefix=f"batch-{model.name}")
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
         self.held: Job | None = None  # a job that did not fit the last batch: first in the next
         self.in_hand = asyncio.Semaphore(IN_HAND)
+        self.working = 0  # batches in hand
+        self.changed = asyncio.Event()  # a job arrived or a batch ended (for a batch gathering more)
         self.task: asyncio.Task | None = None
         self.running: set[asyncio.Task] = set()
 
@@ -58,6 +65,7 @@ class Batcher:
         job = Job(uploads, top_k, threshold, asyncio.get_running_loop().create_future())
         self.metrics.queue(self.model.name, len(uploads))
         self.queue.put_nowait(job)
+        self.changed.set()
         return await job.answer
 
     def start(self) -> None:
@@ -70,7 +78,7 @@ class Batcher:
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
-        self.network_thread.shutdown(wait=True)
+        self.workers.shutdown(wait=True)
 
     async def _run(self) -> None:
         while True:
@@ -80,53 +88,45 @@ class Batcher:
             task.add_done_callback(self.running.discard)
 
     async def _collect(self) -> list[Job]:
-        """The first job waiting, then others until max_batch inputs or max_wait_ms; then, once a
-        batch may be taken in hand, those that arrived while the others were busy."""
+        """The first job waiting, then (once a slot is free) every job queued, and while the other
+        batch is in hand those that arrive until it ends or the first job has waited max_wait_ms."""
         jobs = [self.held or await self.queue.get()]
         self.held = None
-        deadline = time.monotonic() + self.max_wait
-        await self._add(jobs, deadline)
         await self.in_hand.acquire()
-        await self._add(jobs, 0.0)
+        self._take(jobs)
+        deadline = jobs[0].arrived + self.max_wait
+        while self.working and self._room(jobs) and (remaining := deadline - time.monotonic()) > 0:
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                break
+            self._take(jobs)
+        self.working += 1
         return jobs
 
-    async def _add(self, jobs: list[Job], deadline: float) -> None:
-        """Jobs from the queue onto `jobs` until max_batch inputs, waiting for them until `deadline`."""
+    def _room(self, jobs: list[Job]) -> bool:
+        return self.held is None and sum(len(job.uploads) for job in jobs) < self.max_batch
+
+    def _take(self, jobs: list[Job]) -> None:
+        """Queued jobs onto `jobs` while they fit in max_batch inputs (one that does not: held for the next)."""
         size = sum(len(job.uploads) for job in jobs)
-        while size < self.max_batch and self.held is None:
-            try:
-                job = self.queue.get_nowait()
-            except asyncio.QueueEmpty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-                try:
-                    job = await asyncio.wait_for(self.queue.get(), remaining)
-                except asyncio.TimeoutError:
-                    return
+        while size < self.max_batch and self.held is None and not self.queue.empty():
+            job = self.queue.get_nowait()
             if size + len(job.uploads) > self.max_batch:
-                self.held = job  # first in the next batch
+                self.held = job
                 return
             jobs.append(job)
             size += len(job.uploads)
 
     async def _answer(self, jobs: list[Job]) -> None:
-        loop = asyncio.get_running_loop()
         size = sum(len(job.uploads) for job in jobs)
         try:
-            scored = await loop.run_in_executor(self.decoders, self._decode, jobs)
-            if scored.index:
-                scored.values = await loop.run_in_executor(self.network_thread, self._forward, scored.values)
-            errors = 0
-            start = 0
-            for job in jobs:
-                stop = start + len(job.uploads)
-                rows = rows_of(self.model, job.staged, slice_scored(scored, start, stop), job.top_k, job.threshold)
-                errors += sum(row.error is not None for row in rows)
+            answers = await asyncio.get_running_loop().run_in_executor(self.workers, self._work, jobs)
+            for job, rows in zip(jobs, answers):
                 if not job.answer.done():  # its client may have gone
                     job.answer.set_result(rows)
-                start = stop
-            self.metrics.batch(self.model.name, size, errors)
+            self.metrics.batch(self.model.name, size, sum(row.error is not None for rows in answers for row in rows))
         except BaseException as error:  # a bug, or cancelled at shutdown: every waiting request hears it
             for job in jobs:
                 if not job.answer.done():
@@ -134,10 +134,26 @@ class Batcher:
             raise
         finally:
             self.metrics.queue(self.model.name, -size)
+            self.working -= 1
             self.in_hand.release()
+            self.changed.set()
+
+    def _work(self, jobs: list[Job]) -> list[list[Prediction]]:
+        """Each job's rows (a thread of the batcher's own): every input decoded, then one forward
+        pass, which lets go of the GIL while it runs, so the other batch in hand decodes meanwhile."""
+        scored = self._decode(jobs)
+        if scored.index:
+            scored.values = self.model.predictor.probabilities(torch.from_numpy(scored.values)).numpy()
+        answers, start = [], 0
+        for job in jobs:
+            stop = start + len(job.uploads)
+            answers.append(rows_of(self.model, job.staged, slice_scored(scored, start, stop), job.top_k,
+                                   job.threshold))
+            start = stop
+        return answers
 
     def _decode(self, jobs: list[Job]) -> Scored:
-        """Every job's inputs encoded as one batch (a thread of the decoding pool)."""
+        """Every job's inputs encoded as one batch."""
         try:
             for job in jobs:
                 job.staged = Staged.of(job.uploads, self.spool)
@@ -146,6 +162,3 @@ class Batcher:
             for job in jobs:
                 if job.staged is not None:
                     job.staged.done()
-
-    def _forward(self, values):
-        return self.model.predictor.probabilities(torch.from_numpy(values)).numpy()

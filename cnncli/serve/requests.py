@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +67,7 @@ async def read_body(request: Request, settings: Settings) -> bytes:
         raise _too_large(declared, settings)
     stream = request.stream()
     try:
-        return await asyncio.wait_for(_gathered(stream, limit, settings), settings.read_timeout)
+        return await _within(_gathered(stream, limit, settings), settings.read_timeout)
     except asyncio.TimeoutError:
         raise RequestError(408, f"the request body did not arrive within {settings.read_timeout:g} s "
                                 "(--read-timeout)", close=True) from None
@@ -74,6 +75,15 @@ async def read_body(request: Request, settings: Settings) -> bytes:
         raise RequestError(400, "the request body ended before its end (the client went away)") from None
     finally:
         await stream.aclose()
+
+
+if sys.version_info >= (3, 11):
+    async def _within(work, seconds: float):
+        """`await work`, cancelled after `seconds`: a timer on this task (wait_for makes a task per request)."""
+        async with asyncio.timeout(seconds):
+            return await work
+else:
+    _within = asyncio.wait_for
 
 
 async def _gathered(stream, limit: int, settings: Settings) -> bytes:

@@ -15,7 +15,7 @@ class Settings:
     port: int = 8000
     workers: int = 1  # server processes, each with the models and its own batcher
     max_batch: int = 64  # inputs gathered into one forward pass
-    max_wait_ms: float = 5.0  # how long the first input of a batch waits for others
+    max_wait_ms: float = 20.0  # with a batch in the network, how long the next may wait for it (idle: never)
     max_body_mb: float = 16.0  # a request body over this is refused (413)
     max_inputs: int = 256  # inputs in one request (413 beyond)
     read_timeout: float = 30.0  # seconds a request body may take to arrive (408 beyond)
