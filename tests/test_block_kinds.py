@@ -134,6 +134,9 @@ EXAMPLES = [
     ({"separable": {"channels": 5, "kernel": [3, 5], "stride": 2, "se": True}}, (3, 9, 8)),
     ({"separable": {"channels": 3, "expand": 4}}, (3, 6, 6)),
     ({"separable": {"channels": 4, "expand": 1, "activation": "gelu"}}, (3, 6, 6)),
+    ({"whiten": {"kernel": 2}}, (3, 7, 6)),
+    ({"whiten": {"kernel": 3, "stride": 3, "activation": "none"}}, (1, 9, 7)),
+    ({"conv": {"channels": 4, "padding": "same", "pool": 2, "batch_norm": True, "activation": "gelu"}}, (3, 7, 6)),
 ]
 
 

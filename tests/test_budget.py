@@ -193,3 +193,31 @@ def test_a_trial_after_the_first_takes_no_more_steps_than_the_first_had(tmp_path
     loop = a_loop(tmp_path, pace, steps=25)
     simulate(loop, pace, clock, lambda step: 0.1)
     assert loop.step == 25 and loop.total_steps == 25
+
+
+class SteppingClock(FakeClock):
+    """Each reading comes `per_reading` seconds after the one before (a backbone's timed steps
+    lie between two readings)."""
+
+    def __init__(self, per_reading: float):
+        super().__init__()
+        self.per_reading = per_reading
+
+    def __call__(self) -> float:
+        self.now += self.per_reading
+        return self.now
+
+
+@pytest.mark.parametrize("step_seconds, fits", [(0.25, True), (0.375, False)])
+def test_a_budget_takes_a_backbone_whose_timed_steps_give_it_the_least_epochs(tmp_path, step_seconds, fits):
+    from cnncli.training.budget import MEMBER_SHARE, MIN_EPOCHS, TIMED_STEPS, epochs_fit
+
+    config = load_config(tiny_image_recipe(tmp_path, budget="1m", batch_size=100))
+    modality = ImageModality(ImageOptions(size=[8, 8]))
+    # 1,000 rows in batches of 100: 10 steps an epoch, MIN_EPOCHS of them in MEMBER_SHARE of 60 s
+    assert 10 * MIN_EPOCHS * 0.25 <= 60 * MEMBER_SHARE < 10 * MIN_EPOCHS * 0.375
+    clock = SteppingClock(step_seconds * TIMED_STEPS)  # the reading after the timed steps comes that much later
+    fit = epochs_fit(config, modality, 1000, torch.device("cpu"), clock)
+    assert fit([{"conv": {"channels": 2}}]) is fits
+    unbounded = load_config(tiny_image_recipe(tmp_path, batch_size=100))
+    assert epochs_fit(unbounded, modality, 1000, torch.device("cpu"), clock)([]) is True  # no budget: all fit

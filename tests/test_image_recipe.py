@@ -17,7 +17,16 @@ from cnncli.cli.app import app
 from cnncli.data.sample import Sample
 from cnncli.modalities.image import ImageModality, ImageOptions
 from cnncli.modalities.image_augment import erase, flip, translate
-from cnncli.modalities.image_options import GENERAL_RECIPE, auto_size, backbone_shapes, residual_backbone
+from cnncli.modalities.image_backbone import (
+    auto_backbones,
+    backbone_shapes,
+    conv_group_backbone,
+    conv_group_shapes,
+    residual_backbone,
+    size_rule,
+)
+from cnncli.modalities.image_options import GENERAL_RECIPE, auto_size
+from cnncli.nn.blocks import build_blocks
 from cnncli.recipe.config import config_to_dict, load_config
 from cnncli.recipe.defaults import recipe_source
 
@@ -62,18 +71,33 @@ def test_a_folder_of_photos_gets_the_general_recipe(tmp_path):
 
 @pytest.mark.parametrize("sizes, expected", [
     ([(32, 32)] * 5, [32, 32]),  # CIFAR stays itself
-    ([(28, 28)] * 3, [28, 28]),  # MNIST: 28 is 7 x the stride 4
-    ([(30, 40), (31, 41), (29, 39)], [32, 40]),  # medians 30 x 40, rounded to multiples of 4
-    ([(3000, 4000)] * 2 + [(600, 800)], [160, 224]),  # phone photos: capped at 224, multiples of 32
-    ([(5, 3)], [4, 4]),  # never below one stride
+    ([(28, 28)] * 3, [28, 28]),  # MNIST
+    ([(30, 40), (31, 41), (29, 39)], [30, 40]),  # the medians
+    ([(3000, 4000)] * 2 + [(600, 800)], [168, 224]),  # phone photos: capped at 224, multiples of the stride 4
+    ([(3000, 500)], [224, 68]),  # a strip: its short side widened until the four pools leave maps
+    ([(5, 3)], [9, 9]),  # large enough for three pools after the whiten block
 ])
 def test_size_auto_is_the_median_capped_and_rounded_for_the_backbone(sizes, expected):
     size = auto_size(sizes)
     assert size == expected
-    assert all(side % backbone_shapes(max(size), 1)[0].stride == 0 for side in size)
+    stride, smallest = size_rule(max(size))
+    assert all(side % stride == 0 and side >= smallest for side in size)
+    build_blocks(auto_backbones(size, 100)[0][0], (3, *size), "model.blocks")  # every pool has maps left
 
 
-def test_the_backbone_deepens_with_the_training_images_and_strides_for_large_photos():
+def test_the_conv_groups_widen_with_the_training_images_and_stride_for_large_photos():
+    assert [conv_group_shapes(32, count)[0].widths for count in (1_000, 10_000, 45_000)] == [
+        [32, 128, 128], [48, 192, 192], [64, 256, 256]]
+    assert [shape.width for shape in conv_group_shapes(32, 45_000)] == [64, 48, 32, 24, 16]  # narrower: a budget
+    large = conv_group_shapes(224, 300)[0]
+    assert (large.whiten_stride, large.groups) == (4, 4)
+    blocks = conv_group_backbone(large)
+    assert blocks[0] == {"whiten": {"kernel": 4, "stride": 4}} and blocks[-1]["pool"]["size"] == "global"
+    assert [b["conv"]["channels"] for b in blocks if "conv" in b] == [32, 32] + [128] * 6
+    assert [b["conv"].get("pool") for b in blocks if "conv" in b] == [2, None] * 4
+
+
+def test_the_residual_nets_deepen_with_the_training_images_and_stride_for_large_photos():
     assert [backbone_shapes(32, count)[0].depth for count in (1_000, 10_000, 45_000)] == [8, 14, 20]
     assert [shape.depth for shape in backbone_shapes(32, 45_000)] == [20, 14, 8]  # smaller ones for a budget
     large = backbone_shapes(224, 300)[0]
@@ -92,8 +116,25 @@ def test_size_auto_reads_the_training_images_and_their_turn(tmp_path):
     turned.save(tmp_path / "turned.jpg", exif=exif)
     modality = ImageModality(ImageOptions(size="auto", color="rgb"))
     modality.fit([Sample(str(path)) for path in sorted(tmp_path.iterdir())])
-    assert modality.input_shape == (3, 32, 40)  # median 30 x 40 (the turned photo counted upright)
-    assert modality.fitted_notes()[0].startswith("data.image.size auto: 32 x 40 (the median height and width of 4")
+    assert modality.input_shape == (3, 30, 40)  # median 30 x 40 (the turned photo counted upright)
+    assert modality.fitted_notes()[0].startswith("data.image.size auto: 30 x 40 (the median height and width of 4")
+
+
+def test_color_auto_is_grayscale_only_when_every_training_image_is_stored_gray(tmp_path):
+    for index in range(3):
+        Image.new("L", (12, 10), 40 * index).save(tmp_path / f"gray{index}.png")
+    gray = [Sample(str(path)) for path in sorted(tmp_path.iterdir())]
+    modality = ImageModality(ImageOptions(size="auto", color="auto"))
+    modality.fit(gray)
+    assert modality.input_shape == (1, 10, 12) and len(modality.mean) == 1
+    assert modality.fitted_notes()[0].startswith("data.image.color auto: grayscale (every one is stored in gray")
+    Image.new("RGB", (12, 10), (200, 10, 10)).save(tmp_path / "red.png")
+    modality = ImageModality(ImageOptions(size="auto", color="auto"))
+    modality.fit(gray + [Sample(str(tmp_path / "red.png"))])
+    assert modality.input_shape == (3, 10, 12) and modality.state_dict()["options"]["color"] == "rgb"
+    idx = ImageModality(ImageOptions(size="auto", color="auto"))
+    idx.fit([Sample("t10k#0", content=torch.zeros(28, 28, dtype=torch.uint8))])  # an idx file's image: gray
+    assert idx.input_shape == (1, 28, 28)
 
 
 def test_size_and_backbone_chosen_from_the_data_are_printed_and_kept_in_the_bundle(tmp_path):
@@ -102,9 +143,9 @@ def test_size_and_backbone_chosen_from_the_data_are_printed_and_kept_in_the_bund
     result = cli("train", data, *QUICK, "--set", "augment.auto=false", "--out", out)
     assert result.exit_code == 0, result.output
     assert "data.image.size auto: 12 x 20" in result.stderr
-    assert "model.blocks auto: ResNet-8 (3 stages of 1 residual block(s), 16, 32, 64 channels" in result.stderr
+    assert "model.blocks auto: 3 conv groups of 32, 128, 128 channels after a whiten block" in result.stderr
     info = read_info(out)
-    assert info["recipe"]["model"]["blocks"][0]["conv"]["channels"] == 16  # the blocks chosen, not "auto"
+    assert info["recipe"]["model"]["blocks"][1]["conv"]["channels"] == 32  # the blocks chosen, not "auto"
     assert info["modality"]["state"]["options"]["size"] == [12, 20]
     bundle = load_bundle(out)
     assert bundle.modality.input_shape == (3, 12, 20)

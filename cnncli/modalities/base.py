@@ -262,6 +262,12 @@ class Modality(ABC):
         shape = output_shape(stem, tuple(self.input_shape), dtype=self.input_dtype)
         return shape, sum(parameter.numel() for parameter in stem.parameters())
 
+    def test_views(self) -> nn.Module | None:
+        """What a network of this modality averages over when it predicts, beside the input
+        itself (cnncli.nn.model.Network): None, or a module called with the stem's output and the
+        rest of the network (images: the mirror image, when training flipped them). Default: None."""
+        return None
+
     def adapt_stem(self, stem: nn.Module, backbone: nn.Module) -> bool:
         """Tell the stem what it may learn from the backbone built after it; True when the stem
         then cuts training batches to the rows the backbone needs (text), so the work per sample

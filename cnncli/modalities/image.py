@@ -27,17 +27,16 @@ from cnncli.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from cnncli.modalities.base import Modality
 from cnncli.modalities.encoded import Encoded, state_numbers
 from cnncli.modalities.image_augment import augment_images
+from cnncli.modalities.image_backbone import auto_backbones
 from cnncli.modalities.image_options import (
     GENERAL_RECIPE,
     ImageAugment,
     ImageOptions,
     augment_candidates,
     augment_problems,
-    backbone_shapes,
-    describe_backbone,
+    fitted_color,
     fitted_size,
     option_problems,
-    residual_backbone,
 )
 
 STATISTICS_CHUNK = 256  # images per histogram pass when an in-memory split fits the normalisation
@@ -69,6 +68,15 @@ class Normalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float() / 255.0 - self.mean) / self.std
+
+
+class MirrorViews(nn.Module):
+    """Test-time augmentation: the scores of a picture and of its mirror image, averaged (one
+    batch of twice the rows). A network trained on flipped pictures is about as sure of either;
+    where it is not, the average is the better guess (docs/BENCHMARKS.md, "Photos in one command")."""
+
+    def forward(self, x: torch.Tensor, head) -> torch.Tensor:
+        return head(torch.cat([x, x.flip(-1)])).unflatten(0, (2, -1)).mean(0)
 
 
 class ImageModality(Modality):
@@ -107,7 +115,16 @@ class ImageModality(Modality):
         return cls(options, None, state_numbers(state, "mean", channels), state_numbers(state, "std", channels))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"options": dataclasses.asdict(self.options), "mean": self.mean, "std": self.std}
+        options = {**dataclasses.asdict(self.options), "tta": "flip" if self.flips_at_test else "none"}
+        return {"options": options, "mean": self.mean, "std": self.std}
+
+    @property
+    def flips_at_test(self) -> bool:
+        """data.image.tta: the mirror image scored too (auto: when training flips pictures)."""
+        return self.options.tta == "flip" or (self.options.tta == "auto" and self.augment_config.hflip)
+
+    def test_views(self) -> nn.Module | None:
+        return MirrorViews() if self.flips_at_test else None
 
     @property
     def channels(self) -> int:
@@ -131,8 +148,12 @@ class ImageModality(Modality):
         """Without data.image.size, take the first readable training image's (unreadable ones
         are reported as skipped when the split is encoded); with size: auto, read the sizes of up
         to AUTO_SIZE_SAMPLES of them (their headers only) and take their median (auto_size)."""
+        if self.options.color == "auto" and samples:
+            self.options.color, self.fit_notes = fitted_color(samples, _stored_gray)
+            self.mean, self.std = [0.0] * self.channels, [1.0] * self.channels
         if self.options.size == "auto" and samples:
-            self.options.size, self.fit_notes = fitted_size(samples, _stored_size)
+            self.options.size, notes = fitted_size(samples, _stored_size)
+            self.fit_notes = self.fit_notes + notes
         if self.options.size is not None or not samples:
             return
         for sample in samples:
@@ -147,11 +168,9 @@ class ImageModality(Modality):
         return list(self.fit_notes)
 
     def auto_blocks(self, samples: int) -> list[tuple[list, str]]:
-        """model.blocks: auto: the residual nets image_options.backbone_shapes sizes for the input
-        and `samples` training images, each with the line that says what it is; the data's first."""
-        side = list(self.input_shape[1:])
-        return [(residual_backbone(shape), describe_backbone(shape, samples, side))
-                for shape in backbone_shapes(max(side), samples)]
+        """model.blocks: auto: the nets image_backbone sizes for the input and `samples` training
+        images, each with the line that says what it is; the data's first."""
+        return auto_backbones(list(self.input_shape[1:]), samples)
 
     def regularisation_grid(self, config: Any) -> list[tuple[str, dict[str, Any]]]:
         """augment: auto's candidates: none, shift, shift and flip, strong (image_options)."""
@@ -332,6 +351,20 @@ def _opened(locator: str) -> Iterator[Image.Image]:
     except DECODE_ERRORS as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CnncliError(f"{locator}: not a readable image ({reason})") from None
+
+
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}  # Pillow's modes of gray levels
+
+
+def _stored_gray(sample: Sample) -> bool:
+    """Whether an image is stored in gray levels, from its header (an idx array always is)."""
+    if isinstance(sample.content, torch.Tensor):
+        return sample.content.dim() == 2 or sample.content.shape[0] == 1
+    try:
+        with open_regular(sample.locator, "image") as stream, Image.open(stream, formats=READABLE_FORMATS) as opened:
+            return opened.mode in GRAY_MODES
+    except DECODE_ERRORS as error:
+        raise CnncliError(f"{sample.locator}: not a readable image ({error})") from None
 
 
 def _stored_size(sample: Sample) -> tuple[int, int]:

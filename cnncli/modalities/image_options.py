@@ -4,10 +4,10 @@ The general recipe (recipes/image.yaml) reads from the photos what depends on th
 
 - `data.image.size: auto` (`auto_size`): the training images' median height and width, scaled
   down until the longer side is at most AUTO_SIDE_CAP, each rounded to a multiple of the
-  backbone's total stride; 32 x 32 images stay 32 x 32.
-- `model.blocks: auto` (`residual_backbone`): a ResNet of the CIFAR kind (He et al. 2016), its
-  stem and number of stages set by the image size, its depth by the number of training images
-  (`backbone_shapes`; with a time budget, a shallower one may be taken: cnncli.training.budget).
+  backbone's first stride and made large enough for its pools; 32 x 32 images stay 32 x 32.
+- `model.blocks: auto` (cnncli.modalities.image_backbone): a network whose stem and number of
+  stages follow the image size and whose width follows the number of training images (with a
+  time budget, a narrower one may be taken: cnncli.training.budget).
 - `augment: auto` (`augment_candidates`): flip, shift, none, strong; chosen on validation, so
   that mirror images lose where they change the class (digits, text) and strong regularisation
   wins only where the photos are few enough to be learnt by heart.
@@ -16,18 +16,16 @@ The general recipe (recipes/image.yaml) reads from the photos what depends on th
 from __future__ import annotations
 
 import contextlib
-import math
 import statistics
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
 from cnncli.errors import CnncliError
+from cnncli.modalities.image_backbone import size_rule
 
 MAX_SIDE = 65536
 AUTO_SIDE_CAP = 224  # the longest side size: auto keeps; larger photos are scaled down
 AUTO_SIZE_SAMPLES = 1000  # training images whose sizes are read for size: auto (evenly spaced)
-# (training images below which, residual blocks per stage): ResNet-8, -14, -20 (He et al.'s CIFAR nets).
-DEPTH_BY_IMAGES = ((5_000, 1), (25_000, 2), (math.inf, 3))
 TRANSLATE = 0.125  # pad-and-crop shift of every candidate that shifts: CIFAR's 4 pixels of 32
 
 
@@ -38,9 +36,12 @@ class ImageOptions:
     # [height, width]; None keeps the first training image's size; auto: the training images' median,
     # capped and rounded for the backbone (auto_size)
     size: Union[list[int], Literal["auto"], None] = None
-    color: Literal["grayscale", "rgb"] = "grayscale"
+    color: Literal["grayscale", "rgb", "auto"] = "grayscale"  # auto: read from the training images (fitted_color)
     resize: Literal["stretch", "pad", "crop"] = "stretch"  # how another aspect ratio fits `size`
     normalize: bool = True  # per-channel mean/std fitted on the training split
+    # what a prediction averages over: the picture alone (none), it and its mirror image (flip), or
+    # flip when training flipped pictures (auto; a bundle stores which)
+    tta: Literal["none", "flip", "auto"] = "none"
 
 
 @dataclass
@@ -73,78 +74,14 @@ def augment_problems(augment: Any) -> list[tuple[str, str]]:
     return [(key, message) for key, ok, message in checks if not ok]
 
 
-@dataclass(frozen=True)
-class BackboneShape:
-    """The residual net for one input size and data set size."""
-
-    stem_stride: int  # 1 (small pictures), 2, or 4 (a strided convolution and a max pool: large photos)
-    stages: int  # each doubles the width; every stage after the first halves the picture
-    blocks_per_stage: int
-    width: int  # channels of the stem and the first stage
-
-    @property
-    def stride(self) -> int:
-        """How much smaller the last stage's maps are than the input: what the size must divide by."""
-        return self.stem_stride * 2 ** (self.stages - 1)
-
-    @property
-    def depth(self) -> int:
-        """Weighted layers, counted as in ResNet-20: the stem, two per block, the classifier."""
-        return 2 + 2 * self.stages * self.blocks_per_stage
-
-
-def stem_stride(side: int) -> int:
-    """Large photos start with a strided stem, so that the stages see maps of 24 to 56 pixels."""
-    return 1 if side <= 64 else 2 if side <= 128 else 4
-
-
-def stage_count(side: int) -> int:
-    """Three stages, and a fourth when the stem leaves maps of 48 pixels or more."""
-    return 3 if side // stem_stride(side) < 48 else 4
-
-
-def backbone_shapes(side: int, images: int) -> list[BackboneShape]:
-    """The rule of `model.blocks: auto` for inputs whose longer side is `side` pixels: the net for
-    `images` training images first, then the shallower ones (for a time budget too short for it).
-    The first stage is 16 channels wide on small pictures, as in He et al.'s CIFAR nets, and 32
-    after a strided stem."""
-    depth = next(blocks for below, blocks in DEPTH_BY_IMAGES if images < below)
-    stride = stem_stride(side)
-    return [BackboneShape(stride, stage_count(side), blocks, 16 if stride == 1 else 32)
-            for blocks in range(depth, 0, -1)]
-
-
-def residual_backbone(shape: BackboneShape) -> list[dict]:
-    """Block specs: the stem (3 x 3 convolution, batch norm, ReLU; and a max pool at stride 4),
-    the residual stages, a global average pool."""
-    stride = min(shape.stem_stride, 2)
-    blocks: list[dict] = [{"conv": {"channels": shape.width, "kernel": 3, "stride": stride, "padding": 1,
-                                    "batch_norm": True}}]
-    if shape.stem_stride == 4:
-        blocks.append({"pool": {"type": "max", "size": 2}})
-    for stage in range(shape.stages):
-        for block in range(shape.blocks_per_stage):
-            step = 2 if stage and not block else 1
-            blocks.append({"residual": {"channels": shape.width * 2 ** stage, "stride": step}})
-    blocks.append({"pool": {"type": "avg", "size": "global"}})
-    return blocks
-
-
-def describe_backbone(shape: BackboneShape, images: int, size: list[int]) -> str:
-    widths = ", ".join(str(shape.width * 2 ** stage) for stage in range(shape.stages))
-    return (f"model.blocks auto: ResNet-{shape.depth} ({shape.stages} stages of {shape.blocks_per_stage} residual "
-            f"block(s), {widths} channels, stem stride {shape.stem_stride}) for {images:,} training images of "
-            f"{size[0]} x {size[1]}")
-
-
 def auto_size(sizes: list[tuple[int, int]]) -> list[int]:
     """[height, width] for `data.image.size: auto` from the (height, width) of training images."""
     height = statistics.median(size[0] for size in sizes)
     width = statistics.median(size[1] for size in sizes)
     scale = min(1.0, AUTO_SIDE_CAP / max(height, width))
     height, width = height * scale, width * scale
-    stride = backbone_shapes(round(max(height, width)), 0)[0].stride
-    return [max(stride, stride * round(side / stride)) for side in (height, width)]
+    stride, smallest = size_rule(round(max(height, width)))
+    return [max(smallest, stride * round(side / stride)) for side in (height, width)]
 
 
 def fitted_size(samples, stored_size) -> tuple[list[int], list[str]]:
@@ -160,6 +97,20 @@ def fitted_size(samples, stored_size) -> tuple[list[int], list[str]]:
     size = auto_size(sizes)
     return size, [f"data.image.size auto: {size[0]} x {size[1]} (the median height and width of {len(sizes):,} "
                   "training images, rounded for the backbone)"]
+
+
+def fitted_color(samples, stored_gray) -> tuple[str, list[str]]:
+    """data.image.color: auto for these training samples: grayscale when every one of up to
+    AUTO_SIZE_SAMPLES images (evenly spaced) is stored in gray levels (`stored_gray(sample)`, from
+    its header), else rgb; and the line that says so. One channel instead of three makes the
+    first layers of a small network a third as costly."""
+    read = []
+    for position in evenly_spaced(len(samples), AUTO_SIZE_SAMPLES):
+        with contextlib.suppress(CnncliError):  # an unreadable file is reported when the split is encoded
+            read.append(stored_gray(samples[position]))
+    color = "grayscale" if read and all(read) else "rgb"
+    why = "every one is stored in gray levels" if color == "grayscale" else "some are in colour"
+    return color, [f"data.image.color auto: {color} ({why}, of {len(read):,} training images read)"]
 
 
 def evenly_spaced(count: int, most: int) -> list[int]:
@@ -183,13 +134,13 @@ def augment_candidates(side: int) -> list[tuple[str, dict[str, Any]]]:
 
 
 # The general image recipe (recipes/image.yaml, and `cnncli train FOLDER` on images): every
-# picture in colour at the data's own size, a residual net sized to the data, the augmentation
+# picture at the data's own size and colours, conv groups sized to the data, the augmentation
 # chosen on validation by short trials, SGD with one cycle of the learning rate, label smoothing,
 # weight decay on weights only. Chosen on part of CIFAR-10's training images (docs/BENCHMARKS.md);
 # tests/test_image_recipe.py keeps recipes/image.yaml equal.
 GENERAL_RECIPE = {
     "data": {"split": {"test_fraction": 0.1, "val_fraction": 0.1, "seed": 0},
-             "image": {"size": "auto", "color": "rgb", "resize": "pad"}},
+             "image": {"size": "auto", "color": "auto", "resize": "pad", "tta": "auto"}},
     "model": {"blocks": "auto"},
     "train": {"epochs": 30, "batch_size": 128, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
               "weight_decay": 0.0005, "decay_norm_and_bias": False, "schedule": "onecycle",

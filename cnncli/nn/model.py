@@ -45,11 +45,18 @@ class Network(nn.Module):
         self.classifier = classifier
         self.input_dtype = input_dtype
         self.trims_batches = False
+        self.views: nn.Module | None = None  # Modality.test_views: averaged over in eval mode
 
     def forward(self, x: torch.Tensor, mix: Mix | None = None) -> torch.Tensor:
         x = self.stem(x)
         if mix is not None:
             x = mix.weight * x + (1 - mix.weight) * x[mix.order]
+        if self.views is not None and not self.training:
+            return self.views(x, self.head)
+        return self.head(x)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone and classifier: the stem's output to class scores."""
         return self.classifier(self.backbone(x))
 
 
@@ -123,6 +130,7 @@ def network_for(modality: Any, model: Any, num_classes: int) -> Network:
     stem = modality.build_stem()
     network = build_network(model, stem, modality.input_shape, num_classes, modality.input_dtype)
     network.trims_batches = modality.adapt_stem(stem, network.backbone)
+    network.views = modality.test_views()
     return network
 
 def check_network_size(modality: Any, model: Any, num_classes: int, batch_size: int = 1,

@@ -23,10 +23,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+
 from cnncli.errors import CnncliError
-from cnncli.nn.layers import layer_table
 from cnncli.nn.model import network_for
-from cnncli.runtime.device import measure_peak_gflops
+from cnncli.runtime.device import channels_last_helps
 from cnncli.runtime.durations import format_duration, parse_duration
 from cnncli.runtime.progress import Progress
 
@@ -36,12 +38,12 @@ REPLAN_SHARE = 0.05  # the plan is refitted each time this share of the network'
 EVAL_STEP_SHARE = 0.5  # before validation is timed: scoring a row costs this share of training on it
 WRITING_SECONDS = 2.5  # the final bundle's two plots (matplotlib imported before training, with a budget)
 MARGIN_SHARE = 0.01  # of the budget kept in hand for what is not measured (the summary, the exit)
-# blocks: auto under a budget: the deepest backbone that trains this many epochs in the final
-# network's share of the budget (about half, after augment: auto's trials), estimated at this share of
-# the machine's matrix-multiply rate (small convolutions on a CPU reach 20% to 50% of it)
+# blocks: auto under a budget: the largest backbone that trains this many epochs in the final
+# network's share of the budget (about half, after augment: auto's trials), at its speed timed over
+# this many steps
 MIN_EPOCHS = 10
 MEMBER_SHARE = 0.5
-PEAK_SHARE = 0.3
+TIMED_STEPS = 2
 
 
 def steps_within(seconds: float, step_seconds: float, left_in_epoch: int, steps_per_epoch: int,
@@ -114,21 +116,44 @@ class RunClock:
             self.weights.pop(0)
 
 
-def epochs_fit(config: Any, modality: Any, samples: int, device) -> Callable[[list], bool]:
+def epochs_fit(config: Any, modality: Any, samples: int, device,
+               clock: Callable[[], float] = time.perf_counter) -> Callable[[list], bool]:
     """With a budget, whether a backbone (`model.blocks: auto`'s candidates) would train
-    MIN_EPOCHS epochs of `samples` rows in the final network's share of it, its speed estimated
-    from its FLOPs and this machine's matrix-multiply rate; without one, every backbone fits."""
+    MIN_EPOCHS epochs of `samples` rows in the final network's share of it, at the speed of a few
+    steps timed here; without one, every backbone fits."""
     if not config.train.budget:
         return lambda blocks: True
     seconds = parse_duration(config.train.budget) * MEMBER_SHARE
-    rate = measure_peak_gflops(device) * 1e9 * PEAK_SHARE
+    batch_size = max(1, min(config.train.batch_size, samples))
+    steps = math.ceil(samples / batch_size) * MIN_EPOCHS
+    return lambda blocks: steps * step_seconds(modality, blocks, batch_size, device, clock) <= seconds
 
-    def fits(blocks: list) -> bool:
-        network = network_for(modality, blocks, 2)
-        flops = 6 * layer_table(network, modality.input_shape)["total_connections"]
-        return samples * flops * MIN_EPOCHS <= seconds * rate
 
-    return fits
+def step_seconds(modality: Any, blocks: list, batch_size: int, device, clock: Callable[[], float]) -> float:
+    """Seconds a training step of a fresh network of `blocks` takes on this machine (forward,
+    backward, update, on a batch of zeros), timed over TIMED_STEPS after one that is not.
+    Measured, not worked out from the FLOPs: a CPU runs wide convolutions on small maps at 60%
+    of its matrix-multiply rate and narrow residual ones at 30%."""
+    network = network_for(modality, blocks, 2).to(device)
+    if channels_last_helps(network, device):
+        network.to(memory_format=torch.channels_last)
+    inputs = torch.zeros((batch_size, *modality.input_shape), dtype=modality.input_dtype, device=device)
+    targets = torch.zeros(batch_size, dtype=torch.long, device=device)
+    optimizer = torch.optim.SGD([p for p in network.parameters() if p.requires_grad], lr=0.0)
+
+    def step() -> None:
+        loss = F.cross_entropy(network(inputs), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    step()
+    started = clock()
+    for _ in range(TIMED_STEPS):
+        step()
+    return (clock() - started) / TIMED_STEPS
 
 
 def network_weights(run: Any) -> list[float]:

@@ -29,6 +29,7 @@ from torch import nn
 
 from cnncli.bundle.resume_state import FitState
 from cnncli.errors import CnncliError
+from cnncli.nn.data_init import fit_layers_to_data
 from cnncli.nn.model import Mix
 from cnncli.runtime.device import FP32, Precision, channels_last_helps, pick_precision
 from cnncli.runtime.distributed import SINGLE, Cluster
@@ -287,6 +288,8 @@ def fit(network: nn.Module, modality: Any, train_data: Any, val_data: Any | None
         restore_fit(loop, best, resume)
         result.history, first_epoch = list(resume.history), resume.epoch + 1
     train_data = train_data.to(device)
+    if resume is None:  # the whiten block's filters, from this network's own training rows
+        fit_layers_to_data(network, train_data, device, settings.seed)
 
     def capture() -> FitState:
         return FitState(epoch=result.history[-1]["epoch"], history=list(result.history),

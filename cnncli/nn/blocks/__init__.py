@@ -3,6 +3,8 @@
 A recipe's `model.blocks` is a list; each item names one block kind and its options:
 
     - conv:    {channels: 24, kernel: 6, stride: 1, padding: same, batch_norm: true}
+    - conv:    {channels: 64, padding: same, pool: 2, batch_norm: true, activation: gelu}  # pooled before the norm
+    - whiten:  {kernel: 2}                       # fixed filters measured on the training images
     - pool:    {type: max, size: 2}               # size: int, [h, w] or global
     - dropout: 0.5
     - flatten: {}
@@ -22,8 +24,8 @@ adds a squeeze-and-excitation gate (squeeze).
 
 Each kind is one BlockKind entry in BLOCKS (cnncli.nn.blocks.kinds): its option names and how it
 builds; its parameters, shapes and connections are read off what it builds. The built-in kinds
-live in spatial (conv, pool), dense (dropout, flatten, linear), parallel, residual and separable
-(squeeze holds their gate); build turns specs into modules and sizes them on the meta device.
+live in spatial (conv, pool), dense (dropout, flatten, linear), parallel, residual, separable
+(squeeze holds their gate) and whiten; build turns specs into modules and sizes them on the meta device.
 """
 
 from cnncli.nn.blocks.build import Size, build_blocks, estimate_blocks, output_shape, parse_block
@@ -35,10 +37,12 @@ from cnncli.nn.blocks.residual import RESIDUAL, Residual
 from cnncli.nn.blocks.separable import SEPARABLE
 from cnncli.nn.blocks.spatial import CONV, POOL, FullWidthConv2d
 from cnncli.nn.blocks.squeeze import SqueezeExcite
+from cnncli.nn.blocks.whiten import WHITEN, PatchWhitening
 
 for _name, _kind in (("conv", CONV), ("pool", POOL), ("dropout", DROPOUT), ("flatten", FLATTEN),
-                     ("linear", LINEAR), ("parallel", PARALLEL), ("residual", RESIDUAL), ("separable", SEPARABLE)):
+                     ("linear", LINEAR), ("parallel", PARALLEL), ("residual", RESIDUAL), ("separable", SEPARABLE),
+                     ("whiten", WHITEN)):
     BLOCKS.register(_name, _kind)
 
-__all__ = ["ACTIVATIONS", "BLOCKS", "BlockKind", "FullWidthConv2d", "Parallel", "Residual", "Size", "SqueezeExcite",
+__all__ = ["ACTIVATIONS", "BLOCKS", "BlockKind", "FullWidthConv2d", "Parallel", "PatchWhitening", "Residual", "Size", "SqueezeExcite",
            "build_blocks", "estimate_blocks", "output_shape", "parse_block"]

@@ -58,6 +58,12 @@ def build_conv(options: dict, shape: tuple[int, ...], where: str) -> tuple[nn.Mo
         out = [(size + 2 * p - k) // s + 1 for size, p, k, s in zip((height, width), conv_padding, kernel, stride)]
     conv = FullWidthConv2d if kernel[1] == width and conv_padding[1] == 0 else nn.Conv2d
     layers["conv"] = conv(in_channels, channels, kernel, stride=stride, padding=conv_padding, bias=bias)
+    if options.get("pool") is not None:  # max pool before batch norm and activation: they run on a quarter
+        pool = positive_int(options["pool"], f"{where}.conv.pool")
+        layers["pool"] = nn.MaxPool2d(pool)
+        out = [size // pool for size in out]
+        if min(out) < 1:
+            raise CnncliError(f"{where}.conv.pool: {pool} is larger than the {height} x {width} maps it pools")
     add_tail(layers, options, f"{where}.conv", nn.BatchNorm2d(channels) if batch_norm else None,
              squeeze_excite(options, channels, f"{where}.conv"))
     return nn.Sequential(layers), (channels, *out)
@@ -79,8 +85,8 @@ def build_pool(options: dict, shape: tuple[int, ...], where: str) -> tuple[nn.Mo
     return nn.Sequential(OrderedDict(pool=module)), (shape[0], *out)
 
 
-CONV = BlockKind(build_conv, ("channels", "kernel", "stride", "padding", "activation", "batch_norm", "bias",
-                              "dropout", *SE_OPTIONS))
+CONV = BlockKind(build_conv, ("channels", "kernel", "stride", "padding", "pool", "activation", "batch_norm",
+                              "bias", "dropout", *SE_OPTIONS))
 POOL = BlockKind(build_pool, ("type", "size", "stride"))
 
 
