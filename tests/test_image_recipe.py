@@ -194,3 +194,24 @@ def test_flip_mirrors_about_half_the_images_and_erase_fills_rectangles_with_nois
     erased = erase(batch, 1.0, torch.Generator().manual_seed(0))
     changed = (erased != batch).any(dim=1)  # (N, H, W): where the rectangle is
     assert changed.flatten(1).any(dim=1).all() and not changed.flatten(1).all(dim=1).any()
+
+
+@pytest.mark.parametrize("rows, expected_rows, expected_epochs", [
+    (50_000, 10_000, 30),  # a fifth of the rows, every epoch the member will train
+    (3_000, 2_000, 9),  # at least TRIAL_ROWS: fewer epochs, the same cost
+    (500, 500, 6),  # all the rows, a fifth of the epochs
+])
+def test_a_short_trial_trains_a_share_of_the_rows_for_the_members_epochs(rows, expected_rows, expected_epochs):
+    from cnncli.recipe.schema import TrainConfig
+    from cnncli.training.autotune import trial_rows
+    from cnncli.training.encoding import TensorData
+
+    data = TensorData(torch.zeros(rows, 1), torch.arange(rows) % 3)
+    picked, settings = trial_rows(data, TrainConfig(epochs=30, seed=4), 0.2)
+    assert (len(picked), settings.epochs) == (expected_rows, expected_epochs)
+    assert settings.epochs * len(picked) == pytest.approx(0.2 * 30 * rows, rel=0.1)  # a fifth of the member's cost
+    again, _ = trial_rows(data, TrainConfig(epochs=30, seed=4), 0.2)
+    assert torch.equal(again.targets, picked.targets)  # seeded
+    if expected_rows < rows:
+        assert len(set(picked.rows.tolist())) == expected_rows and picked.rows.max() > rows // 2  # spread, not the first
+    assert trial_rows(data, TrainConfig(epochs=30), 1.0)[0] is data

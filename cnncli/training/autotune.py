@@ -10,6 +10,13 @@ networks are kept as those members, and the rest of the ensemble trains with its
 
 The cost, stated: (candidates - 1) x auto_members extra networks, e.g. 2 more networks beside a
 five-network ensemble for the text grid of three (about 40% more time). Test data are not read.
+
+With train.auto_share below 1 (images: 0.2) each trial costs that share of a member, spent on
+`trial_rows`: a seeded share of the training rows (at least TRIAL_ROWS, all of them when there
+are fewer) trained for as many epochs as the member will be, fewer only where the rows had to be
+more than the share. Not all the rows for a share of the epochs: augmentation pays off only once
+the network has seen its pictures many times, so short trials crown no augmentation at all (on
+CIFAR-10, two epochs of every row each: none 0.781, flip 0.752; docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -29,8 +36,11 @@ from cnncli.nn.model import member_seed
 from cnncli.recipe.config import config_from_dict, config_to_dict
 from cnncli.recipe.schema import Config
 from cnncli.runtime.progress import Progress
+from cnncli.training.encoding import Rows
 from cnncli.training.engine import FitResult, fit
 from cnncli.training.transfer import fresh_network
+
+TRIAL_ROWS = 2_000  # the fewest training rows a short trial (train.auto_share < 1) trains on
 
 
 @dataclass
@@ -133,6 +143,7 @@ def _try(run: Any, member_data, name: str, values: dict, judged: list[int], prog
         torch.manual_seed(settings.seed)
         network = fresh_network(run.modality, config, len(run.splits.labels), run.start).to(run.device)
         train_data, val_data = member_data(run, index)
+        train_data, settings = trial_rows(train_data, settings, config.train.auto_share)
         result = fit(network, run.modality, train_data, val_data, settings, run.device, progress,
                      cluster=run.cluster, pace=run.clock.pace(len(train_data), settings.batch_size, steps))
         kept = result.history[result.kept_epoch - 1]
@@ -155,11 +166,25 @@ def _try(run: Any, member_data, name: str, values: dict, judged: list[int], prog
 
 def trial_settings(train: Any, seed: int, steps: int | None = None) -> Any:
     """A candidate's training settings: the member's seed, and with train.auto_share below 1 that
-    share of its epochs (or steps; with a budget, its time: cnncli.training.budget), or `steps`."""
-    share = train.auto_share
+    share of its steps (with a budget, of its time: cnncli.training.budget), or `steps`."""
     if steps is None and train.steps:
-        steps = max(1, round(train.steps * share))
-    return dataclasses.replace(train, seed=seed, epochs=max(1, round(train.epochs * share)), steps=steps)
+        steps = max(1, round(train.steps * train.auto_share))
+    return dataclasses.replace(train, seed=seed, steps=steps)
+
+
+def trial_rows(data: Any, settings: Any, share: float) -> tuple[Any, Any]:
+    """The rows a trial trains on, and its settings: with `share` below 1, a seeded `share` of
+    `data`'s rows (at least TRIAL_ROWS; all of them when there are fewer) and the epochs that make
+    the trial cost `share` of the member's training (all its epochs when the rows are the share)."""
+    if share >= 1:
+        return data, settings
+    count = min(len(data), max(round(share * len(data)), TRIAL_ROWS))
+    epochs = max(1, round(settings.epochs * share * len(data) / max(count, 1)))
+    settings = dataclasses.replace(settings, epochs=epochs)
+    if count == len(data):
+        return data, settings
+    picked = torch.randperm(len(data), generator=torch.Generator().manual_seed(settings.seed))[:count]
+    return Rows(data, picked.sort().values), settings
 
 
 def apply(run: Any, config: Config) -> None:
