@@ -221,3 +221,27 @@ def test_a_budget_takes_a_backbone_whose_timed_steps_give_it_the_least_epochs(tm
     assert fit([{"conv": {"channels": 2}}]) is fits
     unbounded = load_config(tiny_image_recipe(tmp_path, batch_size=100))
     assert epochs_fit(unbounded, modality, 1000, torch.device("cpu"), clock)([]) is True  # no budget: all fit
+
+
+def test_a_budget_too_short_for_the_smallest_network_compares_no_augment_settings(tmp_path):
+    from types import SimpleNamespace
+
+    from cnncli.training import autotune
+    from cnncli.training.budget import epochs_fit, network_weights
+
+    recipe = tiny_image_recipe(tmp_path, budget="1m", batch_size=100)
+    config = load_config({**recipe, "augment": "auto"})
+    modality = ImageModality(ImageOptions(size=[8, 8]))
+    slow = epochs_fit(config, modality, 1000, torch.device("cpu"), SteppingClock(2.0))  # 1 s a step: 100 s
+    assert not slow([{"conv": {"channels": 2}}]) and not slow([{"conv": {"channels": 1}}]) and slow.none_fit
+    fast = epochs_fit(config, modality, 1000, torch.device("cpu"), SteppingClock(0.25))
+    assert fast([{"conv": {"channels": 2}}]) and not fast.none_fit
+    run = SimpleNamespace(config=config, modality=modality, short_budget=slow.none_fit, val=[0], folds=None,
+                          clock=RunClock("1m"))
+    assert network_weights(run) == [1.0]  # the final network has the whole budget
+    notes = Notes()
+    choice = autotune.choose(run, lambda run, index: ([], [0]), notes)
+    assert choice.record["chosen"] == "flip" and choice.record["reason"] == "train.budget too short to compare settings"
+    assert "too short to compare settings (the smallest network would not train 10 epochs" in notes.lines[-1]
+    run.short_budget, run.config = False, config
+    assert network_weights(run) == [1.0] * 4  # four trials (train.auto_share 1: the winner's is the network)

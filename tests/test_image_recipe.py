@@ -213,5 +213,6 @@ def test_a_short_trial_trains_a_share_of_the_rows_for_the_members_epochs(rows, e
     again, _ = trial_rows(data, TrainConfig(epochs=30, seed=4), 0.2)
     assert torch.equal(again.targets, picked.targets)  # seeded
     if expected_rows < rows:
-        assert len(set(picked.rows.tolist())) == expected_rows and picked.rows.max() > rows // 2  # spread, not the first
+        assert len(set(picked.rows.tolist())) == expected_rows
+        assert picked.rows.max() > rows // 2  # spread over the split, not its first rows
     assert trial_rows(data, TrainConfig(epochs=30), 1.0)[0] is data

@@ -36,6 +36,7 @@ from cnncli.nn.model import member_seed
 from cnncli.recipe.config import config_from_dict, config_to_dict
 from cnncli.recipe.schema import Config
 from cnncli.runtime.progress import Progress
+from cnncli.training.budget import MIN_EPOCHS
 from cnncli.training.encoding import Rows
 from cnncli.training.engine import FitResult, fit
 from cnncli.training.transfer import fresh_network
@@ -64,6 +65,14 @@ def choose(run: Any, member_data, progress: Progress = Progress()) -> Choice:
         return Choice(run.config, {"grid": [], "chosen": None, "reason": "the modality has nothing to choose"})
     count = max(1, min(run.config.train.auto_members, run.config.train.ensemble))
     judged = [index for index in range(count) if len(member_data(run, index)[1])]
+    if judged and run.short_budget:  # cnncli.training.budget.BackboneFit.none_fit; the plan has no trials
+        name, values = grid[0]
+        apply(run, with_values(run.config, values))
+        progress.note(f"augment: auto: train.budget {run.config.train.budget} is too short to compare settings (the "
+                      f"smallest network would not train {MIN_EPOCHS} epochs in half of it); using {name} "
+                      f"({describe(values)})")
+        return Choice(run.config, {"grid": [n for n, _ in grid], "chosen": name, "values": values,
+                                   "reason": "train.budget too short to compare settings"})
     if not judged:
         name, values = grid[0]
         apply(run, with_values(run.config, values))
@@ -72,9 +81,9 @@ def choose(run: Any, member_data, progress: Progress = Progress()) -> Choice:
                                    "reason": "no validation data"})
     started = time.perf_counter()
     share = run.config.train.auto_share
+    cost = f" costing {share:.0%} of one (on {share:.0%} of the rows, at least {TRIAL_ROWS:,})" if share < 1 else ""
     progress.note(f"augment: auto: trying {len(grid)} settings ({', '.join(n for n, _ in grid)}) with "
-                  f"{len(judged)} network(s) each" + (f" trained {share:.0%} as long" if share < 1 else "")
-                  + ", judged on their validation folds")
+                  f"{len(judged)} network(s) each{cost}, judged on their validation folds")
     trials, steps = [], None
     for name, values in grid:
         trials.append(_try(run, member_data, name, values, judged, progress, steps))

@@ -116,17 +116,36 @@ class RunClock:
             self.weights.pop(0)
 
 
-def epochs_fit(config: Any, modality: Any, samples: int, device,
-               clock: Callable[[], float] = time.perf_counter) -> Callable[[list], bool]:
+class BackboneFit:
     """With a budget, whether a backbone (`model.blocks: auto`'s candidates) would train
     MIN_EPOCHS epochs of `samples` rows in the final network's share of it, at the speed of a few
-    steps timed here; without one, every backbone fits."""
-    if not config.train.budget:
-        return lambda blocks: True
-    seconds = parse_duration(config.train.budget) * MEMBER_SHARE
-    batch_size = max(1, min(config.train.batch_size, samples))
-    steps = math.ceil(samples / batch_size) * MIN_EPOCHS
-    return lambda blocks: steps * step_seconds(modality, blocks, batch_size, device, clock) <= seconds
+    steps timed here; without one, every backbone fits. `none_fit` says that every candidate
+    asked about was too slow (the smallest is then trained: the budget is short)."""
+
+    def __init__(self, config: Any, modality: Any, samples: int, device,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.budget = parse_duration(config.train.budget) if config.train.budget else None
+        self.modality, self.device, self.clock = modality, device, clock
+        self.batch_size = max(1, min(config.train.batch_size, samples))
+        self.steps = math.ceil(samples / self.batch_size) * MIN_EPOCHS
+        self.verdicts: list[bool] = []
+
+    def __call__(self, blocks: list) -> bool:
+        if self.budget is None:
+            return True
+        seconds = step_seconds(self.modality, blocks, self.batch_size, self.device, self.clock)
+        self.verdicts.append(self.steps * seconds <= self.budget * MEMBER_SHARE)
+        return self.verdicts[-1]
+
+    @property
+    def none_fit(self) -> bool:
+        return bool(self.verdicts) and not any(self.verdicts)
+
+
+def epochs_fit(config: Any, modality: Any, samples: int, device,
+               clock: Callable[[], float] = time.perf_counter) -> BackboneFit:
+    """BackboneFit for a run's recipe, fitted modality and training rows."""
+    return BackboneFit(config, modality, samples, device, clock)
 
 
 def step_seconds(modality: Any, blocks: list, batch_size: int, device, clock: Callable[[], float]) -> float:
@@ -162,7 +181,8 @@ def network_weights(run: Any) -> list[float]:
     ensemble's members."""
     train = run.config.train
     validated = len(run.val) > 0 or run.folds is not None
-    candidates = len(run.modality.regularisation_grid(run.config)) if run.config.augment.auto and validated else 0
+    compared = run.config.augment.auto and validated and not run.short_budget
+    candidates = len(run.modality.regularisation_grid(run.config)) if compared else 0
     judged = max(1, min(train.auto_members, train.ensemble)) if candidates else 0
     if train.auto_share < 1:
         return [train.auto_share] * (candidates * judged) + [1.0] * train.ensemble

@@ -85,6 +85,7 @@ class Prepared:
     train_flops: float | None = None  # per training sample; None when the work varies by batch
     peak_gflops: float = 0.0  # this machine's matrix-multiply rate, the yardstick for training speed
     choice: dict | None = None  # with augment: auto, what was chosen and how each candidate scored
+    short_budget: bool = False  # train.budget too short for the smallest auto backbone: no time for augment trials
     recipe: Config | None = None  # the recipe as given, which bundles record (`config` may hold auto's choice)
     tracker: Tracker = field(default_factory=Tracker)  # train.track: where the epochs go besides the bundle
     start: Start = field(default_factory=Start)  # the weights every network of the run starts from
@@ -151,7 +152,7 @@ def prepare(config: Config, progress: Progress = Progress(), cache: Path | None 
     network = fresh_network(modality, config, len(splits.labels), start, progress)
     return Prepared(config, splits, modality, parts["train"].data, parts["val"].data, parts["test"].data, network,
                     device, skipped, round(time.perf_counter() - started, 2), plan, cluster, folds,
-                    recipe=config, start=start)
+                    recipe=config, start=start, short_budget=fits_budget.none_fit)
 
 
 def check_size(modality: Modality, config: Config, classes: int, before_data: bool = False) -> None:

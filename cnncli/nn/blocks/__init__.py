@@ -1,4 +1,5 @@
-"""Backbone blocks from recipe specs: conv, pool, dropout, flatten, linear, parallel, residual, separable.
+"""Backbone blocks from recipe specs: conv, pool, dropout, flatten, linear, parallel, residual, separable,
+whiten.
 
 A recipe's `model.blocks` is a list; each item names one block kind and its options:
 
@@ -44,5 +45,5 @@ for _name, _kind in (("conv", CONV), ("pool", POOL), ("dropout", DROPOUT), ("fla
                      ("whiten", WHITEN)):
     BLOCKS.register(_name, _kind)
 
-__all__ = ["ACTIVATIONS", "BLOCKS", "BlockKind", "FullWidthConv2d", "Parallel", "PatchWhitening", "Residual", "Size", "SqueezeExcite",
-           "build_blocks", "estimate_blocks", "output_shape", "parse_block"]
+__all__ = ["ACTIVATIONS", "BLOCKS", "BlockKind", "FullWidthConv2d", "Parallel", "PatchWhitening", "Residual", "Size",
+           "SqueezeExcite", "build_blocks", "estimate_blocks", "output_shape", "parse_block"]
