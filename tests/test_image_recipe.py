@@ -185,7 +185,7 @@ def test_translate_shifts_by_whole_pixels_and_pads_with_zeros():
         assert found  # a whole-pixel shift of at most one pixel, the rest zeros
 
 
-def test_flip_mirrors_about_half_the_images_and_erase_fills_rectangles_with_noise():
+def test_flip_mirrors_about_half_the_images_and_erase_fills_rectangles_with_one_colour():
     batch = torch.arange(64 * 3 * 8 * 8, dtype=torch.float32).view(64, 3, 8, 8) % 255
     flipped = flip(batch, torch.Generator().manual_seed(0))
     mirrored = [torch.equal(f, b.flip(-1)) for f, b in zip(flipped, batch)]
@@ -194,6 +194,9 @@ def test_flip_mirrors_about_half_the_images_and_erase_fills_rectangles_with_nois
     erased = erase(batch, 1.0, torch.Generator().manual_seed(0))
     changed = (erased != batch).any(dim=1)  # (N, H, W): where the rectangle is
     assert changed.flatten(1).any(dim=1).all() and not changed.flatten(1).all(dim=1).any()
+    for image, where in zip(erased, changed):
+        inside = image[:, where]  # (C, pixels of the rectangle)
+        assert torch.equal(inside, inside[:, :1].expand_as(inside))  # one colour: no per-pixel noise
 
 
 @pytest.mark.parametrize("rows, expected_rows, expected_epochs", [
