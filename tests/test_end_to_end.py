@@ -152,7 +152,8 @@ def test_train_from_a_folder_with_a_corrupt_file_skips_it_and_says_so(tiny_image
     assert "skipped 1 unreadable" in result.stderr and "zz-broken.png" in result.stderr
     info = read_info(out)
     assert info["recipe"]["data"]["modality"] == "image"
-    assert info["input_shape"] == [3, 8, 8]  # the general recipe for a folder: RGB, the images' own size (auto)
+    # the general recipe for a folder: gray PNGs on one channel, 8 x 8 widened to what three pools need
+    assert info["input_shape"] == [1, 9, 9]
     assert sum(info["training"]["skipped"].values()) == 1
 
 

@@ -26,7 +26,7 @@ from cnncli.files.reading import open_regular
 from cnncli.limits import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from cnncli.modalities.base import Modality
 from cnncli.modalities.encoded import Encoded, state_numbers
-from cnncli.modalities.image_augment import augment_images
+from cnncli.modalities.image_augment import MirrorViews, augment_images
 from cnncli.modalities.image_backbone import auto_backbones
 from cnncli.modalities.image_options import (
     GENERAL_RECIPE,
@@ -68,15 +68,6 @@ class Normalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float() / 255.0 - self.mean) / self.std
-
-
-class MirrorViews(nn.Module):
-    """Test-time augmentation: the scores of a picture and of its mirror image, averaged (one
-    batch of twice the rows). A network trained on flipped pictures is about as sure of either;
-    where it is not, the average is the better guess (docs/BENCHMARKS.md, "Photos in one command")."""
-
-    def forward(self, x: torch.Tensor, head) -> torch.Tensor:
-        return head(torch.cat([x, x.flip(-1)])).unflatten(0, (2, -1)).mean(0)
 
 
 class ImageModality(Modality):

@@ -3,7 +3,7 @@
 Pixels stay on the 0..255 scale of the encoded uint8 images (the stem normalises them), as
 floats once anything has touched them. The order is geometry (an affine warp for `shift` and
 `rotate`, or whole-pixel `translate`, and the flip), then colour, then erasing, as in
-torchvision's RandAugment-era recipes.
+torchvision's RandAugment-era recipes. `MirrorViews` is the one transform of prediction time.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 ERASED_AREA = (0.02, 0.33)  # share of the picture one erased rectangle covers (Zhong et al. 2020)
 ERASED_ASPECT = (0.3, 3.3)  # its height / width
@@ -118,3 +119,12 @@ def erase(batch: torch.Tensor, probability: float, generator: torch.Generator) -
     mask = (inside & chosen[:, None, None])[:, None]
     colour = torch.rand(n, channels, 1, 1, generator=generator, device=device) * 255
     return torch.where(mask, colour, batch.float())
+
+
+class MirrorViews(nn.Module):
+    """Test-time augmentation: the scores of a picture and of its mirror image, averaged (one
+    batch of twice the rows). A network trained on flipped pictures is about as sure of either;
+    where it is not, the average is the better guess (docs/BENCHMARKS.md, "Photos in one command")."""
+
+    def forward(self, x: torch.Tensor, head) -> torch.Tensor:
+        return head(torch.cat([x, x.flip(-1)])).unflatten(0, (2, -1)).mean(0)
