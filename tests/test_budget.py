@@ -210,31 +210,31 @@ class SteppingClock(FakeClock):
 
 @pytest.mark.parametrize("step_seconds, fits", [(0.25, True), (0.375, False)])
 def test_a_budget_takes_a_backbone_whose_timed_steps_give_it_the_least_epochs(tmp_path, step_seconds, fits):
-    from cnncli.training.budget import MEMBER_SHARE, MIN_EPOCHS, TIMED_STEPS, epochs_fit
+    from cnncli.training.budget import MEMBER_SHARE, MIN_EPOCHS, TIMED_STEPS, BackboneFit
 
     config = load_config(tiny_image_recipe(tmp_path, budget="1m", batch_size=100))
     modality = ImageModality(ImageOptions(size=[8, 8]))
     # 1,000 rows in batches of 100: 10 steps an epoch, MIN_EPOCHS of them in MEMBER_SHARE of 60 s
     assert 10 * MIN_EPOCHS * 0.25 <= 60 * MEMBER_SHARE < 10 * MIN_EPOCHS * 0.375
     clock = SteppingClock(step_seconds * TIMED_STEPS)  # the reading after the timed steps comes that much later
-    fit = epochs_fit(config, modality, 1000, torch.device("cpu"), clock)
+    fit = BackboneFit(config, modality, 1000, torch.device("cpu"), clock)
     assert fit([{"conv": {"channels": 2}}]) is fits
     unbounded = load_config(tiny_image_recipe(tmp_path, batch_size=100))
-    assert epochs_fit(unbounded, modality, 1000, torch.device("cpu"), clock)([]) is True  # no budget: all fit
+    assert BackboneFit(unbounded, modality, 1000, torch.device("cpu"), clock)([]) is True  # no budget: all fit
 
 
 def test_a_budget_too_short_for_the_smallest_network_compares_no_augment_settings(tmp_path):
     from types import SimpleNamespace
 
     from cnncli.training import autotune
-    from cnncli.training.budget import epochs_fit, network_weights
+    from cnncli.training.budget import BackboneFit, network_weights
 
     recipe = tiny_image_recipe(tmp_path, budget="1m", batch_size=100)
     config = load_config({**recipe, "augment": "auto"})
     modality = ImageModality(ImageOptions(size=[8, 8]))
-    slow = epochs_fit(config, modality, 1000, torch.device("cpu"), SteppingClock(2.0))  # 1 s a step: 100 s
+    slow = BackboneFit(config, modality, 1000, torch.device("cpu"), SteppingClock(2.0))  # 1 s a step: 100 s
     assert not slow([{"conv": {"channels": 2}}]) and not slow([{"conv": {"channels": 1}}]) and slow.none_fit
-    fast = epochs_fit(config, modality, 1000, torch.device("cpu"), SteppingClock(0.25))
+    fast = BackboneFit(config, modality, 1000, torch.device("cpu"), SteppingClock(0.25))
     assert fast([{"conv": {"channels": 2}}]) and not fast.none_fit
     run = SimpleNamespace(config=config, modality=modality, short_budget=slow.none_fit, val=[0], folds=None,
                           clock=RunClock("1m"))

@@ -78,7 +78,11 @@ def test_fit_sets_the_filters_from_a_sample_of_the_training_rows_and_never_train
 def test_fitting_reads_a_seeded_sample_not_the_first_rows():
     inputs = torch.cat([0.01 * torch.randn(3000, 3, 4, 4), torch.randn(3000, 3, 4, 4)])  # the first half: faint
     data = TensorData(inputs, torch.zeros(6000, dtype=torch.long))
-    network = torch.nn.Sequential(PatchWhitening(3, 2, 1))
+    class Unreached(torch.nn.Module):
+        def forward(self, x):
+            raise AssertionError("the forward pass went on past the last layer to fit")
+
+    network = torch.nn.Sequential(PatchWhitening(3, 2, 1), Unreached())
     assert fit_layers_to_data(network, data, torch.device("cpu"), seed=0)
     assert not fit_layers_to_data(torch.nn.Sequential(torch.nn.Identity()), data, torch.device("cpu"), seed=0)
     # fitted on the faint first rows alone, every filter would be about 95 long; rows from both halves give ~1.3

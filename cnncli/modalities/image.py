@@ -37,6 +37,7 @@ from cnncli.modalities.image_options import (
     fitted_color,
     fitted_size,
     option_problems,
+    read_headers,
 )
 
 STATISTICS_CHUNK = 256  # images per histogram pass when an in-memory split fits the normalisation
@@ -137,13 +138,16 @@ class ImageModality(Modality):
 
     def fit(self, samples) -> None:
         """Without data.image.size, take the first readable training image's (unreadable ones
-        are reported as skipped when the split is encoded); with size: auto, read the sizes of up
-        to AUTO_SIZE_SAMPLES of them (their headers only) and take their median (auto_size)."""
+        are reported as skipped when the split is encoded); with size: auto or color: auto, read
+        the headers of up to AUTO_SIZE_SAMPLES of them and take their median size (auto_size) and
+        whether all are gray (fitted_color)."""
+        reading = bool(samples) and "auto" in (self.options.color, self.options.size)
+        headers = read_headers(samples, _stored_header) if reading else []  # each file's header read once
         if self.options.color == "auto" and samples:
-            self.options.color, self.fit_notes = fitted_color(samples, _stored_gray)
+            self.options.color, self.fit_notes = fitted_color(headers)
             self.mean, self.std = [0.0] * self.channels, [1.0] * self.channels
         if self.options.size == "auto" and samples:
-            self.options.size, notes = fitted_size(samples, _stored_size)
+            self.options.size, notes = fitted_size(headers, samples[0].locator)
             self.fit_notes = self.fit_notes + notes
         if self.options.size is not None or not samples:
             return
@@ -347,28 +351,20 @@ def _opened(locator: str) -> Iterator[Image.Image]:
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}  # Pillow's modes of gray levels
 
 
-def _stored_gray(sample: Sample) -> bool:
-    """Whether an image is stored in gray levels, from its header (an idx array always is)."""
+def _stored_header(sample: Sample) -> tuple[int, int, bool]:
+    """(height, width, stored in gray levels) of an image upright, from its header (EXIF turns of
+    90 degrees swap the sides; an idx array is always gray)."""
     if isinstance(sample.content, torch.Tensor):
-        return sample.content.dim() == 2 or sample.content.shape[0] == 1
-    try:
-        with open_regular(sample.locator, "image") as stream, Image.open(stream, formats=READABLE_FORMATS) as opened:
-            return opened.mode in GRAY_MODES
-    except DECODE_ERRORS as error:
-        raise CnncliError(f"{sample.locator}: not a readable image ({error})") from None
-
-
-def _stored_size(sample: Sample) -> tuple[int, int]:
-    """(height, width) of an image upright, from its header (EXIF turns of 90 degrees swap them)."""
-    if isinstance(sample.content, torch.Tensor):
-        return int(sample.content.shape[-2]), int(sample.content.shape[-1])
+        content = sample.content
+        return int(content.shape[-2]), int(content.shape[-1]), content.dim() == 2 or content.shape[0] == 1
     try:
         with open_regular(sample.locator, "image") as stream, Image.open(stream, formats=READABLE_FORMATS) as opened:
             width, height = opened.size
             turned = opened.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
+            gray = opened.mode in GRAY_MODES
     except DECODE_ERRORS as error:
         raise CnncliError(f"{sample.locator}: not a readable image ({error})") from None
-    return (width, height) if turned else (height, width)
+    return (width, height, gray) if turned else (height, width, gray)
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:

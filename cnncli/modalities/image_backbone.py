@@ -51,9 +51,14 @@ class ConvGroupShape:
         return self.whiten_stride
 
     @property
+    def whiten_kernel(self) -> int:
+        """The side of the patches the whiten block whitens: 2, or its stride when larger."""
+        return max(2, self.whiten_stride)
+
+    @property
     def smallest_side(self) -> int:
         """The smallest input side (a multiple of `stride`) whose maps last through every pool."""
-        needed = self.whiten_stride * 2 ** self.groups + max(2, self.whiten_stride) - 1
+        needed = self.whiten_stride * 2 ** self.groups + self.whiten_kernel - 1
         return self.stride * math.ceil(needed / self.stride)
 
     @property
@@ -73,8 +78,7 @@ def conv_group_shapes(side: int, images: int) -> list[ConvGroupShape]:
 def conv_group_backbone(shape: ConvGroupShape) -> list[dict]:
     """Block specs: whiten, the groups (conv with max pool, conv; batch norm and GELU after each),
     a global max pool."""
-    kernel = max(2, shape.whiten_stride)
-    blocks: list[dict] = [{"whiten": {"kernel": kernel, "stride": shape.whiten_stride}}]
+    blocks: list[dict] = [{"whiten": {"kernel": shape.whiten_kernel, "stride": shape.whiten_stride}}]
     for width in shape.widths:
         common = {"channels": width, "kernel": 3, "padding": "same", "batch_norm": True, "activation": "gelu"}
         blocks += [{"conv": {**common, "pool": 2}}, {"conv": common}]
@@ -84,7 +88,7 @@ def conv_group_backbone(shape: ConvGroupShape) -> list[dict]:
 
 def describe_conv_groups(shape: ConvGroupShape, images: int, size: list[int]) -> str:
     return (f"model.blocks auto: {shape.groups} conv groups of {', '.join(map(str, shape.widths))} channels after "
-            f"a whiten block ({max(2, shape.whiten_stride)} x {max(2, shape.whiten_stride)} patches, stride "
+            f"a whiten block ({shape.whiten_kernel} x {shape.whiten_kernel} patches, stride "
             f"{shape.whiten_stride}) for {images:,} training images of {size[0]} x {size[1]}")
 
 

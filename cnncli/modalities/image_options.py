@@ -84,33 +84,34 @@ def auto_size(sizes: list[tuple[int, int]]) -> list[int]:
     return [max(smallest, stride * round(side / stride)) for side in (height, width)]
 
 
-def fitted_size(samples, stored_size) -> tuple[list[int], list[str]]:
-    """data.image.size: auto for these training samples: the size, and the line that says how it
-    was chosen. `stored_size(sample)` reads one image's (height, width) from its header, for up to
-    AUTO_SIZE_SAMPLES images evenly spaced."""
-    sizes = []
+def read_headers(samples, stored_header) -> list[tuple[int, int, bool]]:
+    """(height, width, stored in gray) of up to AUTO_SIZE_SAMPLES training images evenly spaced,
+    each from one read of its header (`stored_header(sample)`); unreadable ones are left out (they
+    are reported when the split is encoded)."""
+    headers = []
     for position in evenly_spaced(len(samples), AUTO_SIZE_SAMPLES):
-        with contextlib.suppress(CnncliError):  # an unreadable file is reported when the split is encoded
-            sizes.append(stored_size(samples[position]))
-    if not sizes:
-        raise CnncliError(f"data.train: no training image could be read, e.g. {samples[0].locator}")
-    size = auto_size(sizes)
-    return size, [f"data.image.size auto: {size[0]} x {size[1]} (the median height and width of {len(sizes):,} "
+        with contextlib.suppress(CnncliError):
+            headers.append(stored_header(samples[position]))
+    return headers
+
+
+def fitted_size(headers: list[tuple[int, int, bool]], example: str) -> tuple[list[int], list[str]]:
+    """data.image.size: auto from training images' headers (read_headers): the size, and the line
+    that says how it was chosen. `example` names a training image for the error when none was read."""
+    if not headers:
+        raise CnncliError(f"data.train: no training image could be read, e.g. {example}")
+    size = auto_size([(height, width) for height, width, _ in headers])
+    return size, [f"data.image.size auto: {size[0]} x {size[1]} (the median height and width of {len(headers):,} "
                   "training images, rounded for the backbone)"]
 
 
-def fitted_color(samples, stored_gray) -> tuple[str, list[str]]:
-    """data.image.color: auto for these training samples: grayscale when every one of up to
-    AUTO_SIZE_SAMPLES images (evenly spaced) is stored in gray levels (`stored_gray(sample)`, from
-    its header), else rgb; and the line that says so. One channel instead of three makes the
-    first layers of a small network a third as costly."""
-    read = []
-    for position in evenly_spaced(len(samples), AUTO_SIZE_SAMPLES):
-        with contextlib.suppress(CnncliError):  # an unreadable file is reported when the split is encoded
-            read.append(stored_gray(samples[position]))
-    color = "grayscale" if read and all(read) else "rgb"
+def fitted_color(headers: list[tuple[int, int, bool]]) -> tuple[str, list[str]]:
+    """data.image.color: auto from training images' headers (read_headers): grayscale when every
+    one read is stored in gray levels, else rgb; and the line that says so. One channel instead of
+    three makes the first layers of a small network a third as costly."""
+    color = "grayscale" if headers and all(gray for _, _, gray in headers) else "rgb"
     why = "every one is stored in gray levels" if color == "grayscale" else "some are in colour"
-    return color, [f"data.image.color auto: {color} ({why}, of {len(read):,} training images read)"]
+    return color, [f"data.image.color auto: {color} ({why}, of {len(headers):,} training images read)"]
 
 
 def evenly_spaced(count: int, most: int) -> list[int]:

@@ -2,14 +2,22 @@
 
 A layer that wants this has a `fit_to_data(inputs)` method, given a batch of what it reads: a
 forward pass of training rows through the network, in eval mode and without gradients, stops at
-each such layer on the way. The rows are a seeded sample of the training split, not its first
-rows, which a folder of class folders lists one class at a time.
+each such layer on the way, and goes no further once all have been met. The rows are a seeded
+sample of the training split, not its first rows, which a folder of class folders lists one class
+at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
+
+
+class _Fitted(Exception):
+    """Every layer to fit has fitted: the rest of the forward pass would be wasted."""
+
 
 SAMPLE_ROWS = 2048  # training rows the layers are fitted on (a 32 x 32 picture has 961 2 x 2 patches)
 
@@ -28,12 +36,21 @@ def fit_layers_to_data(network: nn.Module, data, device: torch.device, seed: int
         return bool(layers)
     generator = torch.Generator().manual_seed(seed)
     rows = torch.randperm(len(data), generator=generator)[:SAMPLE_ROWS].sort().values
-    hooks = [layer.register_forward_pre_hook(lambda module, args: module.fit_to_data(args[0])) for layer in layers]
+    met: set[int] = set()
+
+    def fit(module: nn.Module, args: tuple) -> None:
+        module.fit_to_data(args[0])
+        met.add(id(module))
+        if len(met) == len(layers):
+            raise _Fitted
+
+    hooks = [layer.register_forward_pre_hook(fit) for layer in layers]
     training = network.training
     network.eval()
     try:
         for inputs, _ in data.batches([rows], device, skip_unreadable=True):
-            network(inputs)
+            with contextlib.suppress(_Fitted):
+                network(inputs)
     finally:
         for hook in hooks:
             hook.remove()

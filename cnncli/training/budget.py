@@ -142,12 +142,6 @@ class BackboneFit:
         return bool(self.verdicts) and not any(self.verdicts)
 
 
-def epochs_fit(config: Any, modality: Any, samples: int, device,
-               clock: Callable[[], float] = time.perf_counter) -> BackboneFit:
-    """BackboneFit for a run's recipe, fitted modality and training rows."""
-    return BackboneFit(config, modality, samples, device, clock)
-
-
 def step_seconds(modality: Any, blocks: list, batch_size: int, device, clock: Callable[[], float]) -> float:
     """Seconds a training step of a fresh network of `blocks` takes on this machine (forward,
     backward, update, on a batch of zeros), timed over TIMED_STEPS after one that is not.

@@ -39,7 +39,7 @@ from cnncli.runtime.device import measure_peak_gflops, pick_device, pick_precisi
 from cnncli.runtime.distributed import SINGLE, Cluster, from_environment, joined
 from cnncli.runtime.progress import Progress
 from cnncli.training import autotune
-from cnncli.training.budget import RunClock, epochs_fit, network_weights
+from cnncli.training.budget import BackboneFit, RunClock, network_weights
 from cnncli.training.encoding import Rows, rows_of
 from cnncli.training.engine import FitResult, TrainingDiverged, fit, split_outputs
 from cnncli.training.loading import DataPlan, load_split, plan_data
@@ -129,7 +129,7 @@ def prepare(config: Config, progress: Progress = Progress(), cache: Path | None 
         raise CnncliError(f"data.train: found only the label {splits.labels} in the training data; need at least two")
     modality.fit(splits.train)
     splits = with_training_samples(splits, modality.extra_training_samples(splits.train))
-    fits_budget = epochs_fit(config, modality, len(splits.train), device)
+    fits_budget = BackboneFit(config, modality, len(splits.train), device)
     config, chosen = fitted_model(config, modality, len(splits.train), fits_budget)  # model.blocks: auto
     check_size(modality, config, classes=len(splits.labels))
     for note in modality.fitted_notes() + chosen:

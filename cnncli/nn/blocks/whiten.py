@@ -9,8 +9,9 @@ gathered and their covariance's eigenvectors, each scaled by one over the square
 eigenvalue (plus a floor, EIGENVALUE_FLOOR), become the filters, and their negatives, so that the
 GELU after them keeps both signs: no output channel is then correlated with another, and the
 strong ones have unit variance. The filters stay fixed (the bias learns); they are weights like
-any other, stored in the bundle, so a bundle predicts with the whitening its training measured. `fit_to_data` runs once per network
-(cnncli.nn.data_init), never on weights loaded from a bundle or `model.init`.
+any other, stored in the bundle, so a bundle predicts with the whitening its training measured.
+`fit_to_data` runs once per network (cnncli.nn.data_init), never on weights loaded from a bundle
+or `model.init`.
 """
 
 from __future__ import annotations
