@@ -13,6 +13,9 @@ Data: CIFAR-10's training JPEGs as class folders (shared/data/cifar10, unpacked)
 `--train-per-class` train. The test split is not used.
 
     python bench/reference/airbench_cpu.py --cifar DIR --width 32 --epochs 10     # 45,000 / 5,000
+
+`--ablate nesterov,smoothing,...` replaces some of airbench's settings by cnncli's (or plain) ones
+(ABLATIONS says which), to weigh what each is worth before porting it.
 """
 
 from __future__ import annotations
@@ -43,10 +46,20 @@ def read_cifar(root: Path, train_per_class: int, val_per_class: int):
         torch.tensor(parts[name][1]))]
 
 
+ABLATIONS = {  # --ablate: airbench's settings replaced by cnncli's (or plain) ones, to say what each is worth
+    "bn-defaults": "batch norm's eps 1e-5 and momentum 0.1", "bn-scale": "batch norm scales trained",
+    "dirac": "convolutions without dirac init", "logit-scale": "logits not divided by 9",
+    "bn-lr": "batch norm biases at the weights' rate, undecayed", "nesterov": "momentum 0.9, not Nesterov",
+    "onecycle": "torch's one-cycle schedule", "smoothing": "label smoothing 0.1", "translate4": "4-pixel shifts",
+    "whiten-bias": "whiten bias trained throughout", "alt-flip": "random flips each epoch",
+    "lookahead": "no weight averaging", "floor": "whiten eigenvalue floor 0.1 x mean"}
+ABLATE: set[str] = set()
+
+
 class BatchNorm(nn.BatchNorm2d):
     def __init__(self, channels: int):
-        super().__init__(channels, eps=1e-12, momentum=0.4)
-        self.weight.requires_grad_(False)
+        super().__init__(channels, **({} if "bn-defaults" in ABLATE else {"eps": 1e-12, "momentum": 0.4}))
+        self.weight.requires_grad_("bn-scale" in ABLATE)
 
 
 class Conv(nn.Conv2d):
@@ -57,7 +70,8 @@ class Conv(nn.Conv2d):
         super().reset_parameters()
         if self.bias is not None:
             self.bias.data.zero_()
-        nn.init.dirac_(self.weight.data[:self.weight.size(1)])
+        if "dirac" not in ABLATE:
+            nn.init.dirac_(self.weight.data[:self.weight.size(1)])
 
 
 class Group(nn.Module):
@@ -73,7 +87,7 @@ class Group(nn.Module):
 
 class Scale(nn.Module):
     def forward(self, x):
-        return x / 9
+        return x if "logit-scale" in ABLATE else x / 9
 
 
 def network(width: int) -> nn.Sequential:
@@ -87,7 +101,8 @@ def network(width: int) -> nn.Sequential:
 def whiten(layer: nn.Conv2d, images: torch.Tensor) -> None:
     patches = images.unfold(2, 2, 1).unfold(3, 2, 1).transpose(1, 3).reshape(-1, 12).double()
     eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))
-    filters = (eigenvectors.T / torch.sqrt(eigenvalues + 5e-4)[:, None]).flip(0).reshape(12, 3, 2, 2).float()
+    floor = 0.1 * eigenvalues.mean() if "floor" in ABLATE else 5e-4
+    filters = (eigenvectors.T / torch.sqrt(eigenvalues + floor)[:, None]).flip(0).reshape(12, 3, 2, 2).float()
     layer.weight.data[:] = torch.cat([filters, -filters])
 
 
@@ -130,7 +145,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ablate", default="", help=f"comma-separated, of: {', '.join(ABLATIONS)}")
     args = parser.parse_args()
+    ABLATE.update(filter(None, args.ablate.split(",")))
+    if ABLATE - set(ABLATIONS):
+        parser.error(f"--ablate: unknown {', '.join(sorted(ABLATE - set(ABLATIONS)))}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
@@ -148,34 +167,47 @@ def main() -> None:
     lr, decay = 11.5 / kilostep, 0.0153 * args.batch / kilostep
     norms = [p for name, p in net.named_parameters() if "norm" in name and p.requires_grad]
     others = [p for name, p in net.named_parameters() if "norm" not in name and p.requires_grad]
-    optimizer = torch.optim.SGD([{"params": norms, "lr": lr * 64, "weight_decay": decay / (lr * 64)},
+    norm_lr = lr if "bn-lr" in ABLATE else lr * 64
+    norm_decay = 0 if "bn-lr" in ABLATE else decay / norm_lr
+    optimizer = torch.optim.SGD([{"params": norms, "lr": norm_lr, "weight_decay": norm_decay},
                                  {"params": others, "lr": lr, "weight_decay": decay / lr}],
-                                momentum=momentum, nesterov=True)
+                                momentum=0.9 if "nesterov" in ABLATE else momentum, nesterov="nesterov" not in ABLATE)
     bases = [group["lr"] for group in optimizer.param_groups]
     per_epoch = len(train_x) // args.batch
     total = math.ceil(per_epoch * args.epochs)
     schedule = np.interp(np.arange(total + 1), [0, int(0.23 * total), total], [0.2, 1, 0.07])
+    if "onecycle" in ABLATE:  # torch's OneCycleLR: cosine up over 30% from 1/25, cosine down to 1/1e4 / 25
+        rising = np.arange(total + 1) < 0.3 * total
+        up = np.arange(total + 1) / (0.3 * total)
+        down = (np.arange(total + 1) - 0.3 * total) / (0.7 * total)
+        schedule = np.where(rising, 1 / 25 + (1 - 1 / 25) * (1 - np.cos(np.pi * up)) / 2,
+                            4e-6 + (1 - 4e-6) * (1 + np.cos(np.pi * down)) / 2)
+    smoothing = 0.1 if "smoothing" in ABLATE else 0.2
+    reach = 4 if "translate4" in ABLATE else 2
     flipped = torch.where((torch.rand(len(train_x), generator=generator) < 0.5).view(-1, 1, 1, 1),
                           train_x.flip(-1), train_x)
     average, step = None, 0
     print(f"data read in {time.perf_counter() - started:.1f}s; {len(train_x):,} train, {len(val_x):,} val", flush=True)
     started = time.perf_counter()
     for epoch in range(math.ceil(args.epochs)):
-        net[0].bias.requires_grad_(epoch < 3)
-        images = translated(flipped, 2, generator)
-        images = images.flip(-1) if epoch % 2 else images
+        net[0].bias.requires_grad_(epoch < 3 or "whiten-bias" in ABLATE)
+        if "alt-flip" in ABLATE:
+            flipped = torch.where((torch.rand(len(train_x), generator=generator) < 0.5).view(-1, 1, 1, 1),
+                                  train_x.flip(-1), train_x)
+        images = translated(flipped, reach, generator)
+        images = images.flip(-1) if epoch % 2 and "alt-flip" not in ABLATE else images
         order = torch.randperm(len(train_x), generator=generator)
         for index in range(per_epoch):
             rows = order[index * args.batch:(index + 1) * args.batch]
             for group, base in zip(optimizer.param_groups, bases):
                 group["lr"] = base * schedule[step]
             outputs = net(images[rows].contiguous(memory_format=torch.channels_last))
-            loss = F.cross_entropy(outputs, train_y[rows], label_smoothing=0.2, reduction="none").sum()
+            loss = F.cross_entropy(outputs, train_y[rows], label_smoothing=smoothing, reduction="none").sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
-            if epoch >= 3 and step % 5 == 0:
+            if epoch >= 3 and step % 5 == 0 and "lookahead" not in ABLATE:
                 if average is None:
                     average = {key: value.clone() for key, value in net.state_dict().items()}
                 else:
