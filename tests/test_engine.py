@@ -89,6 +89,29 @@ def test_constant_schedule_keeps_the_rate():
     assert learning_rates(TrainConfig(lr=0.01, schedule="constant"), 10, [0, 5, 9]) == pytest.approx([0.01] * 3)
 
 
+def test_lookahead_pulls_the_network_back_to_its_slow_weights_every_five_steps():
+    from torch import nn
+
+    from cnncli.training.averaging import Lookahead
+
+    network = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    start = {name: value.clone() for name, value in network.state_dict().items()}
+    lookahead = Lookahead(network)
+    with torch.no_grad():
+        for value in network.parameters():
+            value.add_(1.0)
+        moved = {name: value.clone() for name, value in network.state_dict().items()}
+        lookahead.update(network, 4, 10)  # not a fifth step: nothing happens
+        assert all(torch.equal(network.state_dict()[name], moved[name]) for name in moved)
+        lookahead.update(network, 5, 10)  # halfway: the slow weights keep 0.95^5 x 0.5^3 of themselves
+    decay = 0.95 ** 5 * 0.5 ** 3
+    for name, value in network.state_dict().items():
+        if value.is_floating_point():
+            expected = decay * start[name] + (1 - decay) * moved[name]
+            assert torch.allclose(value, expected) and torch.allclose(lookahead.slow[name], expected), name
+    assert network.state_dict()["1.num_batches_tracked"] == start["1.num_batches_tracked"]  # counts are not averaged
+
+
 def test_ema_keeps_the_moving_average_of_the_weights(prepared_config):
     """With train.ema the kept network is the average of the steps' weights, not the last step's:
     replaying the same run without it and averaging by hand must give the same numbers."""

@@ -114,3 +114,19 @@ def test_old_recipes_with_the_retired_cache_key_still_load(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("data: {modality: audio, audio: {cache: .cache/cnncli/audio}}\nmodel: {blocks: [flatten]}\n")
     assert load_config(recipe).data.modality == "audio"
+
+
+def test_nesterov_momentum_needs_momentum_and_reaches_the_optimiser(tmp_path):
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from cnncli.training.optim import build_optimizer
+
+    result = runner.invoke(app, ["train", str(QUICKSTART), "--set", NO_DATA, "--set", "train.nesterov=true",
+                                 "--set", "train.momentum=0", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "train.nesterov: needs train.momentum above 0" in result.stderr
+    train = SimpleNamespace(optimizer="sgd", lr=0.1, momentum=0.85, weight_decay=0.0, nesterov=True,
+                            backbone_lr=1.0, decay_norm_and_bias=True)
+    optimizer = build_optimizer(nn.Linear(2, 2).parameters(), train)
+    assert optimizer.defaults["nesterov"] and optimizer.defaults["momentum"] == 0.85

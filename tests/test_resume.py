@@ -49,7 +49,8 @@ def weights(bundle) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("overrides, crash_at", [([], 3), (["train.ensemble=2"], 4), (["train.ensemble=2"], 5),
                                                 (["train.ensemble=2", "train.rotate_val=true"], 5),
-                                                (["train.ensemble=2"], 6), (["train.precision=fp16"], 3)])
+                                                (["train.ensemble=2"], 6), (["train.precision=fp16"], 3),
+                                                (["train.ema=null", "train.lookahead=true"], 3)])
 def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(recipe, tmp_path, overrides, crash_at):
     config = load_config(recipe, overrides)
     whole = train(config, tmp_path / "whole")

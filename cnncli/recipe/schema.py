@@ -47,6 +47,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     decay_norm_and_bias: bool = True  # false: weight decay on conv and linear weights only, as residual nets want
     momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd: Nesterov's momentum (the gradient taken where the momentum is heading)
     schedule: str = field(default="constant", metadata={"choices": SCHEDULES})
     lr_min: float = 0.0  # floor of the exponential and cosine schedules
     decay_steps: float = 2000.0  # exponential: lr_min + (lr - lr_min) * exp(-step / decay_steps)
@@ -62,6 +63,7 @@ class TrainConfig:
     freeze_epochs: int = 0  # train only the classifier for this many epochs (backbone fixed, batch norm too)
     backbone_lr: float = 1.0  # the backbone's learning rate is train.lr times this (0: fixed; 0.1: fine-tuning)
     ema: float | None = None  # decay of a moving average of the weights (e.g. 0.999), used to validate and keep
+    lookahead: bool = False  # every 5 steps the network is pulled back to slow weights (training/averaging.py)
     keep: Literal["best", "last"] = "best"  # best on validation, or the last epoch's weights
     calibrate: bool = True  # fit a temperature on validation (rotate_val: out-of-fold rows): scores match accuracy
     early_stopping: int | None = None  # stop after this many epochs without a better val loss

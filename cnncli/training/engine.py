@@ -34,7 +34,7 @@ from cnncli.nn.model import Mix
 from cnncli.runtime.device import FP32, Precision, channels_last_helps, pick_precision
 from cnncli.runtime.distributed import SINGLE, Cluster
 from cnncli.runtime.progress import Progress
-from cnncli.training.averaging import WeightAverage
+from cnncli.training.averaging import Lookahead, WeightAverage
 from cnncli.training.encoding import TensorData
 from cnncli.training.freezing import hold_backbone, release_backbone
 from cnncli.training.optim import build_optimizer, build_schedule
@@ -136,7 +136,9 @@ class Loop:
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.optimizer = build_optimizer(network.parameters(), settings, network.backbone.parameters())
         self.schedule = build_schedule(self.optimizer, settings, self.total_steps)
+        # the weight average, or lookahead's slow weights (train.ema and train.lookahead exclude each other)
         self.average = WeightAverage(network, settings.ema) if settings.ema else None
+        self.lookahead = Lookahead(network) if settings.lookahead else None
         self.step = 0
         self.pace = pace  # cnncli.training.budget.Pace, or None
 
@@ -157,6 +159,11 @@ class Loop:
         return self.average.network if self.average else self.network
 
     @property
+    def averages(self) -> WeightAverage | Lookahead | None:
+        """What a checkpoint keeps beside the network: the weight average or the slow weights."""
+        return self.average or self.lookahead
+
+    @property
     def finished(self) -> bool:
         return self.step >= self.total_steps
 
@@ -172,7 +179,7 @@ class Loop:
                 random.update({f"rank{rank}.{name}": value for name, value in streams.items()})
         return {"step": self.step, "network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "random": random,
-                "average": self.average.state_dict() if self.average else None,
+                "average": self.averages.state_dict() if self.averages else None,
                 "scaler": self.scaler.state_dict() if self.scaler else None}
 
     def restore(self, saved: FitState) -> None:
@@ -187,8 +194,8 @@ class Loop:
         if self.device.type == "cuda" and "cuda" in random:
             torch.cuda.set_rng_state(random["cuda"], self.device)
         self.order_generator.set_state(saved.random["order"])
-        if self.average:
-            self.average.load_state_dict(saved.average)
+        if self.averages:
+            self.averages.load_state_dict(saved.average)
         if self.scaler and saved.scaler:
             self.scaler.load_state_dict(saved.scaler)
         self.step = saved.step
@@ -218,6 +225,8 @@ def train_one_epoch(loop: Loop, modality: Any, data: Any, epoch: int, progress: 
             correct += (logits.argmax(1) == batch_targets).sum()
             seen += len(batch_targets)
             loop.step += 1
+            if loop.lookahead:
+                loop.lookahead.update(loop.network, loop.step, loop.total_steps)
             if loop.pace:
                 loop.pace.stepped(loop)
             advance(1)

@@ -44,7 +44,8 @@ def adamw(parameters: list, train: Any):
 
 
 def sgd(parameters: list, train: Any):
-    return torch.optim.SGD(parameters, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+    return torch.optim.SGD(parameters, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay,
+                           nesterov=train.nesterov)
 
 
 def fused(parameters: list) -> dict:
