@@ -39,6 +39,19 @@ def test_whitened_patches_are_uncorrelated_the_strong_ones_of_unit_variance_the_
     assert gains.max() <= (EIGENVALUE_FLOOR * mean_eigenvalue) ** -0.5 * 1.01  # the faintest: amplified within bounds
 
 
+def test_a_lower_floor_amplifies_the_faint_patch_directions_more_and_a_bad_floor_is_named():
+    pictures = correlated_pictures(400)
+    gains = []
+    for floor in (0.1, 0.001):
+        block, _ = build_blocks([{"whiten": {"kernel": 2, "floor": floor}}], (3, 12, 12), "model.blocks")
+        block[0].conv.fit_to_data(pictures)
+        gains.append(float(block[0].conv.weight[:12].flatten(1).norm(dim=1).max()))
+    mean_eigenvalue = float((pictures ** 2).mean())
+    assert gains[0] <= (0.1 * mean_eigenvalue) ** -0.5 * 1.01 < gains[1] <= (0.001 * mean_eigenvalue) ** -0.5 * 1.01
+    with pytest.raises(CnncliError, match=r"model.blocks\[0\].whiten.floor: expected a share"):
+        build_blocks([{"whiten": {"floor": -1}}], (3, 12, 12), "model.blocks")
+
+
 def test_blank_pictures_give_bounded_filters():
     layer = PatchWhitening(3, 2, 1)
     layer.fit_to_data(torch.zeros(4, 3, 6, 6))
@@ -118,14 +131,42 @@ def test_a_network_trained_on_mirror_images_averages_the_picture_and_its_mirror_
     assert network_for(rebuilt, blocks, 2).views is not None  # predict rebuilds the same views
 
 
-def test_a_network_with_mirror_views_exports_to_onnx_for_any_batch():
+def test_flip_shift_views_also_score_both_pictures_shifted_a_pixel():
+    import torch.nn.functional as F
+
+    from cnncli.modalities.image import ImageModality, ImageOptions
+    from cnncli.nn.model import network_for
+
+    blocks = [{"conv": {"channels": 3, "padding": "same"}}, {"pool": {"type": "max", "size": "global"}}]
+    shifting = ImageModality(ImageOptions(size=[6, 6], color="rgb", tta="flip-shift"))
+    assert shifting.state_dict()["options"]["tta"] == "flip-shift"
+    network = network_for(shifting, blocks, 2).eval()
+    pictures = torch.randint(0, 255, (5, 3, 6, 6), dtype=torch.uint8)
+    with torch.no_grad():
+        seen = network.stem(pictures)
+        padded = F.pad(seen, (1, 1, 1, 1), mode="reflect")
+        up_left, down_right = padded[..., :6, :6], padded[..., 2:, 2:]
+        assert not torch.equal(up_left, seen) and not torch.equal(down_right, seen)
+
+        def both(views):
+            return 0.5 * (network.head(views) + network.head(views.flip(-1)))
+
+        expected = 0.5 * both(seen) + 0.25 * both(up_left) + 0.25 * both(down_right)
+        assert torch.allclose(network(pictures), expected, atol=1e-6)
+        assert not torch.allclose(network(pictures), both(seen), atol=1e-4)
+    rebuilt = ImageModality.from_state(shifting.state_dict())
+    assert network_for(rebuilt, blocks, 2).views.shifts  # predict rebuilds the same views
+
+
+@pytest.mark.parametrize("tta", ["flip", "flip-shift"])
+def test_a_network_with_mirror_views_exports_to_onnx_for_any_batch(tta):
     pytest.importorskip("onnxruntime")
     from cnncli.bundle.export import example_inputs, max_difference, onnx_bytes
     from cnncli.modalities.image import ImageModality, ImageOptions
     from cnncli.modalities.image_backbone import ConvGroupShape, conv_group_backbone
     from cnncli.nn.model import network_for
 
-    modality = ImageModality(ImageOptions(size=[16, 16], color="rgb", tta="flip"))
+    modality = ImageModality(ImageOptions(size=[16, 16], color="rgb", tta=tta))
     network = network_for(modality, conv_group_backbone(ConvGroupShape(1, 3, 4)), 3).eval()
     content = onnx_bytes(network, example_inputs(modality, 2))
     assert max_difference(content, network, modality) < 1e-4  # batches of 1 and 7, exported with 2

@@ -107,16 +107,21 @@ class ImageModality(Modality):
         return cls(options, None, state_numbers(state, "mean", channels), state_numbers(state, "std", channels))
 
     def state_dict(self) -> dict[str, Any]:
-        options = {**dataclasses.asdict(self.options), "tta": "flip" if self.flips_at_test else "none"}
+        options = {**dataclasses.asdict(self.options), "tta": self.test_time_views}
         return {"options": options, "mean": self.mean, "std": self.std}
 
     @property
-    def flips_at_test(self) -> bool:
-        """data.image.tta: the mirror image scored too (auto: when training flips pictures)."""
-        return self.options.tta == "flip" or (self.options.tta == "auto" and self.augment_config.hflip)
+    def test_time_views(self) -> str:
+        """data.image.tta resolved: auto scores the mirror image too when training flips pictures
+        (not the shifted views of flip-shift: on CIFAR-10 they added 0.2 to 0.3 points for three
+        times the cost of a prediction; docs/BENCHMARKS.md)."""
+        if self.options.tta != "auto":
+            return self.options.tta
+        return "flip" if self.augment_config.hflip else "none"
 
     def test_views(self) -> nn.Module | None:
-        return MirrorViews() if self.flips_at_test else None
+        views = self.test_time_views
+        return None if views == "none" else MirrorViews(shifts=views == "flip-shift")
 
     @property
     def channels(self) -> int:
