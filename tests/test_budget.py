@@ -208,16 +208,23 @@ class SteppingClock(FakeClock):
         return self.now
 
 
-@pytest.mark.parametrize("step_seconds, fits", [(0.25, True), (0.375, False)])
-def test_a_budget_takes_a_backbone_whose_timed_steps_give_it_the_least_epochs(tmp_path, step_seconds, fits):
-    from cnncli.training.budget import MEMBER_SHARE, MIN_EPOCHS, TIMED_STEPS, BackboneFit
+@pytest.mark.parametrize("step_seconds, auto, fits", [(0.5, False, True), (0.75, False, False),
+                                                     (0.25, True, True), (0.375, True, False)])
+def test_a_budget_takes_a_backbone_whose_timed_steps_give_it_the_least_epochs(tmp_path, step_seconds, auto, fits):
+    from cnncli.training.budget import MIN_EPOCHS, TIMED_STEPS, BackboneFit
 
-    config = load_config(tiny_image_recipe(tmp_path, budget="1m", batch_size=100))
+    recipe = tiny_image_recipe(tmp_path, budget="1m", batch_size=100)
+    config = load_config({**recipe, "augment": "auto", "train": {**recipe["train"], "auto_share": 0.25}} if auto
+                         else recipe)
     modality = ImageModality(ImageOptions(size=[8, 8]))
-    # 1,000 rows in batches of 100: 10 steps an epoch, MIN_EPOCHS of them in MEMBER_SHARE of 60 s
-    assert 10 * MIN_EPOCHS * 0.25 <= 60 * MEMBER_SHARE < 10 * MIN_EPOCHS * 0.375
+    # 1,000 rows in batches of 100: 10 steps an epoch, MIN_EPOCHS of them in the member's share of 60 s:
+    # all of it, or with four augment candidates trained for a quarter of a member each, half
+    share = 0.5 if auto else 1.0
+    assert len(modality.regularisation_grid(config)) == 4
+    assert 10 * MIN_EPOCHS * step_seconds <= 60 * share if fits else 10 * MIN_EPOCHS * step_seconds > 60 * share
     clock = SteppingClock(step_seconds * TIMED_STEPS)  # the reading after the timed steps comes that much later
     fit = BackboneFit(config, modality, 1000, torch.device("cpu"), clock)
+    assert fit.member_share == pytest.approx(share)
     assert fit([{"conv": {"channels": 2}}]) is fits
     unbounded = load_config(tiny_image_recipe(tmp_path, batch_size=100))
     assert BackboneFit(unbounded, modality, 1000, torch.device("cpu"), clock)([]) is True  # no budget: all fit

@@ -11,7 +11,7 @@ networks are kept as those members, and the rest of the ensemble trains with its
 The cost, stated: (candidates - 1) x auto_members extra networks, e.g. 2 more networks beside a
 five-network ensemble for the text grid of three (about 40% more time). Test data are not read.
 
-With train.auto_share below 1 (images: 0.2) each trial costs that share of a member, spent on
+With train.auto_share below 1 (images: 0.1) each trial costs that share of a member, spent on
 `trial_rows`: a seeded share of the training rows (at least TRIAL_ROWS, all of them when there
 are fewer) trained for as many epochs as the member will be, fewer only where the rows had to be
 more than the share. Not all the rows for a share of the epochs: augmentation pays off only once

@@ -39,10 +39,9 @@ EVAL_STEP_SHARE = 0.5  # before validation is timed: scoring a row costs this sh
 WRITING_SECONDS = 2.5  # the final bundle's two plots (matplotlib imported before training, with a budget)
 MARGIN_SHARE = 0.01  # of the budget kept in hand for what is not measured (the summary, the exit)
 # blocks: auto under a budget: the largest backbone that trains this many epochs in the final
-# network's share of the budget (about half, after augment: auto's trials), at its speed timed over
-# this many steps
+# network's share of the budget (what augment: auto's trials leave it: BackboneFit.member_share), at
+# its speed timed over this many steps
 MIN_EPOCHS = 10
-MEMBER_SHARE = 0.5
 TIMED_STEPS = 2
 
 
@@ -128,13 +127,14 @@ class BackboneFit:
         self.modality, self.device, self.clock = modality, device, clock
         self.batch_size = max(1, min(config.train.batch_size, samples))
         self.steps = math.ceil(samples / self.batch_size) * MIN_EPOCHS
+        self.member_share = member_share(config, modality)
         self.verdicts: list[bool] = []
 
     def __call__(self, blocks: list) -> bool:
         if self.budget is None:
             return True
         seconds = step_seconds(self.modality, blocks, self.batch_size, self.device, self.clock)
-        self.verdicts.append(self.steps * seconds <= self.budget * MEMBER_SHARE)
+        self.verdicts.append(self.steps * seconds <= self.budget * self.member_share)
         return self.verdicts[-1]
 
     @property
@@ -173,10 +173,21 @@ def network_weights(run: Any) -> list[float]:
     """The networks a run (train.Prepared) trains, in order, by their share of the time: augment:
     auto's trials (train.auto_share of a member each; at 1 they are the first members), then the
     ensemble's members."""
-    train = run.config.train
     validated = len(run.val) > 0 or run.folds is not None
     compared = run.config.augment.auto and validated and not run.short_budget
-    candidates = len(run.modality.regularisation_grid(run.config)) if compared else 0
+    return planned_weights(run.config, len(run.modality.regularisation_grid(run.config)) if compared else 0)
+
+
+def member_share(config: Any, modality: Any) -> float:
+    """The share of the time one ensemble member will get when augment: auto's trials run (known
+    before the network is chosen: the trials' cost is a share of the member's)."""
+    candidates = len(modality.regularisation_grid(config)) if config.augment.auto else 0
+    return 1 / sum(planned_weights(config, candidates))
+
+
+def planned_weights(config: Any, candidates: int) -> list[float]:
+    """network_weights for `candidates` augment settings compared (0: none)."""
+    train = config.train
     judged = max(1, min(train.auto_members, train.ensemble)) if candidates else 0
     if train.auto_share < 1:
         return [train.auto_share] * (candidates * judged) + [1.0] * train.ensemble
