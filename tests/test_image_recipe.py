@@ -175,6 +175,20 @@ def test_the_augmentation_is_chosen_without_the_test_split(tmp_path):
     assert choices[0]["grid"] == ["flip", "shift", "none", "strong"]
 
 
+def test_short_trials_keep_the_default_unless_another_leads_it_beyond_their_noise():
+    from cnncli.training.autotune import best_candidate, noise_margin
+
+    def tried(*accuracies):
+        return [{"val_accuracy": a, "val_loss": 1.0} for a in accuracies]
+
+    margin = noise_margin(0.64, 4500)  # the CIFAR-10 hour's trials: 4,500 validation rows
+    assert 0.019 < margin < 0.021 and noise_margin(0.64, 450) > 3 * margin  # fewer rows, more noise
+    assert best_candidate(tried(0.6393, 0.6322, 0.6573, 0.5098), margin) == 0  # none's 1.8 points: noise
+    assert best_candidate(tried(0.60, 0.65, 0.62), margin) == 1  # 5 points: a real lead
+    assert best_candidate(tried(0.6393, 0.6322, 0.6573, 0.5098)) == 2  # without a margin the best wins
+    assert best_candidate([{"val_accuracy": 0.6, "val_loss": 1.0}, {"val_accuracy": 0.6, "val_loss": 0.9}]) == 1
+
+
 def test_translate_shifts_by_whole_pixels_and_pads_with_zeros():
     batch = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4) + 1
     moved = translate(batch, 0.25, torch.Generator().manual_seed(0))

@@ -140,8 +140,8 @@ def augment_candidates(side: int) -> list[tuple[str, dict[str, Any]]]:
 # The general image recipe (recipes/image.yaml, and `cnncli train FOLDER` on images): every
 # picture at the data's own size and colours, conv groups sized to the data, the augmentation
 # chosen on validation by short trials, SGD with Nesterov's momentum over one cycle of the learning
-# rate, label smoothing 0.2, weight decay on weights only. Chosen on part of CIFAR-10's training images (docs/BENCHMARKS.md);
-# tests/test_image_recipe.py keeps recipes/image.yaml equal.
+# rate, label smoothing 0.2, weight decay on weights only. Chosen on part of CIFAR-10's training
+# images (docs/BENCHMARKS.md); tests/test_image_recipe.py keeps recipes/image.yaml equal.
 GENERAL_RECIPE = {
     "data": {"split": {"test_fraction": 0.1, "val_fraction": 0.1, "seed": 0},
              "image": {"size": "auto", "color": "auto", "resize": "pad", "tta": "auto"}},

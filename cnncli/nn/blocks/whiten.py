@@ -7,10 +7,11 @@ Neighbouring pixels and colour channels are strongly correlated, so a first conv
 its early steps learning to decorrelate them. This block does it at once (airbench, Jordan 2024):
 before training, the patches of `kernel` x `kernel` pixels of a few thousand training images are
 gathered and their covariance's eigenvectors, each scaled by one over the square root of its
-eigenvalue (plus a floor, EIGENVALUE_FLOOR unless `floor` says), become the filters, and their negatives, so that the
-GELU after them keeps both signs: no output channel is then correlated with another, and the
-strong ones have unit variance. The filters stay fixed (the bias learns); they are weights like
-any other, stored in the bundle, so a bundle predicts with the whitening its training measured.
+eigenvalue (plus a floor: `floor` times the mean eigenvalue, EIGENVALUE_FLOOR unless given),
+become the filters, and their negatives, so that the GELU after them keeps both signs: no output
+channel is then correlated with another, and the strong ones have unit variance. The filters stay
+fixed (the bias learns); they are weights like any other, stored in the bundle, so a bundle
+predicts with the whitening its training measured.
 `fit_to_data` runs once per network (cnncli.nn.data_init), never on weights loaded from a bundle
 or `model.init`.
 """
