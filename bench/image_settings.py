@@ -66,11 +66,12 @@ def run(name: str, photos: str, out: Path, width: int, epochs: int) -> str:
     path = out / f"{name}.yaml"
     path.write_text(yaml.safe_dump(recipe(photos, VARIANTS[name][1], width, epochs)))
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "cnncli", "train", str(path), "--out", str(out / name), "--overwrite"],
-                   check=True, stdout=subprocess.DEVNULL, env=environment)
-    scored = subprocess.run([sys.executable, __file__, "--score", str(out / name), str(Path(photos) / "val")],
-                            check=True, capture_output=True, text=True, env=environment)
-    return f"| {VARIANTS[name][0]} | {scored.stdout.strip()} |"
+    for command in ([sys.executable, "-m", "cnncli", "train", str(path), "--out", str(out / name), "--overwrite"],
+                    [sys.executable, __file__, "--score", str(out / name), str(Path(photos) / "val")]):
+        done = subprocess.run(command, capture_output=True, text=True, env=environment)
+        if done.returncode:
+            raise SystemExit(f"{name}: {' '.join(command[1:3])} failed:\n{done.stderr[-2000:]}")
+    return f"| {VARIANTS[name][0]} | {done.stdout.strip()} |"
 
 
 def score(bundle: str, photos: str) -> None:
@@ -98,7 +99,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--parallel", type=int, default=2)
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(sorted(unknown))}; known: {', '.join(VARIANTS)}")
