@@ -113,7 +113,7 @@ class ImageModality(Modality):
     @property
     def test_time_views(self) -> str:
         """data.image.tta resolved: auto scores the mirror image too when training flips pictures
-        (not the shifted views of flip-shift: on CIFAR-10 they added 0.2 to 0.3 points for three
+        (not the shifted views of flip-shift: on CIFAR-10 they added 0.0 to 0.6 points for three
         times the cost of a prediction; docs/BENCHMARKS.md)."""
         if self.options.tta != "auto":
             return self.options.tta

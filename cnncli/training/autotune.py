@@ -69,7 +69,7 @@ def choose(run: Any, member_data, progress: Progress = Progress()) -> Choice:
         name, values = grid[0]
         apply(run, with_values(run.config, values))
         progress.note(f"augment: auto: train.budget {run.config.train.budget} is too short to compare settings (the "
-                      f"smallest network would not train {MIN_EPOCHS} epochs in half of it); using {name} "
+                      f"smallest network would not train {MIN_EPOCHS} epochs in its share of it); using {name} "
                       f"({describe(values)})")
         return Choice(run.config, {"grid": [n for n, _ in grid], "chosen": name, "values": values,
                                    "reason": "train.budget too short to compare settings"})
