@@ -14,7 +14,6 @@ one-pixel shifts (`data.image.tta`). Variants run `--parallel` at a time, one th
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import subprocess
 import sys
@@ -45,7 +44,7 @@ VARIANTS = {  # name: (what it is, overrides of the session-14 recipe)
 
 def recipe(photos: str, overrides: dict, width: int, epochs: int) -> dict:
     """The session-14 image recipe with flip fixed, conv groups of `width` written out, and `overrides`."""
-    blocks = copy.deepcopy(conv_group_backbone(ConvGroupShape(1, 3, width)))
+    blocks = conv_group_backbone(ConvGroupShape(1, 3, width))  # fresh dicts: the whiten block's may change
     result = {"data": {"modality": "image", "root": photos, "split": {"test_fraction": 0.0},
                        "image": {"size": "auto", "color": "auto", "resize": "pad", "tta": "flip"}},
               "model": {"blocks": blocks}, "train": {**SESSION_14, "epochs": epochs},

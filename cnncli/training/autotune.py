@@ -64,7 +64,8 @@ def choose(run: Any, member_data, progress: Progress = Progress()) -> Choice:
     if not grid:
         return Choice(run.config, {"grid": [], "chosen": None, "reason": "the modality has nothing to choose"})
     count = max(1, min(run.config.train.auto_members, run.config.train.ensemble))
-    judged = [index for index in range(count) if len(member_data(run, index)[1])]
+    validation_rows = {index: len(member_data(run, index)[1]) for index in range(count)}
+    judged = [index for index, rows in validation_rows.items() if rows]
     if judged and run.short_budget:  # cnncli.training.budget.BackboneFit.none_fit; the plan has no trials
         name, values = grid[0]
         apply(run, with_values(run.config, values))
@@ -92,7 +93,7 @@ def choose(run: Any, member_data, progress: Progress = Progress()) -> Choice:
                 return _untried(run, grid, trials[0], len(judged), progress)
             steps = steps or trials[0][0]["steps"]
     tried = [summary for summary, _ in trials]
-    rows = sum(len(member_data(run, index)[1]) for index in judged)
+    rows = sum(validation_rows[index] for index in judged)
     margin = noise_margin(tried[0]["val_accuracy"], rows) if share < 1 else 0.0
     position = best_candidate(tried, margin)
     best, winner = trials[position]
