@@ -178,8 +178,12 @@ def same_answer(body: bytes, expected: bytes) -> bool:
 
 
 def resident_kib(pid: int) -> int:
+    """Resident memory of the server: its process and those it started (--workers)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = [int(child) for child in children.read_text().split()] if children.exists() else []
     with open(f"/proc/{pid}/status") as status:
-        return int(re.search(r"VmRSS:\s+(\d+)", status.read()).group(1))
+        own = int(re.search(r"VmRSS:\s+(\d+)", status.read()).group(1))
+    return own + sum(resident_kib(kid) for kid in kids)
 
 
 async def hostile_mix(port: int, pid: int, pngs: list[bytes], good: int, hostile: int, cap: float) -> dict:

@@ -30,12 +30,13 @@ def uploads(*indexes: int) -> list[Upload]:
     return [Upload(IMAGES[index].name, IMAGES[index].read_bytes(), ".png") for index in indexes]
 
 
-def run(model, max_wait_ms: float, scenario) -> tuple[object, tuple[int, int]]:
-    """(what `scenario(batcher)` returns, (forward passes, inputs)), on a batcher of its own."""
+def run(model, max_wait_ms: float, scenario, inline: bool = False) -> tuple[object, tuple[int, int]]:
+    """(what `scenario(batcher)` returns, (forward passes, inputs)), on a batcher of its own
+    (`inline`: its batches on the event loop, as on the CPU; else on its threads)."""
 
     async def main():
         metrics, spool = Metrics([model.name], 64), Spool()
-        batcher = Batcher(model, spool, metrics, 64, max_wait_ms)
+        batcher = Batcher(model, spool, metrics, 64, max_wait_ms, inline=inline)
         batcher.start()
         try:
             result = await asyncio.wait_for(scenario(batcher), 60)
@@ -66,26 +67,28 @@ async def taken(batcher: Batcher) -> None:
         await asyncio.sleep(0)
 
 
-def test_an_idle_batcher_sends_one_input_at_once_however_long_max_wait_is(model):
+@pytest.mark.parametrize("inline", [False, True])
+def test_an_idle_batcher_sends_one_input_at_once_however_long_max_wait_is(model, inline):
     async def alone(batcher):
         started = time.monotonic()
         rows = await batcher.predict(uploads(0), 1, None)
         return rows, time.monotonic() - started
 
-    (rows, seconds), passes = run(model, 10_000, alone)
+    (rows, seconds), passes = run(model, 10_000, alone, inline)
     assert rows[0].error is None and rows[0].input == IMAGES[0].name
     assert passes == (1, 1) and seconds < 5  # not the 10 s it might have waited for company
 
 
-def test_inputs_queued_together_share_one_pass_and_each_gets_the_row_it_gets_alone(model):
+@pytest.mark.parametrize("inline", [False, True])
+def test_inputs_queued_together_share_one_pass_and_each_gets_the_row_it_gets_alone(model, inline):
     async def together(batcher):
         return await asyncio.gather(*(batcher.predict(uploads(index), 3, None) for index in range(12)))
 
     async def one_by_one(batcher):
         return [await batcher.predict(uploads(index), 3, None) for index in range(12)]
 
-    shared, passes = run(model, 0, together)
-    alone, single = run(model, 0, one_by_one)
+    shared, passes = run(model, 0, together, inline)
+    alone, single = run(model, 0, one_by_one, inline)
     assert passes == (1, 12) and single == (12, 12)
     for [got], [expected] in zip(shared, alone):
         assert (got.input, got.label, [label for label, _ in got.top]) == \

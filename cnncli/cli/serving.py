@@ -15,7 +15,8 @@ def serve(
     bundles: List[Path] = typer.Argument(..., help="Bundle folders; each is served under its folder's name."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every network; think first)."),
     port: int = typer.Option(8000, help="Port to listen on (0: any free one)."),
-    workers: int = typer.Option(1, "--workers", help="Server processes, each with the models and its own batcher."),
+    workers: int = typer.Option(0, "--workers", help="Server processes, each with the models and its own batcher "
+                                                     "[default: 0, one per core on the CPU, one on a GPU]."),
     max_batch: int = typer.Option(64, "--max-batch", help="Inputs of concurrent requests gathered into one "
                                                           "forward pass."),
     max_wait_ms: float = typer.Option(20.0, "--max-wait-ms", help="While a batch is in the network, how long the "

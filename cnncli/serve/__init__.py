@@ -5,8 +5,9 @@ flight requests finish, then exit 0); `app` holds the routes; `requests` turns a
 inputs, within the limits, or a 4xx with a JSON error; `spool` writes uploads to a private
 temporary folder for the modality to read (paths named in requests are never read); `batcher`
 gathers concurrent requests into one forward pass; `answers` makes rows and Grad-CAM pictures
-exactly as predict and inspect do; `metrics` counts in Prometheus's text format; `page` is the
-page a person drops an input on.
+exactly as predict and inspect do; `metrics` counts in Prometheus's text format, and
+`shared_metrics` sums the counts of --workers processes; `page` is the page a person drops an
+input on.
 
 Starlette and uvicorn are imported by these modules only, and the command line imports them
 only when `serve` runs, so `cnncli --help` stays fast without them.

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -41,6 +42,7 @@ from cnncli.serve.models import Model
 from cnncli.serve.page import POLICY, home_page
 from cnncli.serve.requests import RequestError, query_options, read_inputs
 from cnncli.serve.settings import Settings
+from cnncli.serve.shared_metrics import SharedMetrics
 from cnncli.serve.spool import Spool, Upload
 
 DECODERS = 2  # threads that run segment and explain work off the event loop
@@ -48,11 +50,13 @@ JSON = "application/json"
 
 
 class Service:
-    """The models, the batchers, the metrics; its methods are the routes."""
+    """The models, the batchers, the metrics; its methods are the routes. `metrics_folder`: where
+the --workers processes share their counters (None: this process is the whole server)."""
 
-    def __init__(self, models: dict[str, Model], settings: Settings):
+    def __init__(self, models: dict[str, Model], settings: Settings, metrics_folder: Path | None = None):
         self.models, self.settings = models, settings
         self.metrics = Metrics(list(models), settings.max_batch)
+        self.shared = SharedMetrics(metrics_folder, self.metrics) if metrics_folder is not None else None
         self.infos = {name: model.info() for name, model in models.items()}
         self.spool: Spool | None = None
         self.decoders: ThreadPoolExecutor | None = None
@@ -63,9 +67,11 @@ class Service:
         """Start a batcher per model; at shutdown (after the last request) stop them and clean up."""
         self.spool, self.decoders = Spool(), ThreadPoolExecutor(DECODERS, thread_name_prefix="decode")
         self.batchers = {name: Batcher(model, self.spool, self.metrics, self.settings.max_batch,
-                                       self.settings.max_wait_ms) for name, model in self.models.items()}
+                                       self.settings.max_wait_ms, inline=model.predictor.device.type == "cpu")
+                         for name, model in self.models.items()}
         for batcher in self.batchers.values():
             batcher.start()
+        publishing = asyncio.get_running_loop().create_task(self.shared.publish_every()) if self.shared else None
         try:
             yield
         finally:
@@ -73,6 +79,10 @@ class Service:
                 await batcher.stop()
             self.decoders.shutdown(wait=True)
             self.spool.close()
+            if publishing is not None:
+                publishing.cancel()
+                await asyncio.gather(publishing, return_exceptions=True)
+                self.shared.publish()
 
     def application(self) -> Starlette:
         routes = [Route("/", self.timed("/", self.home), methods=["GET"]),
@@ -119,7 +129,8 @@ class Service:
         return JSONResponse({"status": "ok", "models": list(self.models)})
 
     async def prometheus(self, request: Request) -> Response:
-        return PlainTextResponse(self.metrics.text(), media_type="text/plain; version=0.0.4")
+        text = self.shared.text() if self.shared else self.metrics.text()
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     async def listing(self, request: Request) -> Response:
         return Response(dumps({"models": list(self.infos.values())}, "GET /models"), media_type=JSON)

@@ -1,20 +1,25 @@
 """Dynamic batching: the inputs of concurrent requests go through the network together.
 
 A request puts its inputs on the model's queue as one job and awaits its rows. A batch is the
-jobs queued when it is taken in hand (up to `max_batch` inputs); a thread of the batcher's own
-decodes its inputs, runs the network in one forward pass and makes each job's rows, off the
-event loop, which keeps accepting. Two batches are in hand at most: torch lets go of the GIL
-in the forward pass, so one decodes while the other runs the network.
+jobs queued when it is taken in hand (up to `max_batch` inputs): its inputs are decoded, run
+through the network in one forward pass, and each job gets its rows.
 
-When a batch goes: while none is in hand, at once with whatever is queued, so an idle server
-never waits for inputs that may not come. While one is in hand, the next gathers arriving jobs
-until that one ends, it is full, or its first input has waited `max_wait_ms`, and then starts
-alongside (0: at once); while both are in hand, arriving jobs wait in the queue and the next
-batch takes them all when a slot frees. So the busier the server the larger its batches, and
-`max_wait_ms` trades a few milliseconds under load for fewer, larger passes. A job is never
-split: its rows come from one forward pass, and each is predict's for that input (a pass of N
-inputs may round the sixth decimal of a score otherwise than a pass of one, as predict's
-chunks do).
+On the CPU a batch runs on the event loop itself, one at a time, and the next takes every job
+that arrived meanwhile: no hand-over between threads, whose cost (the GIL passed back and forth
+for each batch) was most of a single-image request's overhead; the cores are used by --workers
+processes instead (one per core by default). Measured on 2 cores under load: 1,230 one-sentence
+requests/s against 909 with threads, 762 single images/s against 650 (docs/BENCHMARKS.md).
+
+On a GPU the work runs on threads of the batcher's own, two batches in hand at most, so that
+one decodes while the other is in the network. While none is in hand a batch goes at once with
+whatever is queued, so an idle server never waits for inputs that may not come. While one is in
+hand, the next gathers arriving jobs until that one ends, it is full, or its first input has
+waited `max_wait_ms`, and then starts alongside (0: at once). So the busier the server the
+larger its batches.
+
+A job is never split: its rows come from one forward pass, and each is predict's for that input
+(a pass of N inputs may round the sixth decimal of a score otherwise than a pass of one, as
+predict's chunks do).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from cnncli.serve.models import Model
 from cnncli.serve.spool import Spool, Upload
 from cnncli.verbs.predict import Prediction, Scored
 
-IN_HAND = 2  # batches in hand at once: one decoding while the other is in the network
+IN_HAND = 2  # batches in hand at once on threads: one decoding while the other is in the network
 
 
 @dataclass
@@ -48,13 +53,15 @@ class Job:
 class Batcher:
     """One model's queue and the task that empties it (started and stopped by the app's lifespan)."""
 
-    def __init__(self, model: Model, spool: Spool, metrics: Metrics, max_batch: int, max_wait_ms: float):
+    def __init__(self, model: Model, spool: Spool, metrics: Metrics, max_batch: int, max_wait_ms: float,
+                 inline: bool = False):
         self.model, self.spool, self.metrics = model, spool, metrics
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
-        self.workers = ThreadPoolExecutor(IN_HAND, thread_name_prefix=f"batch-{model.name}")
+        self.inline = inline  # batches run on the event loop, one at a time (the CPU)
+        self.workers = None if inline else ThreadPoolExecutor(IN_HAND, thread_name_prefix=f"batch-{model.name}")
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
         self.held: Job | None = None  # a job that did not fit the last batch: first in the next
-        self.in_hand = asyncio.Semaphore(IN_HAND)
+        self.in_hand = asyncio.Semaphore(1 if inline else IN_HAND)
         self.working = 0  # batches in hand
         self.changed = asyncio.Event()  # a job arrived or a batch ended (for a batch gathering more)
         self.task: asyncio.Task | None = None
@@ -78,7 +85,8 @@ class Batcher:
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
-        self.workers.shutdown(wait=True)
+        if self.workers is not None:
+            self.workers.shutdown(wait=True)
 
     async def _run(self) -> None:
         while True:
@@ -93,6 +101,8 @@ class Batcher:
         jobs = [self.held or await self.queue.get()]
         self.held = None
         await self.in_hand.acquire()
+        if self.inline:  # let the requests read in this turn of the loop queue their jobs too
+            await asyncio.sleep(0)
         self._take(jobs)
         deadline = jobs[0].arrived + self.max_wait
         while self.working and self._room(jobs) and (remaining := deadline - time.monotonic()) > 0:
@@ -122,7 +132,10 @@ class Batcher:
     async def _answer(self, jobs: list[Job]) -> None:
         size = sum(len(job.uploads) for job in jobs)
         try:
-            answers = await asyncio.get_running_loop().run_in_executor(self.workers, self._work, jobs)
+            if self.inline:
+                answers = self._work(jobs)
+            else:
+                answers = await asyncio.get_running_loop().run_in_executor(self.workers, self._work, jobs)
             for job, rows in zip(jobs, answers):
                 if not job.answer.done():  # its client may have gone
                     job.answer.set_result(rows)
@@ -139,8 +152,8 @@ class Batcher:
             self.changed.set()
 
     def _work(self, jobs: list[Job]) -> list[list[Prediction]]:
-        """Each job's rows (a thread of the batcher's own): every input decoded, then one forward
-        pass, which lets go of the GIL while it runs, so the other batch in hand decodes meanwhile."""
+        """Each job's rows: every input decoded, then one forward pass (on a thread it lets go of
+        the GIL while it runs, so the other batch in hand decodes meanwhile)."""
         scored = self._decode(jobs)
         if scored.index:
             scored.values = self.model.predictor.probabilities(torch.from_numpy(scored.values)).numpy()

@@ -35,12 +35,24 @@ class Histogram:
         out.append(f'{name}_bucket{{{labels}{"," if labels else ""}le="+Inf"}} {self.count}')
         return out + [f"{name}_sum{{{labels}}} {self.total:.6f}", f"{name}_count{{{labels}}} {self.count}"]
 
+    def state(self) -> list:
+        return [list(self.counts), self.total, self.count]
+
+    def add(self, state: list) -> None:
+        """Another process's counts of the same bounds (`state()`), added to these."""
+        counts, total, count = state
+        if len(counts) == len(self.counts):
+            self.counts = [mine + theirs for mine, theirs in zip(self.counts, counts)]
+            self.total += total
+            self.count += count
+
 
 class Metrics:
     """The server's counters; updated from the event loop and the batcher's threads alike."""
 
     def __init__(self, models: list[str], max_batch: int):
         self.lock = threading.Lock()
+        self.max_batch = max_batch
         self.requests: dict[tuple[str, int], int] = defaultdict(int)
         self.latency: dict[str, Histogram] = {}
         self.inputs = dict.fromkeys(models, 0)
@@ -48,6 +60,10 @@ class Metrics:
         self.waiting = dict.fromkeys(models, 0)
         bounds = tuple(sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, max_batch}))
         self.batches = {name: Histogram(bounds) for name in models}
+
+    def empty(self) -> "Metrics":
+        """Counters at zero, for the same models and batch bounds."""
+        return Metrics(list(self.inputs), self.max_batch)
 
     def request(self, route: str, status: int, seconds: float) -> None:
         with self.lock:
@@ -63,6 +79,31 @@ class Metrics:
     def queue(self, model: str, change: int) -> None:
         with self.lock:
             self.waiting[model] += change
+
+    def snapshot(self) -> dict:
+        """Every counter as JSON values, for the other --workers processes (shared.py)."""
+        with self.lock:
+            return {"requests": [[route, status, count] for (route, status), count in self.requests.items()],
+                    "latency": {route: histogram.state() for route, histogram in self.latency.items()},
+                    "inputs": dict(self.inputs), "input_errors": dict(self.input_errors),
+                    "waiting": dict(self.waiting),
+                    "batches": {model: histogram.state() for model, histogram in self.batches.items()}}
+
+    def add(self, snapshot: dict) -> None:
+        """Another process's counters (`snapshot()`), summed into these."""
+        with self.lock:
+            for route, status, count in snapshot["requests"]:
+                self.requests[route, status] += count
+            for route, state in snapshot["latency"].items():
+                self.latency.setdefault(route, Histogram(LATENCY_BUCKETS)).add(state)
+            for mine, theirs in ((self.inputs, snapshot["inputs"]), (self.input_errors, snapshot["input_errors"]),
+                                 (self.waiting, snapshot["waiting"])):
+                for model, value in theirs.items():
+                    if model in mine:
+                        mine[model] += value
+            for model, state in snapshot["batches"].items():
+                if model in self.batches:
+                    self.batches[model].add(state)
 
     def text(self) -> str:
         with self.lock:

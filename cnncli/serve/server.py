@@ -2,8 +2,9 @@
 uvicorn serving the app on it, and a clean end: SIGTERM or ^C stops accepting, lets the
 requests in flight finish, and returns, so the command exits 0.
 
-With --workers N, uvicorn's supervisor forks N processes that share the socket, each with the
-models and its own batcher; they learn the bundles and settings from one environment variable.
+With --workers N (by default one per core), supervisor.py spawns N processes, each on a socket of
+its own on the port, with the models and its own batcher; they learn the bundles and settings
+from one environment variable, and share their counters for GET /metrics through a folder made here (shared_metrics.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -24,9 +26,13 @@ from cnncli.errors import CnncliError
 from cnncli.serve.app import Service
 from cnncli.serve.models import load_models
 from cnncli.serve.settings import Settings
+from cnncli.serve.spool import private_folder
+from cnncli.serve.supervisor import count_started, sockets_per_process, supervise
 
 WORKER_SETUP = "CNNCLI_SERVE_WORKER"  # the bundles and settings, as JSON, for --workers processes
 BACKLOG = 2048  # connections the kernel holds before the server accepts them
+SERVER_OPTIONS = {"log_level": "warning", "access_log": False, "timeout_graceful_shutdown": None, "backlog": BACKLOG,
+                  "proxy_headers": False}  # no proxy in front by default: its headers name nothing served here
 
 
 class Server(uvicorn.Server):
@@ -58,22 +64,31 @@ class Server(uvicorn.Server):
 def serve(paths: list[Path], settings: Settings, started: Callable[[str, list[str]], None]) -> None:
     """Serve the bundles at `paths` until SIGTERM or ^C; `started(address, names)` once listening."""
     settings.check()
-    listening = bind(settings.host, settings.port)
+    workers = settings.processes()
+    listening = bind(settings.host, settings.port, share=workers > 1)
     address = url(listening)
-    options = {"log_level": "warning", "access_log": False, "timeout_graceful_shutdown": None, "backlog": BACKLOG}
-    if settings.workers == 1:
+    if workers == 1:
+        import torch
+
+        torch.set_num_threads(settings.forward_threads(1))
         models = load_models(paths, settings.max_batch, settings.device)
-        config = uvicorn.Config(Service(models, settings).application(), **options)
+        config = uvicorn.Config(Service(models, settings).application(), **SERVER_OPTIONS)
         Server(config, lambda: started(address, list(models))).run(sockets=[listening])
         return
-    from uvicorn.supervisors import Multiprocess
-
+    metrics_folder = private_folder("cnncli-serve-metrics-")
+    os.environ[WORKER_SETUP] = json.dumps({"bundles": [str(path) for path in paths], "metrics": str(metrics_folder),
+                                           "settings": dataclasses.asdict(settings), "workers": workers})
     names = [Path(path).resolve().name for path in paths]
-    os.environ[WORKER_SETUP] = json.dumps({"bundles": [str(path) for path in paths],
-                                           "settings": dataclasses.asdict(settings)})
-    config = uvicorn.Config(f"{__name__}:worker_application", factory=True, workers=settings.workers, **options)
-    started(address, names)
-    Multiprocess(config, sockets=[listening]).run()
+    try:
+        supervise(sockets_per_process(listening, workers, BACKLOG), run_worker, lambda: started(address, names))
+    finally:
+        shutil.rmtree(metrics_folder, ignore_errors=True)
+
+
+def run_worker(listening: socket.socket, serving) -> None:
+    """One --workers process (spawned): the app on its socket until SIGTERM."""
+    config = uvicorn.Config(f"{__name__}:worker_application", factory=True, **SERVER_OPTIONS)
+    Server(config, lambda: count_started(serving)).run(sockets=[listening])
 
 
 def worker_application():
@@ -82,22 +97,35 @@ def worker_application():
 
     setup = json.loads(os.environ[WORKER_SETUP])
     settings = Settings(**setup["settings"])
-    torch.set_num_threads(settings.forward_threads(os.cpu_count() or 1))
+    torch.set_num_threads(settings.forward_threads(setup["workers"]))
     return Service(load_models([Path(path) for path in setup["bundles"]], settings.max_batch, settings.device),
-                   settings).application()
+                   settings, Path(setup["metrics"])).application()
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, share: bool = False) -> socket.socket:
     """A socket bound to host:port (port 0: a free one) and listening, or a CnncliError saying why
     not. Listening from here on, connections made while the models load (or while --workers
-    processes start) wait in the kernel's queue instead of being refused."""
+    processes start) wait in the kernel's queue instead of being refused. `share`: with
+    SO_REUSEPORT where the system has it, so that more sockets may join it (supervisor.py); the
+    port is first taken alone, so that one already in use is refused, not shared."""
     try:
         family, kind, protocol, _, where = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except (OSError, UnicodeError) as error:
         raise CnncliError(f"--host {host}: not a host name or address here ({error})") from None
+    listening = _listening(family, kind, protocol, where, host, port, reuse_port=False)
+    if not (share and hasattr(socket, "SO_REUSEPORT")):
+        return listening
+    where = listening.getsockname()  # the port it was given, for port 0
+    listening.close()
+    return _listening(family, kind, protocol, where, host, port, reuse_port=True)
+
+
+def _listening(family, kind, protocol, where, host: str, port: int, reuse_port: bool) -> socket.socket:
     listening = socket.socket(family, kind, protocol)
     try:
         listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         listening.bind(where)
         listening.listen(BACKLOG)
     except OSError as error:

@@ -29,12 +29,17 @@ class Upload:
     text: str | None = None
 
 
+def private_folder(prefix: str) -> Path:
+    """A new folder only this user can read (mode 0700), in memory where /dev/shm is."""
+    memory = MEMORY_FOLDER if os.path.isdir(MEMORY_FOLDER) and os.access(MEMORY_FOLDER, os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=memory))
+
+
 class Spool:
     """A private temporary folder, removed with everything in it by `close`."""
 
     def __init__(self):
-        memory = MEMORY_FOLDER if os.path.isdir(MEMORY_FOLDER) and os.access(MEMORY_FOLDER, os.W_OK) else None
-        self.folder = Path(tempfile.mkdtemp(prefix="cnncli-serve-", dir=memory))  # mode 0700: this user only
+        self.folder = private_folder("cnncli-serve-")
         self.counter = itertools.count()
 
     def write(self, upload: Upload) -> Path:
