@@ -1,9 +1,12 @@
 """`cnncli serve --workers N`: the processes answer from the moment the address is printed, and
-GET /metrics counts what every one of them answered (cnncli/serve/supervisor.py, shared_metrics.py)."""
+GET /metrics counts what every one of them answered (cnncli/serve/supervisor.py, shared_metrics.py);
+a bundle they cannot load ends the server with its one-line error, not a loop of restarts."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -12,6 +15,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 pytest.importorskip("python_multipart")
 
+from conftest import REPO  # noqa: E402
 from test_serve import BUNDLES, IMAGES, Server  # noqa: E402
 
 from cnncli.serve.shared_metrics import PUBLISH_SECONDS  # noqa: E402
@@ -30,3 +34,12 @@ def test_worker_processes_answer_at_once_and_metrics_count_every_process():
         assert 'cnncli_serve_inputs_total{model="image"} 12' in metrics
     finally:
         assert served.stop() == 0
+
+
+def test_a_bundle_the_workers_cannot_load_is_one_line_and_status_2_not_a_restart_loop(tmp_path):
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "cnncli", "serve", str(tmp_path), "--workers", "2", "--port", "0"],
+                            capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert str(tmp_path) in result.stderr and "serving" not in result.stdout
+    assert time.monotonic() - started < 60

@@ -27,7 +27,7 @@ from cnncli.serve.app import Service
 from cnncli.serve.models import load_models
 from cnncli.serve.settings import Settings
 from cnncli.serve.spool import private_folder
-from cnncli.serve.supervisor import count_started, sockets_per_process, supervise
+from cnncli.serve.supervisor import sockets_per_process, supervise
 
 WORKER_SETUP = "CNNCLI_SERVE_WORKER"  # the bundles and settings, as JSON, for --workers processes
 BACKLOG = 2048  # connections the kernel holds before the server accepts them
@@ -85,10 +85,10 @@ def serve(paths: list[Path], settings: Settings, started: Callable[[str, list[st
         shutil.rmtree(metrics_folder, ignore_errors=True)
 
 
-def run_worker(listening: socket.socket, serving) -> None:
+def run_worker(listening: socket.socket, started: Callable[[], None]) -> None:
     """One --workers process (spawned): the app on its socket until SIGTERM."""
     config = uvicorn.Config(f"{__name__}:worker_application", factory=True, **SERVER_OPTIONS)
-    Server(config, lambda: count_started(serving)).run(sockets=[listening])
+    Server(config, started).run(sockets=[listening])
 
 
 def worker_application():

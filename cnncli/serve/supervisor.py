@@ -19,7 +19,9 @@ from __future__ import annotations
 import multiprocessing
 import signal
 import socket
+import sys
 import threading
+import traceback
 from collections.abc import Callable
 
 from cnncli.errors import CnncliError
@@ -50,18 +52,19 @@ def sockets_per_process(first: socket.socket, count: int, backlog: int) -> list[
 def supervise(sockets: list[socket.socket], run: Callable, ready: Callable[[], None]) -> None:
     """`run(sock, started)` in a spawned process per socket until SIGTERM or ^C, then each is
     stopped gracefully and waited for; `ready()` once every process has called `started()`
-    (it is serving). `run` must be a module-level function (it is pickled)."""
+    (it is serving). `run` must be a module-level function (it is pickled). A process that
+    fails before it serves stops them all, and its error is raised here (one line)."""
     stopping = threading.Event()
     previous = {number: signal.signal(number, lambda *_: stopping.set()) for number in (signal.SIGINT, signal.SIGTERM)}
-    serving = SPAWN.Value("i", 0)  # processes that have started serving
+    serving, failures = SPAWN.Value("i", 0), SPAWN.SimpleQueue()  # processes serving; why one could not
 
     def start(listening: socket.socket):
-        process = SPAWN.Process(target=run, args=(listening, serving), name="cnncli-serve-worker")
+        process = SPAWN.Process(target=_process, args=(run, listening, serving, failures), name="cnncli-serve-worker")
         process.start()
         return process
 
     processes = [start(listening) for listening in sockets]
-    failed, announced = None, False
+    failed, announced = False, False
     try:
         while not stopping.wait(CHECK_SECONDS if announced else CHECK_SECONDS / 5):
             if not announced and serving.value >= len(processes):
@@ -71,7 +74,7 @@ def supervise(sockets: list[socket.socket], run: Callable, ready: Callable[[], N
                 if process.is_alive():
                     continue
                 if process.exitcode == STARTUP_FAILURE:
-                    failed = process.exitcode
+                    failed = True
                     stopping.set()
                     break
                 processes[index] = start(sockets[index])
@@ -85,11 +88,28 @@ def supervise(sockets: list[socket.socket], run: Callable, ready: Callable[[], N
             process.join()
         for number, handler in previous.items():
             signal.signal(number, handler)
-    if failed is not None:
-        raise CnncliError("serve: a worker process could not start (its error is above)")
+    if failed:
+        raise CnncliError(failures.get() if not failures.empty() else "serve: a worker process could not start")
 
 
-def count_started(serving) -> None:
-    """What a process calls once it is serving (the `started` passed to `run`)."""
-    with serving.get_lock():
-        serving.value += 1
+def _process(run: Callable, listening: socket.socket, serving, failures) -> None:
+    """A spawned process: `run` until it returns; failing before it serves, its error goes to the
+    supervisor and it exits STARTUP_FAILURE (it would fail the same way again: no restart)."""
+    started = False
+
+    def count() -> None:
+        nonlocal started
+        started = True
+        with serving.get_lock():
+            serving.value += 1
+
+    try:
+        run(listening, count)
+    except Exception as error:
+        if started:
+            raise
+        if not isinstance(error, CnncliError):
+            traceback.print_exc()
+        failures.put(str(error) if isinstance(error, CnncliError) else
+                     f"serve: a worker process could not start ({type(error).__name__}: {error})")
+        sys.exit(STARTUP_FAILURE)
