@@ -62,7 +62,7 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
         return removed
     for sibling in siblings:
         match = pattern.fullmatch(sibling.name)
-        if not match or _process_alive(int(match.group(1))):
+        if not match or process_alive(int(match.group(1))):
             continue
         if sibling.is_dir() and not sibling.is_symlink():
             shutil.rmtree(sibling, ignore_errors=True)
@@ -72,7 +72,8 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
     return removed
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of that id runs (this one does; another user's counts as running)."""
     if pid == os.getpid():
         return True
     try:

@@ -7,8 +7,8 @@ through the network in one forward pass, and each job gets its rows.
 On the CPU a batch runs on the event loop itself, one at a time, and the next takes every job
 that arrived meanwhile: no hand-over between threads, whose cost (the GIL passed back and forth
 for each batch) was most of a single-image request's overhead; the cores are used by --workers
-processes instead (one per core by default). Measured on 2 cores under load: 1,230 one-sentence
-requests/s against 909 with threads, 762 single images/s against 650 (docs/BENCHMARKS.md).
+processes instead (one per core by default). One process on 2 cores, exploratory runs: 1,230
+one-sentence requests/s against 909 with threads, 762 single images/s against 650 (docs/BENCHMARKS.md).
 
 On a GPU the work runs on threads of the batcher's own, two batches in hand at most, so that
 one decodes while the other is in the network. While none is in hand a batch goes at once with

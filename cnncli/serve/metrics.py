@@ -81,7 +81,7 @@ class Metrics:
             self.waiting[model] += change
 
     def snapshot(self) -> dict:
-        """Every counter as JSON values, for the other --workers processes (shared.py)."""
+        """Every counter as JSON values, for the other --workers processes (shared_metrics.py)."""
         with self.lock:
             return {"requests": [[route, status, count] for (route, status), count in self.requests.items()],
                     "latency": {route: histogram.state() for route, histogram in self.latency.items()},

@@ -4,7 +4,8 @@ requests in flight finish, and returns, so the command exits 0.
 
 With --workers N (by default one per core), supervisor.py spawns N processes, each on a socket of
 its own on the port, with the models and its own batcher; they learn the bundles and settings
-from one environment variable, and share their counters for GET /metrics through a folder made here (shared_metrics.py).
+from one environment variable, and share their counters for GET /metrics through a folder made
+here (shared_metrics.py).
 """
 
 from __future__ import annotations
@@ -80,7 +81,10 @@ def serve(paths: list[Path], settings: Settings, started: Callable[[str, list[st
                                            "settings": dataclasses.asdict(settings), "workers": workers})
     names = [Path(path).resolve().name for path in paths]
     try:
-        supervise(sockets_per_process(listening, workers, BACKLOG), run_worker, lambda: started(address, names))
+        family, kind, protocol, where = listening.family, listening.type, listening.proto, listening.getsockname()
+        sockets = sockets_per_process(listening, workers, lambda: _listening(
+            family, kind, protocol, where, settings.host, settings.port, reuse_port=True))
+        supervise(sockets, run_worker, lambda: started(address, names))
     finally:
         shutil.rmtree(metrics_folder, ignore_errors=True)
 

@@ -5,7 +5,7 @@ Each process writes its counters to a folder the supervisor made (in memory wher
 about once a PUBLISH_SECONDS and when it stops, one file each, replaced atomically; the process
 that answers a scrape adds the others' latest files to its own live counters. Another process's
 part may be up to PUBLISH_SECONDS old. A process that has ended keeps its counts (counters never
-go back when uvicorn replaces a worker), but no longer its inputs waiting.
+go back when the supervisor replaces a process), but no longer its inputs waiting.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from cnncli.files.atomic import write_file
+from cnncli.files.atomic import process_alive, write_file
 from cnncli.serve.metrics import Metrics
 
 PUBLISH_SECONDS = 1.0
@@ -48,17 +48,8 @@ class SharedMetrics:
                 snapshot = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):  # removed as the server stops
                 continue
-            if not _alive(path.stem):
+            if not (path.stem.isdigit() and process_alive(int(path.stem))):
                 snapshot["waiting"] = {}
             total.add(snapshot)
         return total.text()
 
-
-def _alive(name: str) -> bool:
-    try:
-        os.kill(int(name), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError):
-        return True
-    return True

@@ -32,21 +32,13 @@ STARTUP_FAILURE = 3  # uvicorn's exit status for a process that could not start 
 CHECK_SECONDS = 0.5
 
 
-def sockets_per_process(first: socket.socket, count: int, backlog: int) -> list[socket.socket]:
-    """`first` and count-1 more listening sockets on its address where `first` was bound with
-    SO_REUSEPORT, or `first` count times."""
+def sockets_per_process(first: socket.socket, count: int,
+                        another: Callable[[], socket.socket]) -> list[socket.socket]:
+    """`first` and count-1 more listening sockets on its address, each made by `another()`, where
+    `first` was bound with SO_REUSEPORT; else `first` count times."""
     if not (hasattr(socket, "SO_REUSEPORT") and first.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)):
         return [first] * count
-    sockets = [first]
-    for _ in range(count - 1):
-        extra = socket.socket(first.family, first.type, first.proto)
-        extra.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        extra.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        extra.bind(first.getsockname())
-        extra.listen(backlog)
-        extra.set_inheritable(True)
-        sockets.append(extra)
-    return sockets
+    return [first] + [another() for _ in range(count - 1)]
 
 
 def supervise(sockets: list[socket.socket], run: Callable, ready: Callable[[], None]) -> None:
