@@ -58,7 +58,8 @@ def noise_folder(tmp_path: Path) -> Path:
 AUGMENTATIONS = [
     {"speed": 0.1}, {"tempo": 0.3}, {"pitch": 0.1}, {"eq_db": 10.0}, {"noise_snr": [0.0, 20.0]},
     {"noise_snr": [5.0, 5.0], "noise_prob": 0.5}, {"gain_db": 6.0}, {"time_shift": 0.2},
-    {"noise_snr": [0.0, 10.0], "background": "noise"},
+    {"noise_snr": [0.0, 10.0], "background": "noise"}, {"noise_snr": [0.0, 10.0], "noise_tonal": 1.0},
+    {"noise_snr": [10.0, 10.0], "noise_swell_db": 20.0},
     {"speed": 0.1, "pitch": 0.1, "eq_db": 6.0, "noise_snr": [0.0, 30.0], "gain_db": 6.0, "time_shift": 0.1,
      "time_mask": 5, "freq_mask": 4},
 ]
@@ -125,6 +126,33 @@ def test_noise_is_mixed_at_the_asked_snr_over_the_sounding_part():
     assert snr.tolist() == pytest.approx([10.0] * 3, abs=0.05)  # the tone's level, not the padded mean
 
 
+def test_tonal_beds_are_chords_of_a_few_lines_made_the_same_whichever_rows_get_them():
+    from cnncli.modalities.audio.waveforms import HARMONICS, TONES, tonal_beds
+
+    every = torch.ones(64, dtype=torch.bool)
+    beds = tonal_beds(64, RATE, RATE, torch.Generator().manual_seed(0), "cpu", every)
+    assert beds.pow(2).mean(dim=1).tolist() == pytest.approx([1.0] * 64, rel=1e-4)
+    halves = [torch.fft.rfft(beds[:, part].double()).abs().pow(2) for part in (slice(0, 400), slice(-400, None))]
+    for spectrum in halves:  # a short stretch before and after the chord changes: its power in a few bins
+        top = spectrum.sort(dim=1, descending=True).values
+        share = top[:, :3 * TONES * HARMONICS].sum(dim=1) / spectrum.sum(dim=1)
+        assert float(share.median()) > 0.8  # white noise: 54 of 201 bins hold about a quarter
+    some = torch.zeros(64, dtype=torch.bool)
+    some[[3, 40]] = True
+    again = tonal_beds(64, RATE, RATE, torch.Generator().manual_seed(0), "cpu", some)
+    assert torch.equal(again[some], beds[some]) and again[~some].abs().max() == 0
+
+
+def test_the_noise_swell_moves_its_level_evenly_across_the_row():
+    from cnncli.modalities.audio.waveforms import swell
+
+    steady = torch.ones(2, 1000)
+    swelled = swell(steady, torch.tensor([20.0, -6.0]))
+    assert 20 * math.log10(swelled[0, -1] / swelled[0, 0]) == pytest.approx(20.0, abs=0.1)
+    assert 20 * math.log10(swelled[1, -1] / swelled[1, 0]) == pytest.approx(-6.0, abs=0.1)
+    assert float(swelled[0, 500]) == pytest.approx(1.0, abs=0.01)  # about the middle
+
+
 def test_background_recordings_are_the_noise(tmp_path: Path):
     from cnncli.modalities.audio.augment import augment_waveforms
 
@@ -145,7 +173,10 @@ def test_a_background_folder_without_recordings_is_an_error_naming_the_key(tmp_p
 
 
 @pytest.mark.parametrize("settings, key", [(dict(noise_snr=[20.0, 5.0]), "noise_snr"), (dict(speed=1.5), "speed"),
-                                           (dict(noise_prob=2.0), "noise_prob"), (dict(background="x"), "background")])
+                                           (dict(noise_prob=2.0), "noise_prob"), (dict(background="x"), "background"),
+                                           (dict(noise_tonal=0.5), "noise_tonal"),
+                                           (dict(noise_snr=[0.0, 9.0], noise_tonal=1.5), "noise_tonal"),
+                                           (dict(noise_swell_db=10.0), "noise_swell_db")])
 def test_bad_augment_values_name_their_key(settings: dict, key: str):
     with pytest.raises(CnncliError, match=f"augment.{key}"):
         AudioModality(options(), AudioAugment(**settings))

@@ -2,7 +2,8 @@
 
 Two stages. On waveforms (bundles that encode waveforms): speed, time shift, noise mixed at a
 random signal-to-noise ratio (synthetic coloured noise, or segments of the recordings in
-`augment.background`), gain. Then the features are computed (stretched in time for `tempo`,
+`augment.background`; a share of it tonal beds, `noise_tonal`; its level moving across the row,
+`noise_swell_db`), gain. Then the features are computed (stretched in time for `tempo`,
 warped in frequency for `pitch`, with a random equaliser for `eq_db`), and on the spectrogram: SpecAugment masks and
 Gaussian noise. Every random value is drawn from the generator in a fixed order, one per row,
 so a batch's augmentation depends only on the generator's state: the same seed gives the same
@@ -27,6 +28,8 @@ from cnncli.modalities.audio.waveforms import (
     mix_at_snr,
     roll,
     stretch_time,
+    swell,
+    tonal_beds,
     warp_frequencies,
 )
 
@@ -85,6 +88,12 @@ def augment_waveforms(waveforms: torch.Tensor, settings: AudioAugment, sample_ra
             noise = background.segments(count, length, generator, device)
         else:
             noise = coloured_noise(count, length, uniform(*NOISE_EXPONENTS), generator)
+        if settings.noise_tonal:
+            tonal = torch.rand(count, generator=generator, device=device) < settings.noise_tonal
+            noise = torch.where(tonal.view(-1, 1), tonal_beds(count, length, sample_rate, generator, device,
+                                                              tonal & chosen), noise)
+        if settings.noise_swell_db:
+            noise = swell(noise, uniform(-settings.noise_swell_db, settings.noise_swell_db))
         waveforms = torch.where(chosen.view(-1, 1), mix_at_snr(waveforms, noise, snr, sample_rate), waveforms)
     if settings.gain_db:
         waveforms = waveforms * (10 ** (uniform(-settings.gain_db, settings.gain_db) / 20)).view(-1, 1)

@@ -54,6 +54,8 @@ class AudioAugment:
     # On the waveform, before the features (bundles that encode waveforms; see AudioModality):
     noise_snr: list[float] | None = None  # [low, high] dB: noise mixed under the sound at a random SNR
     noise_prob: float = 1.0  # share of training rows that get that noise (the rest stay as recorded)
+    noise_tonal: float = 0.0  # share of that noise made of chords of harmonic tones (music, hum) instead
+    noise_swell_db: float = 0.0  # the noise's level moves by up to +- this many dB across a row (fades)
     background: str | None = None  # folder of noise recordings (relative to data.root) mixed instead of
     #                                synthetic coloured noise (white to brown, random slope)
     speed: float = 0.0  # play faster or slower by up to +- this share (tempo and pitch, by resampling)
@@ -127,6 +129,11 @@ def augment_problems(augment: AudioAugment) -> list[tuple[str, str]]:
         ("noise", augment.noise >= 0, "must be 0 (off) or more"),
         ("noise_snr", snr is None or (len(snr) == 2 and snr[0] <= snr[1]), "must be [low, high] in dB, low <= high"),
         ("noise_prob", 0 <= augment.noise_prob <= 1, "must be between 0 and 1"),
+        ("noise_tonal", 0 <= augment.noise_tonal <= 1, "must be between 0 and 1 (a share of the noisy rows)"),
+        ("noise_swell_db", 0 <= augment.noise_swell_db <= 60, "must be from 0 to 60 dB"),
+        ("noise_tonal", not augment.noise_tonal or snr is not None, "needs augment.noise_snr (how loud the noise is)"),
+        ("noise_swell_db", not augment.noise_swell_db or snr is not None,
+         "needs augment.noise_snr (how loud the noise is)"),
         ("speed", 0 <= augment.speed < 1, "must be at least 0 and below 1 (a share of the speed)"),
         ("pitch", 0 <= augment.pitch < 1, "must be at least 0 and below 1 (a share of the frequency)"),
         ("eq_db", augment.eq_db >= 0, "must be at least 0 dB"),

@@ -82,6 +82,50 @@ def coloured_noise(count: int, length: int, exponents: torch.Tensor, generator: 
     return noise / noise.pow(2).mean(dim=1, keepdim=True).sqrt().clamp(min=1e-12)
 
 
+TONES = 3  # notes sounding at once in a tonal bed
+HARMONICS = 6  # partials of each note
+FUNDAMENTALS_HZ = (50.0, 1000.0)  # mains hum to a soprano's top note, log-uniform
+
+
+def tonal_beds(count: int, length: int, sample_rate: int, generator: torch.Generator, device,
+               rows: torch.Tensor) -> torch.Tensor:
+    """(count, length) beds of unit power in `rows` (zeros elsewhere): a chord of TONES notes,
+    each a fundamental with HARMONICS partials falling as 1 / h ** r (r from 0.5, bright, to 2,
+    mellow), changing to another chord once, at a random point. A music bed, mains hum and its
+    buzz, a whistle: sound whose energy sits in a few lines, which broadband noise never is. The
+    random values are drawn for every row, so a row's bed does not depend on which rows have one."""
+    def draw(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator, device=device)
+
+    low, high = (math.log(hz) for hz in FUNDAMENTALS_HZ)
+    fundamentals = (low + (high - low) * draw(count, 2, TONES)).exp()  # the chord before and after the change
+    loudness, rolloff = draw(count, 2, TONES), 0.5 + 1.5 * draw(count, 1, 1)
+    phases, change = 2 * math.pi * draw(count, 2, TONES, HARMONICS), draw(count)
+    chosen = rows.nonzero().flatten()
+    beds = torch.zeros(count, length, device=device)
+    if not len(chosen):
+        return beds
+    time = torch.arange(length, device=device, dtype=torch.float32) / sample_rate
+    chords = torch.zeros(len(chosen), 2, length, device=device)
+    for tone in range(TONES):
+        for harmonic in range(1, HARMONICS + 1):
+            frequency = fundamentals[chosen, :, tone] * harmonic
+            amplitude = loudness[chosen, :, tone] / harmonic ** rolloff[chosen, :, 0] * (frequency < sample_rate / 2)
+            angle = 2 * math.pi * frequency.unsqueeze(2) * time + phases[chosen, :, tone, harmonic - 1].unsqueeze(2)
+            chords += amplitude.unsqueeze(2) * torch.sin(angle)
+    before = torch.arange(length, device=device).view(1, -1) < (change[chosen] * length).view(-1, 1)
+    bed = torch.where(before, chords[:, 0], chords[:, 1])
+    beds[chosen] = bed / bed.pow(2).mean(dim=1, keepdim=True).sqrt().clamp(min=1e-12)
+    return beds
+
+
+def swell(noise: torch.Tensor, change_db: torch.Tensor) -> torch.Tensor:
+    """Row i's level moving evenly (in dB) by `change_db[i]` from its start to its end, about its
+    middle: noise that fades in or out, a fan spinning up."""
+    position = torch.linspace(-0.5, 0.5, noise.shape[1], device=noise.device).view(1, -1)
+    return noise * 10 ** (change_db.view(-1, 1) * position / 20)
+
+
 def mix_at_snr(waveforms: torch.Tensor, noise: torch.Tensor, snr_db: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Add each row's noise (scaled) so that the row's speech stands `snr_db[i]` dB above it.
     Rows of silence stay silent; noise rows of silence add nothing."""
