@@ -319,6 +319,23 @@ def test_a_tiling_max_pool_becomes_strided_maxima_with_the_same_values(kernel, s
         torch.testing.assert_close(got, pool(x), rtol=0, atol=0, equal_nan=True)
 
 
+@pytest.mark.parametrize("channels, width, kernel, stride, padding, bias", [
+    (1, 16, 3, 1, 2, True), (1, 16, 5, 1, 0, True), (2, 7, 4, 2, 1, False), (3, 5, 1, 1, 0, True)])
+def test_a_full_width_convolution_becomes_one_product_with_the_same_values(channels, width, kernel, stride, padding,
+                                                                            bias):
+    from cnncli.nn.blocks import FullWidthConv2d
+    from cnncli.nn.inference import RowProduct
+
+    torch.manual_seed(0)
+    conv = FullWidthConv2d(channels, 6, (kernel, width), stride=(stride, 1), padding=(padding, 0), bias=bias)
+    fast = for_inference(torch.nn.Sequential(conv), torch.device("cpu"))
+    assert isinstance(fast[0], RowProduct)
+    for length in (kernel, 9, 23):  # a server's batches differ in length from one to the next
+        x = torch.randn(3, channels, length, width)
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x), conv(x), atol=1e-5, rtol=1e-5)
+
+
 def test_resume_keeps_the_whole_chunks_a_run_wrote_and_redoes_the_rest(tmp_path):
     manifest = tmp_path / "reviews.jsonl"
     records = [{"id": index, "sentence": f"{SENTENCES[index % 7]} {index}", "ok": index % 3 == 0}

@@ -111,3 +111,19 @@ def test_inputs_arriving_while_a_batch_is_in_the_network_gather_until_it_ends(mo
     assert passes == (2, len(IMAGES) + 2) and seconds < 5  # gathered until the first batch ended, not for 10 s
     _, passes = run(model, 0, staggered)
     assert passes == (3, len(IMAGES) + 2)  # with --max-wait-ms 0 the second started alongside the first at once
+
+
+def test_each_job_gets_its_own_scores_and_errors_from_the_batch():
+    import numpy as np
+
+    from cnncli.serve.answers import slice_scored
+    from cnncli.verbs.predict import Scored
+
+    # inputs 0..6 of three jobs (0-1, 2-4, 5-6); 1, 3 and 4 could not be decoded
+    batch = Scored([0, 2, 5, 6], {1: "one", 3: "three", 4: "four"}, np.arange(8.0).reshape(4, 2))
+    first, second, third = (slice_scored(batch, start, stop) for start, stop in ((0, 2), (2, 5), (5, 7)))
+    assert (first.index, first.failures, first.values.tolist()) == ([0], {1: "one"}, [[0.0, 1.0]])
+    assert (second.index, second.failures, second.values.tolist()) == ([0], {1: "three", 2: "four"}, [[2.0, 3.0]])
+    assert (third.index, third.failures, third.values.tolist()) == ([0, 1], {}, [[4.0, 5.0], [6.0, 7.0]])
+    empty = slice_scored(Scored([0], {1: "x"}, np.zeros((1, 2))), 1, 2)
+    assert (empty.index, empty.failures, empty.values.shape) == ([], {0: "x"}, (0, 2))

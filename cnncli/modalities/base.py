@@ -167,17 +167,25 @@ class Modality(ABC):
 
         Modalities with a faster batched path (audio features, a cache) override this.
         """
-        tensors, index, failures = [], [], {}
+        rows, index, failures = [], [], {}
         for position, sample in enumerate(samples):
             try:
-                tensors.append(self.encode(sample))
+                rows.append(self.encode_row(sample))
                 index.append(position)
             except CnncliError as error:
                 failures[position] = str(error)
             if progress:
                 progress(1)
-        stacked = torch.stack(tensors) if tensors else torch.empty((0, *self.input_shape), dtype=self.input_dtype)
+        stacked = self.stack_rows(rows) if rows else torch.empty((0, *self.input_shape), dtype=self.input_dtype)
         return finite_only(Encoded(stacked, index, failures), samples)
+
+    def encode_row(self, sample: Sample) -> Any:
+        """The sample as encode_many gathers it before `stack_rows`: its tensor, unless a modality
+        has a cheaper form (text: a list of ids, one tensor made for the whole batch)."""
+        return self.encode(sample)
+
+    def stack_rows(self, rows: list) -> torch.Tensor:
+        return torch.stack(rows)
 
     def use_preprocessing(self, expected: dict[str, Any]) -> list[str]:
         """Before `fit`, take what pretrained weights expect (timm's mean, std, input_size) where it fits; notes."""

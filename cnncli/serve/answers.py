@@ -9,6 +9,7 @@ path, in the input column and in error messages alike.
 from __future__ import annotations
 
 import base64
+import bisect
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,11 +72,12 @@ def rows_of(model: Model, staged: Staged, scored: Scored, top_k: int, threshold:
 
 def slice_scored(scored: Scored, start: int, stop: int) -> Scored:
     """The part of a batch's scores that belongs to inputs start..stop-1, positions counted from start."""
-    rows = [row for row, position in enumerate(scored.index) if start <= position < stop]
-    return Scored([scored.index[row] - start for row in rows],
+    first, last = bisect.bisect_left(scored.index, start), bisect.bisect_left(scored.index, stop)  # index ascends
+    return Scored([position - start for position in scored.index[first:last]],
                   {position - start: message for position, message in scored.failures.items()
                    if start <= position < stop},
-                  scored.values[rows] if rows else np.empty((0,) + scored.values.shape[1:], scored.values.dtype))
+                  scored.values[first:last] if last > first else
+                  np.empty((0,) + scored.values.shape[1:], scored.values.dtype))
 
 
 def segment_rows(model: Model, staged: Staged, top_k: int, threshold: float | None) -> list[Prediction]:

@@ -99,6 +99,8 @@ async def _gathered(stream, limit: int, settings: Settings) -> bytes:
 def query_options(request: Request, known: tuple[str, ...]) -> Options:
     """The query's options, each checked; an unknown name is an error, not silently ignored."""
     options = Options()
+    if not request.scope.get("query_string"):  # most requests: no need to parse an empty query
+        return options
     for key, value in request.query_params.multi_items():
         if key not in known:
             raise RequestError(400, f"unknown query parameter {key!r} (known: {', '.join(known)})")

@@ -163,15 +163,22 @@ class TextModality(Modality):
     def encode(self, sample: Sample) -> torch.Tensor:
         """(max_length,) word ids; with subwords (max_length, 1 + MAX_PER_TOKEN): each word id, then
         its n-grams' ids."""
+        return self.stack_rows([self.encode_row(sample)])[0]
+
+    def encode_row(self, sample: Sample) -> list:
+        """encode's ids as lists: a batch of sentences becomes one tensor at once (a tensor per
+        sentence was a fifth of the encoding's time)."""
         vocabulary, length = self.require_vocabulary(), self.length
         tokens = self.tokens(sample)
         ids = vocabulary.ids(tokens, length)
         if not self.options.subword_buckets:
-            return torch.tensor(ids, dtype=torch.long)
+            return ids
         width = self.input_shape[1]
         grams = [self._subword_ids(token) for token in tokens[:length]]
         grams += [[]] * (length - len(grams))
-        rows = [[word, *row, *[PAD_ID] * (width - 1 - len(row))] for word, row in zip(ids, grams)]
+        return [[word, *row, *[PAD_ID] * (width - 1 - len(row))] for word, row in zip(ids, grams)]
+
+    def stack_rows(self, rows: list) -> torch.Tensor:
         return torch.tensor(rows, dtype=torch.long)
 
     def _subword_ids(self, token: str) -> list[int]:
