@@ -330,8 +330,8 @@ def test_a_full_width_convolution_becomes_one_product_with_the_same_values(chann
     conv = FullWidthConv2d(channels, 6, (kernel, width), stride=(stride, 1), padding=(padding, 0), bias=bias)
     fast = for_inference(torch.nn.Sequential(conv), torch.device("cpu"))
     assert isinstance(fast[0], RowProduct)
-    for length in (kernel, 9, 23):  # a server's batches differ in length from one to the next
-        x = torch.randn(3, channels, length, width)
+    for rows, length in ((3, kernel), (3, 9), (3, 23), (200, 12)):  # the last: past PRODUCT_ROWS, conv1d's
+        x = torch.randn(rows, channels, length, width)
         with torch.no_grad():
             torch.testing.assert_close(fast(x), conv(x), atol=1e-5, rtol=1e-5)
 
