@@ -137,6 +137,21 @@ def test_a_study_judges_on_validation_keeps_the_best_bundle_and_scores_it_on_tes
     assert "holds a study; continue it with --resume" in cli("tune", digits_recipe(tmp_path), "--out", study).output
 
 
+def test_an_ensemble_recipe_is_searched_one_network_a_trial_and_the_choice_trained_as_the_recipe_says(tmp_path):
+    study = tmp_path / "study"
+    result = cli("tune", digits_recipe(tmp_path, ensemble=3), "--trials", 2, "--out", study, "--pruner", "none",
+                 "--format", "json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    for row in trials_table(study):
+        assert json.loads((study / row["bundle"] / "model.json").read_text())["members"] == 1
+    chosen = json.loads((study / "best" / "model.json").read_text())
+    assert chosen["members"] == 3 and chosen["recipe"]["train"]["ensemble"] == 3
+    assert chosen["metrics"]["test"]["accuracy"] == summary["best"]["test"]["accuracy"]
+    assert load_config(study / "best.yaml").train.ensemble == 3
+    assert "one of its 3 networks" in (study / "best.yaml").read_text()
+
+
 def test_a_trial_whose_validation_curve_is_below_the_median_is_pruned(tmp_path):
     images = write_two_class_images(tmp_path / "images", count=20)
     recipe = tiny_image_recipe(images, epochs=2, lr=0.05)

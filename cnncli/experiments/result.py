@@ -5,7 +5,9 @@
     trials.csv    one row per trial: state, validation accuracy, epochs, time, settings, bundle
 
 The trial is chosen on validation alone (the best accuracy; the earlier trial on a tie), and
-the test split is scored here, once, on the chosen bundle: no trial ever saw it.
+the test split is scored here, once, on the chosen bundle: no trial ever saw it. When the trials
+trained one network of an ensemble recipe (study.Plan.members), best/ is the chosen settings
+trained as the recipe says, all its networks, and scored on test as `cnncli train` scores.
 """
 
 from __future__ import annotations
@@ -41,11 +43,16 @@ def study_result(study, plan: Plan, progress: Progress = Progress()) -> dict:
         raise CnncliError(f"tune: the best trial, {best['trial']} (val accuracy {best['val_accuracy']:.4f}), ran on "
                           f"{best['host']}: its bundle is {best['bundle']} in the study's --out there; run the same "
                           "command there to score it on test")
-    test = best_bundle(out / best["bundle"], out / BEST_FOLDER, progress)
+    if plan.members > 1:
+        test = trained_as_recipe(plan, best, out / BEST_FOLDER, progress)
+        judged = f"one of its {plan.members} networks"
+    else:
+        test = best_bundle(out / best["bundle"], out / BEST_FOLDER, progress)
+        judged = "its network"
     recipe = read_recipe(out / BEST_FOLDER)
     recipe.pop("tune", None)
     header = (f"# chosen by cnncli tune: trial {best['trial']} of {len(rows)}, val accuracy {best['val_accuracy']:.4f}"
-              f" (test {test['accuracy']:.4f}); train it again with: cnncli train {BEST_RECIPE}\n")
+              f" ({judged}; test {test['accuracy']:.4f}); train it again with: cnncli train {BEST_RECIPE}\n")
     write_file(out / BEST_RECIPE, (header + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True)).encode())
     keys = list(plan.space)
     write_file(out / TRIALS_TABLE, trials_csv(rows, keys).encode())
@@ -59,6 +66,21 @@ def read_recipe(bundle: Path) -> dict:
     from cnncli.bundle.io import read_info
 
     return read_info(bundle)["recipe"]
+
+
+def trained_as_recipe(plan: Plan, best: dict, target: Path, progress: Progress) -> dict:
+    """Train the chosen trial's settings with every network the recipe asks for into `target`,
+    scored on test as `cnncli train` scores; returns the test metrics."""
+    from cnncli.experiments.space import trial_recipe
+    from cnncli.training.train import train
+
+    progress.note(f"trial {best['trial']} chosen on one network: training its settings as the recipe says "
+                  f"({plan.members} networks) into {target}")
+    config = trial_recipe(plan.recipe, best["values"], f"trial {best['trial']}")
+    metrics = train(config, target, progress, overwrite=True).metrics
+    if "test" not in metrics:
+        raise CnncliError(f"{target}: its recipe has no test split to score the chosen settings on")
+    return metrics["test"]
 
 
 def best_bundle(chosen: Path, target: Path, progress: Progress) -> dict:

@@ -8,7 +8,9 @@ sampler is seeded again, from the recipe's train.seed and the number of trials b
 study resumed after a crash asks for the same trials as one that never stopped, since the trial
 the crash cut short is run again first (its parameters queued) and its half is marked failed.
 The first trial is the recipe's own settings, where they lie in the space: the search starts
-from what the recipe would give.
+from what the recipe would give. A recipe that averages an ensemble is searched one network at a
+time: each trial trains the first network alone, so twenty trials of a five-network recipe cost
+four of its runs, and the chosen settings are trained once more as the recipe says (result.py).
 """
 
 from __future__ import annotations
@@ -53,6 +55,16 @@ class Plan:
 
     def dimensions(self) -> list[Dimension]:
         return read_space(self.space, self.recipe, "tune")
+
+    @property
+    def members(self) -> int:
+        """The networks the recipe averages; a trial trains the first alone (unless the search
+        varies train.ensemble), and the chosen settings are then trained as the recipe says."""
+        return 1 if "train.ensemble" in self.space else self.recipe["train"]["ensemble"]
+
+    def trial_values(self, values: dict[str, Any]) -> dict[str, Any]:
+        """A trial's settings as it trains them: one network of an ensemble."""
+        return {**values, "train.ensemble": 1} if self.members > 1 else values
 
 
 def quiet_optuna():

@@ -48,7 +48,7 @@ def run_trial(study, trial, plan: Plan, dimensions: list[Dimension], progress: P
     progress.note(f"trial {trial.number}: " + "  ".join(f"{key}={show(value)}" for key, value in values.items()))
     started, hook = time.perf_counter(), Pruning(trial)
     try:
-        config = trial_recipe(plan.recipe, values, f"trial {trial.number}")
+        config = trial_recipe(plan.recipe, plan.trial_values(values), f"trial {trial.number}")
     except CnncliError as error:  # settings that do not go together (lr_min above lr): the next ones may
         return finish(study, trial, states.FAIL, started, hook.epochs, str(error), progress)
     try:
