@@ -13,6 +13,12 @@ shipped runs' time and its test accuracy is at least their mean.
 
 --set applies to both sides (for example, whole voices as validation groups). --budget gives the
 study a limit of its own (default: none, its time is reported beside the runs').
+
+A goal run can outlast a working session (FSDD's: about three hours on two cores), so it can be
+stopped (^C, or kill) and continued by running the same command again: shipped runs that finished
+are kept with the seconds they took, a cut run starts again, and the study continues with `tune
+--resume`. The study's time is the sum of its sessions' wall-clock, written every few seconds to
+progress.json, so the work a stop throws away is counted against the study, never for it.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import threading
 import time
 from pathlib import Path
 
+HEARTBEAT = 2  # seconds between writes of the study's elapsed time: a stop loses at most this
+
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "cnncli"]
 
@@ -36,17 +44,49 @@ def metrics(bundle: Path) -> dict:
     return {part: info[part]["accuracy"] for part in ("val", "test") if part in info}
 
 
-def shipped_runs(recipe: str, sets: list[str], runs: int, out: Path) -> tuple[list[dict], float]:
-    """The recipe as shipped, once per seed, one after another: their metrics and total seconds."""
-    started, results = time.perf_counter(), []
-    for seed in range(runs):
-        bundle = out / f"shipped-seed{seed}"
-        command = [*CLI, "train", recipe, *sets, "--set", f"train.seed={seed}", "--out", str(bundle)]
+def load_progress(out: Path) -> dict:
+    path = out / "progress.json"
+    return json.loads(path.read_text()) if path.exists() else {"shipped": [], "study_seconds": 0.0}
+
+
+def save_progress(out: Path, progress: dict) -> None:
+    temporary = out / "progress.json.tmp"
+    temporary.write_text(json.dumps(progress, indent=1))
+    temporary.replace(out / "progress.json")
+
+
+def shipped_runs(recipe: str, sets: list[str], runs: int, out: Path, progress: dict, lock: threading.Lock) -> None:
+    """The recipe as shipped, once per seed, one after another; each finished run's metrics and
+    seconds go to `progress` (runs finished in an earlier session are skipped)."""
+    for seed in range(len(progress["shipped"]), runs):
+        started, bundle = time.perf_counter(), out / f"shipped-seed{seed}"
+        command = [*CLI, "train", recipe, *sets, "--set", f"train.seed={seed}", "--out", str(bundle), "--overwrite"]
         with open(out / f"shipped-seed{seed}.log", "w") as log:
             subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-        results.append({"seed": seed, **metrics(bundle)})
-        print(f"shipped seed {seed}: {results[-1]}  ({time.perf_counter() - started:.0f}s so far)", flush=True)
-    return results, time.perf_counter() - started
+        with lock:
+            progress["shipped"].append({"seed": seed, **metrics(bundle), "seconds": time.perf_counter() - started})
+            save_progress(out, progress)
+        print(f"shipped seed {seed}: {progress['shipped'][-1]}", flush=True)
+
+
+def run_study(command: list[str], out: Path, progress: dict, lock: threading.Lock) -> int:
+    """Run (or continue) the study, adding its wall-clock to progress['study_seconds'] as it goes."""
+    if progress.get("study_done"):
+        return 0
+    before, started = progress["study_seconds"], time.perf_counter()
+    resume = ["--resume"] if (out / "study").is_dir() else []
+    with open(out / "tune.json", "w") as answer, open(out / "tune.log", "a") as log:
+        study = subprocess.Popen(command + resume, stdout=answer, stderr=log, cwd=REPO)
+        while study.poll() is None:
+            time.sleep(HEARTBEAT)
+            with lock:
+                progress["study_seconds"] = before + time.perf_counter() - started
+                save_progress(out, progress)
+    with lock:
+        progress["study_seconds"] = before + time.perf_counter() - started
+        progress["study_done"] = study.returncode == 0
+        save_progress(out, progress)
+    return study.returncode
 
 
 def main() -> None:
@@ -65,29 +105,23 @@ def main() -> None:
                     "--format", "json"] + (["--pruner", args.pruner] if args.pruner else [])
     if args.budget:
         tune_command += ["--budget", args.budget]
-    started, ended = time.perf_counter(), []
-    with open(args.out / "tune.json", "w") as answer, open(args.out / "tune.log", "w") as log:
-        study = subprocess.Popen(tune_command, stdout=answer, stderr=log, cwd=REPO)
-
-        def study_ends() -> None:
-            study.wait()
-            ended.append(time.perf_counter())
-
-        waiting = threading.Thread(target=study_ends)
-        waiting.start()
-        shipped, shipped_seconds = shipped_runs(args.recipe, sets, args.runs, args.out)
-        waiting.join()
-    tune_seconds = ended[0] - started
-    if study.returncode != 0:
-        sys.exit(f"tune failed ({study.returncode}): see {args.out / 'tune.log'}")
+    progress, lock, returncode = load_progress(args.out), threading.Lock(), []
+    study = threading.Thread(target=lambda: returncode.append(run_study(tune_command, args.out, progress, lock)))
+    study.start()
+    shipped_runs(args.recipe, sets, args.runs, args.out, progress, lock)
+    study.join()
+    if returncode[0] != 0:
+        sys.exit(f"tune failed ({returncode[0]}): see {args.out / 'tune.log'}; run the same command to continue")
     result = json.loads((args.out / "tune.json").read_text())
     states = [row["state"] for row in result["trials"]]
-    tests = [run["test"] for run in shipped]
+    tests = [run["test"] for run in progress["shipped"]]
     summary = {
-        "recipe": args.recipe, "sets": args.sets, "shipped": shipped, "shipped_seconds": round(shipped_seconds),
+        "recipe": args.recipe, "sets": args.sets, "shipped": progress["shipped"],
+        "shipped_seconds": round(sum(run["seconds"] for run in progress["shipped"])),
         "shipped_test_mean": round(statistics.mean(tests), 4),
         "shipped_test_sd": round(statistics.stdev(tests), 4) if len(tests) > 1 else 0.0,
-        "tune_seconds": round(tune_seconds), "trials": {state: states.count(state) for state in sorted(set(states))},
+        "tune_seconds": round(progress["study_seconds"]),
+        "trials": {state: states.count(state) for state in sorted(set(states))},
         "chosen": {key: result["best"].get(key) for key in ("trial", "values", "val_accuracy")},
         "chosen_test": result["best"]["test"].get("accuracy"),
     }
