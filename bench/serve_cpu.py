@@ -66,8 +66,10 @@ def main() -> None:
             spy = subprocess.Popen(["py-spy", "record", "-r", "250", "-f", "raw", "-o", str(args.spy), "--pid",
                                     str(pids[-1])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1)
+        client_before = time.process_time()
         result = asyncio.run(closed_loop(port, raws, 32, 120))
         after, _ = cpu_seconds(server.pid)
+        client = time.process_time() - client_before
         if spy is not None:
             spy.send_signal(2)
             spy.wait()
@@ -75,6 +77,7 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=60)
     print(json.dumps({"server_cpu_us_per_request": round(1e6 * (after - before) / args.requests),
+                      "client_cpu_us_per_request": round(1e6 * client / args.requests),
                       **{key: value for key, value in result.items() if not isinstance(value, list)}}))
 
 

@@ -330,10 +330,27 @@ def test_a_full_width_convolution_becomes_one_product_with_the_same_values(chann
     conv = FullWidthConv2d(channels, 6, (kernel, width), stride=(stride, 1), padding=(padding, 0), bias=bias)
     fast = for_inference(torch.nn.Sequential(conv), torch.device("cpu"))
     assert isinstance(fast[0], RowProduct)
-    for rows, length in ((3, kernel), (3, 9), (3, 23), (200, 12)):  # the last: past PRODUCT_ROWS, conv1d's
+    for rows, length in ((3, kernel), (3, 9), (3, 23), (200, 12), (200, 12), (400, 12)):  # the last two: conv1d's
         x = torch.randn(rows, channels, length, width)
         with torch.no_grad():
             torch.testing.assert_close(fast(x), conv(x), atol=1e-5, rtol=1e-5)
+
+
+def test_the_convolution_runs_large_batches_and_repeated_shapes_the_product_the_rest(monkeypatch):
+    from cnncli.nn.blocks import FullWidthConv2d
+    from cnncli.nn.inference import RowProduct
+
+    fast = RowProduct(FullWidthConv2d(1, 4, (3, 8), padding=(2, 0)))
+    convolved = []
+    real = torch.nn.functional.conv1d
+    monkeypatch.setattr(torch.nn.functional, "conv1d", lambda *args: convolved.append(args[0].shape) or real(*args))
+    small, large = RowProduct.SMALL, RowProduct.LARGE
+    shapes = [(small // 10, 12), (small // 10, 13), (small // 10, 13), (large // 10, 12), (4, 12), (4, 12)]
+    with torch.no_grad():
+        for rows, length in shapes:
+            fast(torch.randn(rows, 1, length, 8))
+    # windows: 1,400 (new shape: product), 1,500 twice (the repeat: conv1d), 5,600 (conv1d), 56 (product) twice
+    assert [shape[0] for shape in convolved] == [small // 10, large // 10]
 
 
 def test_resume_keeps_the_whole_chunks_a_run_wrote_and_redoes_the_rest(tmp_path):

@@ -11,7 +11,13 @@ values, about three times as fast as AdaptiveMaxPool2d on Kim's text maps; train
 pool, whose gradient goes to one maximum where amax would share it among ties), and a max pool
 whose windows tile the map is elementwise maxima of strided views (max_pool2d on the CPU also
 records where each maximum was; three times the cost), and a full-width convolution (Kim's filters
-over a sentence) is one matrix product (RowProduct). The copy is only ever run, never trained.
+over a sentence) is one matrix product (RowProduct). Last, what does nothing in evaluation goes
+(dropout, identities, sequences of one), sequences inside sequences become one, and a RowProduct
+followed by ReLU and a global max takes the maximum first (ReLU commutes with it) in one module:
+a text network of 29 module calls becomes one of 11. A stem may offer to run together with its
+backbone (`fused_with`): Kim's text network then runs its sentences end to end, without the
+padding of a batch's shorter ones (the text modality's packed.py). The copy is only ever run,
+never trained.
 
 `network_outputs` runs it without autograd bookkeeping (torch.inference_mode) over batches the
 modality cuts (text groups sentences of similar length and drops the padding no filter reaches).
@@ -20,6 +26,7 @@ modality cuts (text groups sentences of similar length and drops the padding no 
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -54,7 +61,35 @@ def for_inference(network: nn.Module, device: torch.device) -> nn.Module:
             for name, child in module.named_children():
                 if isinstance(child, FullWidthConv2d) and RowProduct.fits(child):
                     module._modules[name] = RowProduct(child)
+    for name, child in list(fast.named_children()):  # the top module keeps its parts: its forward names them
+        fast._modules[name] = _simplified(child)
+    for module in list(fast.modules()):  # a stem that runs faster with its backbone (text: packed sentences)
+        parts = module._modules
+        fuse = getattr(parts.get("stem"), "fused_with", None)
+        if callable(fuse) and "backbone" in parts and getattr(module, "views", None) is None:
+            fused = fuse(parts["backbone"])
+            if fused is not None:
+                parts["stem"], parts["backbone"] = fused, nn.Identity()
     return fast
+
+
+def _simplified(module: nn.Module) -> nn.Module:
+    """`module` without what does nothing in evaluation, nested sequences flattened, and each
+    RowProduct, ReLU, global max run as one RowProductMax (see the module's docstring)."""
+    for name, child in list(module.named_children()):
+        module._modules[name] = _simplified(child)
+    if type(module) is not nn.Sequential:
+        return module
+    steps: list[tuple[str, nn.Module]] = []  # (name, step): an inner sequence's steps named outer_inner
+    for name, child in module.named_children():
+        inner = list(child.named_children()) if type(child) is nn.Sequential else [("", child)]
+        steps += [(f"{name}_{part}" if part else name, step) for part, step in inner
+                  if not isinstance(step, (nn.Identity, nn.modules.dropout._DropoutNd))]
+    for index in range(len(steps) - 2, 0, -1):
+        (name, product), (_, act), (_, pool) = steps[index - 1:index + 2]
+        if type(product) is RowProduct and isinstance(act, nn.ReLU) and isinstance(pool, GlobalMax):
+            steps[index - 1:index + 2] = [(name, RowProductMax(product))]
+    return steps[0][1] if len(steps) == 1 else nn.Sequential(OrderedDict(steps)) if steps else nn.Identity()
 
 
 class GlobalMax(nn.Module):
@@ -66,16 +101,17 @@ class GlobalMax(nn.Module):
 
 class RowProduct(nn.Module):
     """A full-width convolution (`kernel: [h, full]`, Kim's filters over a sentence) that runs a
-    small batch as one matrix product: each window of `h` rows laid out as a row of a matrix
-    (unfold), times the filters. The same values as conv1d, which runs it in training and here
-    runs large batches; but oneDNN's convolution sets itself up anew for each input shape it
-    meets, and a server's small batches (lengths cut to their longest sentence) change shape from
-    one to the next: over 3,000 such batches (16 sentences on average, 687 shapes) one thread took
-    1.25 ms a product against 2.0 ms a convolution (1.2 ms each when the shape stays put). On
-    large batches of a shape seen before the convolution is as fast or faster (64 x 20 tokens: 4.0
-    ms against 6.1; 256 x 50: 55 against 70); PRODUCT_ROWS is where they cross."""
+    batch as one matrix product: each window of `h` rows laid out as a row of a matrix (unfold),
+    times the filters. The same values as conv1d, which runs it in training; but oneDNN's
+    convolution sets itself up anew for each input shape it meets, and a server's batches (lengths
+    cut to their longest sentence) change shape from one to the next. One thread, three of Kim's
+    branches, shapes varying by up to 8 tokens: 32 x 40 tokens 3.4 ms a product against 4.1 a
+    convolution, 128 x 30 12.3 against 12.6, 128 x 60 29 against 24. When the shape stays put
+    (predict's length-sorted batches) the convolution wins sooner: 64 x 40 6.8 ms against 8.1.
+    So the convolution runs batches over LARGE windows (sentences x places), and those over SMALL
+    that have the shape of the call before; the product the rest."""
 
-    PRODUCT_ROWS = 1024  # windows in a batch (sentences x places) up to which the product runs it
+    SMALL, LARGE = 1024, 4096  # windows in a batch
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__()
@@ -87,24 +123,57 @@ class RowProduct(nn.Module):
         self.register_buffer("kernels", conv.weight.detach().permute(0, 1, 3, 2).reshape(out_channels, -1, height)
                              .clone())
         self.register_buffer("bias", conv.bias.detach().clone() if conv.bias is not None else None)
+        self.last_shape: tuple[int, ...] = ()
 
     @staticmethod
     def fits(conv: nn.Conv2d) -> bool:
         return (conv.groups == 1 and conv.dilation == (1, 1) and conv.padding_mode == "zeros"
                 and isinstance(conv.padding, tuple) and conv.padding[1] == 0 and conv.stride[1] == 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def rows(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The windows of `x` as the rows of one matrix (batch * places, h * C * W), or None when
+        the convolution should run this batch (see the class docstring)."""
         batch, channels, height, width = x.shape
         places = (height + 2 * self.padding - self.height) // self.stride + 1
-        if batch * places > self.PRODUCT_ROWS:
-            rows = x.permute(0, 1, 3, 2).reshape(batch, channels * width, height)
-            return F.conv1d(rows, self.kernels, self.bias, self.stride, self.padding).unsqueeze(-1)
+        repeated, self.last_shape = x.shape == self.last_shape, x.shape
+        if batch * places > (self.SMALL if repeated else self.LARGE):
+            return None
         rows = x.transpose(1, 2).reshape(batch, height, channels * width)
         if self.padding:
             rows = F.pad(rows, (0, 0, self.padding, self.padding))
-        matrix = rows.unfold(1, self.height, self.stride).transpose(2, 3).reshape(batch * places, -1)
-        out = matrix @ self.filters if self.bias is None else torch.addmm(self.bias, matrix, self.filters)
-        return out.view(batch, places, -1).permute(0, 2, 1).unsqueeze(-1)  # (N, out, H', 1), channels-last
+        return rows.unfold(1, self.height, self.stride).transpose(2, 3).reshape(batch * places, -1)
+
+    def times(self, matrix: torch.Tensor) -> torch.Tensor:
+        """The windows' rows times the filters, plus the bias: (batch * places, out)."""
+        return matrix @ self.filters if self.bias is None else torch.addmm(self.bias, matrix, self.filters)
+
+    def convolved(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1d along the rows: (N, out, H', 1)."""
+        batch, channels, height, width = x.shape
+        rows = x.permute(0, 1, 3, 2).reshape(batch, channels * width, height)
+        return F.conv1d(rows, self.kernels, self.bias, self.stride, self.padding).unsqueeze(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        matrix = self.rows(x)
+        if matrix is None:
+            return self.convolved(x)
+        return self.times(matrix).view(x.shape[0], -1, self.filters.shape[1]).permute(0, 2, 1).unsqueeze(-1)
+
+
+class RowProductMax(nn.Module):
+    """RowProduct, ReLU, then the global max over the sentence, shaped (N, out, 1, 1): the maximum
+    taken straight from the product's rows, ReLU on it alone (max(relu(x)) = relu(max(x)))."""
+
+    def __init__(self, product: RowProduct):
+        super().__init__()
+        self.product = product
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        matrix = self.product.rows(x)
+        if matrix is None:
+            return self.product.convolved(x).amax(dim=2, keepdim=True).relu_()
+        out = self.product.times(matrix).view(x.shape[0], -1, self.product.filters.shape[1])
+        return out.amax(dim=1).relu_()[:, :, None, None]
 
 
 def _tiles(pool: nn.MaxPool2d) -> bool:

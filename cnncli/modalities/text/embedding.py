@@ -55,6 +55,13 @@ class TokenEmbedding(nn.Module):
             channels.append(self.tuned(words))
         return torch.stack(channels, dim=1)
 
+    def fused_with(self, backbone: nn.Module) -> nn.Module | None:
+        """This stem and `backbone` as one faster module for prediction, when the backbone is
+        Kim's branches as cnncli.nn.inference leaves them (cnncli.modalities.text.packed)."""
+        from cnncli.modalities.text.packed import packed_sentences
+
+        return packed_sentences(self, backbone)
+
     def extra_repr(self) -> str:
         table = self.static if self.static is not None else self.tuned
         subwords = f" + {self.subword_buckets} subword rows" if self.subword_buckets else ""
