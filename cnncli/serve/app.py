@@ -36,6 +36,7 @@ from cnncli.serve.answers import (
     prediction_header,
     segment_rows,
 )
+from cnncli.serve.balance import Balance
 from cnncli.serve.batcher import Batcher
 from cnncli.serve.metrics import Metrics
 from cnncli.serve.models import Model
@@ -56,7 +57,8 @@ the --workers processes share their counters (None: this process is the whole se
     def __init__(self, models: dict[str, Model], settings: Settings, metrics_folder: Path | None = None):
         self.models, self.settings = models, settings
         self.metrics = Metrics(list(models), settings.max_batch)
-        self.shared = SharedMetrics(metrics_folder, self.metrics) if metrics_folder is not None else None
+        self.balance = Balance() if metrics_folder is not None else None  # --workers: keep connections even
+        self.shared = SharedMetrics(metrics_folder, self.metrics, self.balance) if metrics_folder is not None else None
         self.infos = {name: model.info() for name, model in models.items()}
         self.spool: Spool | None = None
         self.decoders: ThreadPoolExecutor | None = None
@@ -111,6 +113,8 @@ the --workers processes share their counters (None: this process is the whole se
             except CnncliError as error:  # the input itself cannot be explained (an undecodable file, a --layer)
                 response = refusal(422, str(error))
             self.metrics.request(route, response.status_code, time.perf_counter() - started)
+            if self.balance is not None and self.balance.closes(request.scope.get("client")):
+                response.headers["Connection"] = "close"
             return response
 
         return answer
