@@ -7,7 +7,7 @@ from torch import nn
 from cnncli.modalities.text.embedding import TokenEmbedding
 from cnncli.modalities.text.packed import PackedSentences
 from cnncli.nn.blocks import build_blocks
-from cnncli.nn.inference import for_inference
+from cnncli.nn.inference import RowProduct, for_inference
 from cnncli.nn.model import Network
 
 DIMS, WIDTH, VOCABULARY = 12, 20, 50
@@ -53,7 +53,7 @@ def test_packed_sentences_give_the_unpacked_networks_values(heights, lengths):
         torch.testing.assert_close(fast(cut), network(cut), atol=1e-5, rtol=1e-5)
 
 
-def test_a_sentence_filling_the_batch_width_runs_unpacked_with_the_same_values(monkeypatch):
+def test_a_sentence_filling_the_width_or_a_large_batch_runs_unpacked_with_the_same_values(monkeypatch):
     network = kim([3, 4, 5])
     fast = for_inference(network, torch.device("cpu"))
     ids = sentences([WIDTH, 3, 8])  # the first has no padding after it: no all-zero window, whose value is the bias
@@ -64,7 +64,10 @@ def test_a_sentence_filling_the_batch_width_runs_unpacked_with_the_same_values(m
         torch.testing.assert_close(fast(ids), network(ids), atol=1e-5, rtol=1e-5)
         assert not packed
         fast(ids[1:])
-        assert packed
+        assert len(packed) == 1
+        many = sentences([3] * (RowProduct.LARGE // WIDTH + 1))  # more places than packing pays for
+        torch.testing.assert_close(fast(many), network(many), atol=1e-5, rtol=1e-5)
+        assert len(packed) == 1
 
 
 @pytest.mark.parametrize("options", [{"mode": "multichannel"}, {"heights": [3], "padding": 0}])

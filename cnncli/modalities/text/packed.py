@@ -12,8 +12,11 @@ and computes:
   branches sorted by width);
 - each sentence's maximum over its own windows (one segment_reduce), then the ReLU.
 
-The values are the unpacked network's up to float rounding (about 1e-7). One thread, batches of
-18 SST and MR sentences as a server's are: 1.7 to 1.9 ms against 2.6 (docs/BENCHMARKS.md).
+The values are the unpacked network's up to float rounding (about 1e-7). One thread, random SST
+and MR sentences in batches as a server's are (docs/BENCHMARKS.md): 18 sentences 2.4 ms against
+3.4, 64 6.6 against 11.8. On predict's length-sorted batches there is little padding to skip, and
+past RowProduct.LARGE places (sentences x width) the unpacked convolutions win (256 sentences:
+26.7 ms against 31.3), so those batches run unpacked.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from torch import nn
 
 from cnncli.modalities.text.vocabulary import PAD_ID
 from cnncli.nn.blocks import Parallel
-from cnncli.nn.inference import RowProductMax
+from cnncli.nn.inference import RowProduct, RowProductMax
 
 
 def packed_sentences(stem: nn.Module, backbone: nn.Module) -> nn.Module | None:
@@ -46,9 +49,9 @@ def packed_sentences(stem: nn.Module, backbone: nn.Module) -> nn.Module | None:
 
 class PackedSentences(nn.Module):
     """ids (N, L) -> (N, channels of all branches, 1, 1): what the stem and Kim's branches give,
-    computed on the sentences laid end to end (see the module's docstring). A batch in which a
-    sentence fills the whole width (no padding after it, so no all-zero window whose value, the
-    bias, joins its maximum) runs unpacked."""
+    computed on the sentences laid end to end (see the module's docstring). A batch of more than
+    RowProduct.LARGE places runs unpacked, and so does one in which a sentence fills the whole
+    width (no padding after it, so no all-zero window whose value, the bias, joins its maximum)."""
 
     def __init__(self, stem: nn.Module, backbone: nn.Module, table: torch.Tensor, products: list[nn.Module]):
         super().__init__()
@@ -81,8 +84,12 @@ class PackedSentences(nn.Module):
                                                 for product in products]))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if ids.dim() != 2 or ids.shape[0] == 0:
+        if ids.dim() != 2 or ids.shape[0] == 0 or ids.numel() > RowProduct.LARGE:
             return self.unpacked(ids)
+        return self.packed(ids)
+
+    def packed(self, ids: torch.Tensor) -> torch.Tensor:
+        """The packed computation itself, whatever the batch's size (forward chooses)."""
         count, width = ids.shape
         positions = torch.arange(1, width + 1)
         lengths = ((ids != PAD_ID) * positions).amax(dim=1)  # 1 + each sentence's last token's place
