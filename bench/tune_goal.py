@@ -15,10 +15,12 @@ shipped runs' time and its test accuracy is at least their mean.
 study a limit of its own (default: none, its time is reported beside the runs').
 
 A goal run can outlast a working session (FSDD's: about three hours on two cores), so it can be
-stopped (^C, or kill) and continued by running the same command again: shipped runs that finished
-are kept with the seconds they took, a cut run starts again, and the study continues with `tune
---resume`. The study's time is the sum of its sessions' wall-clock, written every few seconds to
-progress.json, so the work a stop throws away is counted against the study, never for it.
+stopped (^C, or SIGTERM to its process group: kill -TERM -- -PGID) and continued by running the
+same command again:
+shipped runs that finished are kept with the seconds they took, a cut run continues with `train
+--resume`, and the study with `tune --resume`. Each side's time is the sum of its sessions'
+wall-clock, written every few seconds to progress.json; the work a stop throws away (the study's
+cut trial runs again from its start, a run from its last epoch) counts against that side.
 """
 
 from __future__ import annotations
@@ -57,16 +59,46 @@ def save_progress(out: Path, progress: dict) -> None:
 
 def shipped_runs(recipe: str, sets: list[str], runs: int, out: Path, progress: dict, lock: threading.Lock) -> None:
     """The recipe as shipped, once per seed, one after another; each finished run's metrics and
-    seconds go to `progress` (runs finished in an earlier session are skipped)."""
+    seconds go to `progress` (runs finished in an earlier session are skipped). A run cut by a
+    stop continues with `cnncli train --resume`, its seconds so far kept in progress['partial']."""
     for seed in range(len(progress["shipped"]), runs):
-        started, bundle = time.perf_counter(), out / f"shipped-seed{seed}"
-        command = [*CLI, "train", recipe, *sets, "--set", f"train.seed={seed}", "--out", str(bundle), "--overwrite"]
-        with open(out / f"shipped-seed{seed}.log", "w") as log:
-            subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-        with lock:
-            progress["shipped"].append({"seed": seed, **metrics(bundle), "seconds": time.perf_counter() - started})
-            save_progress(out, progress)
+        bundle = out / f"shipped-seed{seed}"
+        partial = progress.get("partial") or {}
+        before = partial["seconds"] if partial.get("seed") == seed else 0.0
+        if before and (bundle / "model.json").exists() and not (bundle / "resume.json").exists():
+            seconds = before  # it finished as the stop came
+        else:
+            command = ([*CLI, "train", "--resume", str(bundle)] if before and (bundle / "resume.json").exists() else
+                       [*CLI, "train", recipe, *sets, "--set", f"train.seed={seed}", "--out", str(bundle), "--overwrite"])
+            seconds = timed_run(command, out / f"shipped-seed{seed}.log", before, lambda elapsed: record(
+                out, progress, lock, partial={"seed": seed, "seconds": elapsed}))
+        record(out, progress, lock, partial=None, finished={"seed": seed, **metrics(bundle), "seconds": seconds})
         print(f"shipped seed {seed}: {progress['shipped'][-1]}", flush=True)
+
+
+def timed_run(command: list[str], log: Path, before: float, tick) -> float:
+    """Run `command` (output appended to `log`), calling tick(seconds so far) every HEARTBEAT;
+    its seconds in all, counting `before`. A failure ends the bench."""
+    started = time.perf_counter()
+    with open(log, "a") as output:
+        run = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=REPO)
+        while run.poll() is None:
+            time.sleep(HEARTBEAT)
+            tick(before + time.perf_counter() - started)
+    if run.returncode != 0:
+        sys.exit(f"{' '.join(command[3:5])} failed ({run.returncode}): see {log}; run the same command to continue")
+    return before + time.perf_counter() - started
+
+
+def record(out: Path, progress: dict, lock: threading.Lock, partial: dict | None, finished: dict | None = None) -> None:
+    with lock:
+        if finished is not None:
+            progress["shipped"].append(finished)
+        if partial is None:
+            progress.pop("partial", None)
+        else:
+            progress["partial"] = partial
+        save_progress(out, progress)
 
 
 def run_study(command: list[str], out: Path, progress: dict, lock: threading.Lock) -> int:
