@@ -152,9 +152,10 @@ def test_an_ensemble_recipe_is_searched_one_network_a_trial_and_the_choice_train
     assert "one of its 3 networks" in (study / "best.yaml").read_text()
 
 
-def test_a_trial_whose_validation_curve_is_below_the_median_is_pruned(tmp_path):
+@pytest.mark.parametrize("epochs, pruned_at", [(2, 1), (8, 2)])  # not before a quarter of the epochs
+def test_a_trial_whose_validation_curve_is_below_the_median_is_pruned(tmp_path, epochs, pruned_at):
     images = write_two_class_images(tmp_path / "images", count=20)
-    recipe = tiny_image_recipe(images, epochs=2, lr=0.05)
+    recipe = tiny_image_recipe(images, epochs=epochs, lr=0.05)
     recipe["data"]["split"] = {"test_fraction": 0.2, "val_fraction": 0.3}
     recipe["tune"] = {"train.lr": [0.05, 1e-9]}  # 1e-9 leaves the network as it started: chance
     path = tmp_path / "r.yaml"
@@ -164,7 +165,7 @@ def test_a_trial_whose_validation_curve_is_below_the_median_is_pruned(tmp_path):
     rows = trials_table(tmp_path / "study")
     assert rows[0]["state"] == "complete" and float(rows[0]["val_accuracy"]) > 0.9
     stalled = [row for row in rows if row["train.lr"] == "1e-09"]
-    assert stalled and all(row["state"] == "pruned" and row["epochs"] == "1" for row in stalled)
+    assert stalled and all(row["state"] == "pruned" and row["epochs"] == str(pruned_at) for row in stalled)
     assert all(row["state"] == "complete" for row in rows if row["train.lr"] == "0.05")
     assert json.loads((tmp_path / "study" / stalled[0]["bundle"] / "model.json").read_text())["status"] == "partial"
 
