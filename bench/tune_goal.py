@@ -77,16 +77,22 @@ def shipped_runs(recipe: str, sets: list[str], runs: int, out: Path, progress: d
 
 
 def timed_run(command: list[str], log: Path, before: float, tick) -> float:
-    """Run `command` (output appended to `log`), calling tick(seconds so far) every HEARTBEAT;
-    its seconds in all, counting `before`. A failure ends the bench."""
-    started = time.perf_counter()
+    """Run `command` (output appended to `log`) until it ends (timed); a failure ends the bench."""
     with open(log, "a") as output:
         run = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=REPO)
-        while run.poll() is None:
-            time.sleep(HEARTBEAT)
-            tick(before + time.perf_counter() - started)
+        seconds = timed(run, before, tick)
     if run.returncode != 0:
         sys.exit(f"{' '.join(command[3:5])} failed ({run.returncode}): see {log}; run the same command to continue")
+    return seconds
+
+
+def timed(process: subprocess.Popen, before: float, tick) -> float:
+    """Wait for `process`, calling tick(its seconds so far, counting `before`) every HEARTBEAT;
+    its seconds in all, counting `before`."""
+    started = time.perf_counter()
+    while process.poll() is None:
+        time.sleep(HEARTBEAT)
+        tick(before + time.perf_counter() - started)
     return before + time.perf_counter() - started
 
 
@@ -105,19 +111,15 @@ def run_study(command: list[str], out: Path, progress: dict, lock: threading.Loc
     """Run (or continue) the study, adding its wall-clock to progress['study_seconds'] as it goes."""
     if progress.get("study_done"):
         return 0
-    before, started = progress["study_seconds"], time.perf_counter()
+    def count(seconds: float, done: bool = False) -> None:
+        with lock:
+            progress["study_seconds"], progress["study_done"] = seconds, done
+            save_progress(out, progress)
+
     resume = ["--resume"] if (out / "study").is_dir() else []
     with open(out / "tune.json", "w") as answer, open(out / "tune.log", "a") as log:
         study = subprocess.Popen(command + resume, stdout=answer, stderr=log, cwd=REPO)
-        while study.poll() is None:
-            time.sleep(HEARTBEAT)
-            with lock:
-                progress["study_seconds"] = before + time.perf_counter() - started
-                save_progress(out, progress)
-    with lock:
-        progress["study_seconds"] = before + time.perf_counter() - started
-        progress["study_done"] = study.returncode == 0
-        save_progress(out, progress)
+        count(timed(study, progress["study_seconds"], count), done=study.returncode == 0)
     return study.returncode
 
 

@@ -57,8 +57,11 @@ the --workers processes share their counters (None: this process is the whole se
     def __init__(self, models: dict[str, Model], settings: Settings, metrics_folder: Path | None = None):
         self.models, self.settings = models, settings
         self.metrics = Metrics(list(models), settings.max_batch)
-        self.balance = Balance() if metrics_folder is not None else None  # --workers: keep connections even
-        self.shared = SharedMetrics(metrics_folder, self.metrics, self.balance) if metrics_folder is not None else None
+        self.balance: Balance | None = None
+        self.shared: SharedMetrics | None = None
+        if metrics_folder is not None:  # --workers: counters shared, busy connections kept even
+            self.balance = Balance()
+            self.shared = SharedMetrics(metrics_folder, self.metrics, self.balance)
         self.infos = {name: model.info() for name, model in models.items()}
         self.spool: Spool | None = None
         self.decoders: ThreadPoolExecutor | None = None
