@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, SAMPLE_IMAGES, tiny_image_recipe, write_two_class_images
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from cnncli.cli.app import app
@@ -150,6 +151,10 @@ def test_an_ensemble_recipe_is_searched_one_network_a_trial_and_the_choice_train
     assert chosen["metrics"]["test"]["accuracy"] == summary["best"]["test"]["accuracy"]
     assert load_config(study / "best.yaml").train.ensemble == 3
     assert "one of its 3 networks" in (study / "best.yaml").read_text()
+    trial = study / trials_table(study)[summary["best"]["trial"]]["bundle"]
+    chosen_weights = load_file(study / "best" / "weights.safetensors")
+    for name, tensor in load_file(trial / "weights.safetensors").items():  # the trial's network is member 1
+        assert chosen_weights[f"members.0.{name}"].equal(tensor), name
 
 
 @pytest.mark.parametrize("epochs, pruned_at", [(2, 1), (8, 2)])  # not before a quarter of the epochs

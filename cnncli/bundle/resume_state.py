@@ -52,6 +52,7 @@ class TrainState:
     finished_results: list[dict] = field(default_factory=list)  # their FitResult fields
     history: list[dict] = field(default_factory=list)  # every epoch record so far, all members
     fit: FitState | None = None
+    trained_in: str | None = None  # where the finished members were trained when not in this run (tune's trial)
 
 
 def to_files(state: TrainState) -> dict[str, bytes]:

@@ -7,7 +7,8 @@
 The trial is chosen on validation alone (the best accuracy; the earlier trial on a tie), and
 the test split is scored here, once, on the chosen bundle: no trial ever saw it. When the trials
 trained one network of an ensemble recipe (study.Plan.members), best/ is the chosen settings
-trained as the recipe says, all its networks, and scored on test as `cnncli train` scores.
+trained as the recipe says, all its networks (the trial's own taken as the first where it is
+that network: cnncli.experiments.reuse), and scored on test as `cnncli train` scores.
 """
 
 from __future__ import annotations
@@ -71,13 +72,16 @@ def read_recipe(bundle: Path) -> dict:
 def trained_as_recipe(plan: Plan, best: dict, target: Path, progress: Progress) -> dict:
     """Train the chosen trial's settings with every network the recipe asks for into `target`,
     scored on test as `cnncli train` scores; returns the test metrics."""
+    from cnncli.experiments.reuse import trial_as_first_member
     from cnncli.experiments.space import trial_recipe
     from cnncli.training.train import train
 
-    progress.note(f"trial {best['trial']} chosen on one network: training its settings as the recipe says "
-                  f"({plan.members} networks) into {target}")
     config = trial_recipe(plan.recipe, best["values"], f"trial {best['trial']}")
-    metrics = train(config, target, progress, overwrite=True).metrics
+    first, why_not = trial_as_first_member(Path(plan.out) / best["bundle"], config)
+    detail = "the trial's network is the first" if first else f"all trained here: {why_not}"
+    progress.note(f"trial {best['trial']} chosen on one network: training its settings as the recipe says "
+                  f"({plan.members} networks; {detail}) into {target}")
+    metrics = train(config, target, progress, resume=first, overwrite=True).metrics
     if "test" not in metrics:
         raise CnncliError(f"{target}: its recipe has no test split to score the chosen settings on")
     return metrics["test"]

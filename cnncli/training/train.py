@@ -183,7 +183,8 @@ def train(config: Config, out: str | Path, progress: Progress = Progress(), resu
           cache: Path | None = None, overwrite: bool = False, on_epoch=None, score_test: bool = True,
           started: float | None = None) -> TrainOutcome:
     """Train the recipe's network and write the bundle to `out`; with `resume` (read from a
-    partial bundle by `read_resume_state`), continue that run where its last epoch ended.
+    partial bundle by `read_resume_state`, or members trained elsewhere: cnncli.experiments.reuse),
+    continue that run where its last epoch ended.
     `cache`: see `prepare`; `overwrite`: replace a bundle already at `out`. Started by torchrun,
     train as one of its processes (only rank 0 prints and writes). `on_epoch`: see Prepared;
     `score_test=False` leaves the test split alone (tune's trials are judged on validation only).
@@ -192,7 +193,7 @@ def train(config: Config, out: str | Path, progress: Progress = Progress(), resu
     place = from_environment()
     with writer_lock(out if place.writes else None, "--out"):  # one writer per bundle (cnncli.files.lock)
         if place.writes:  # the one process that will write checks that it can
-            check_output(out, resume is not None, overwrite)
+            check_output(out, resume is not None and resume.trained_in is None, overwrite)
             check_tracker(config.train.track)
         device = pick_device(config.train.device, place.local_rank if place.distributed else None)
         try:
@@ -214,7 +215,7 @@ def train_as(cluster: Cluster, device: torch.device, config: Config, out: Path, 
     run = prepare(config, progress, cache, cluster, device)
     run.on_epoch, run.clock = on_epoch, clock
     run.train_flops, run.peak_gflops = training_flops(run.network, run.modality), measure_peak_gflops(run.device)
-    if resume is not None:
+    if resume is not None and resume.trained_in is None:
         check_resumable(read_info(out), run, out)
     clock.plan(network_weights(run), len(run.val) + len(run.test))
     with tracking(config.train.track, out, dataclasses.asdict(config), cluster.writes) as run.tracker:
@@ -306,6 +307,8 @@ def train_members(run: Prepared, out: Path, progress: Progress, resume: TrainSta
                                   f"({str(error).splitlines()[0]})") from None
             members.append(network)
             results.append(FitResult(**state.finished_results[index]))
+            if state.trained_in:
+                progress.note(f"member {index + 1}: trained in {state.trained_in}, taken from there")
             continue
 
         def checkpoint(record: dict, trained, capture, index=index) -> None:
