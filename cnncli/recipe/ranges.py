@@ -30,7 +30,10 @@ DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 def check_values(config: Any, origin: str) -> None:
     """Raise CnncliError for the first value of `config` out of its range, naming `origin` and the key."""
-    for key, ok, message in _train_checks(config.train) + _data_checks(config.data):
+    scaled = config.train.low_res_scale < 1 and config.train.low_res_share > 0
+    for key, ok, message in _train_checks(config.train) + _data_checks(config.data) + [
+            ("train.low_res_scale", not scaled or config.data.modality == "image",
+             f"scales pictures: images only (data.modality is {config.data.modality})")]:
         if not ok:
             raise CnncliError(f"{origin}: {key}: {message}")
     model = config.model
@@ -91,6 +94,8 @@ def _train_checks(train: Any) -> list[tuple[str, bool, str]]:
         ("train.max_norm", train.max_norm is None or train.max_norm > 0, "must be positive (or null)"),
         ("train.ensemble", *_between(train.ensemble, 1, MAX_MEMBERS)),
         ("train.auto_share", 0 < train.auto_share <= 1, "must be in (0, 1]: a share of a member's epochs"),
+        ("train.low_res_scale", 0.25 <= train.low_res_scale <= 1, "must be from 0.25 to 1 (1: off)"),
+        ("train.low_res_share", 0 <= train.low_res_share < 1, "must be in [0, 1): a share of the steps"),
         ("train.freeze_epochs", *_between(train.freeze_epochs, 0, MAX_EPOCHS)),
         ("train.backbone_lr", 0 <= train.backbone_lr <= 1e6, "must be 0 (backbone fixed) or more: train.lr x it"),
         ("train.ema", train.ema is None or 0 < train.ema < 1, "must be in (0, 1), e.g. 0.999 (or null)"),

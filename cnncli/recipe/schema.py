@@ -60,6 +60,10 @@ class TrainConfig:
     # below 1: augment: auto trains each candidate for this share of a member's epochs (or time), then the
     # members afresh with the winner; 1: the candidates' networks are kept as the first members (text)
     auto_share: float = 1.0
+    # images: the first low_res_share of the steps see pictures scaled by low_res_scale (1: off); faster early
+    # steps, and the rest at full size (cnncli.training.low_res)
+    low_res_scale: float = 1.0
+    low_res_share: float = 0.5
     freeze_epochs: int = 0  # train only the classifier for this many epochs (backbone fixed, batch norm too)
     backbone_lr: float = 1.0  # the backbone's learning rate is train.lr times this (0: fixed; 0.1: fine-tuning)
     ema: float | None = None  # decay of a moving average of the weights (e.g. 0.999), used to validate and keep

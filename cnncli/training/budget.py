@@ -31,6 +31,7 @@ from cnncli.nn.model import network_for
 from cnncli.runtime.device import channels_last_helps
 from cnncli.runtime.durations import format_duration, parse_duration
 from cnncli.runtime.progress import Progress
+from cnncli.training.low_res import low_res_steps
 
 WARMUP_STEPS = 1  # a network's first steps are slow (allocations, thread pools): not measured
 MEASURED_STEPS = 3  # steps timed before the first plan
@@ -42,6 +43,7 @@ MARGIN_SHARE = 0.01  # of the budget kept in hand for what is not measured (the 
 # network's share of the budget (what augment: auto's trials leave it: BackboneFit.member_share), at
 # its speed timed over this many steps
 MIN_EPOCHS = 10
+PLAN_ROUNDS = 3  # with scaled-down steps (low_res): fit the steps, count those scaled down, fit again
 TIMED_STEPS = 2
 
 
@@ -128,12 +130,14 @@ class BackboneFit:
         self.batch_size = max(1, min(config.train.batch_size, samples))
         self.steps = math.ceil(samples / self.batch_size) * MIN_EPOCHS
         self.member_share = member_share(config, modality)
+        train = config.train  # scaled-down steps (low_res) cost about scale^2 of a full-size one
+        self.cost = 1 - min(train.low_res_share, 1) * (1 - train.low_res_scale ** 2)
         self.verdicts: list[bool] = []
 
     def __call__(self, blocks: list) -> bool:
         if self.budget is None:
             return True
-        seconds = step_seconds(self.modality, blocks, self.batch_size, self.device, self.clock)
+        seconds = step_seconds(self.modality, blocks, self.batch_size, self.device, self.clock) * self.cost
         self.verdicts.append(self.steps * seconds <= self.budget * self.member_share)
         return self.verdicts[-1]
 
@@ -203,7 +207,8 @@ class Pace:
         self.most_steps = most_steps
         self.started = run.clock()
         self.steps = 0  # steps this network has taken
-        self.timed_steps, self.timed_seconds = 0, 0.0
+        self.timed = {False: [0, 0.0], True: [0, 0.0]}  # full-size and scaled-down steps: [count, seconds]
+        self.scale = 1.0  # train.low_res_scale of the network timed (cnncli.training.low_res)
         self.last_step_at: float | None = None
         self.epoch, self.epoch_first_step = 1, 0
         self.validation_seconds: float | None = None
@@ -211,8 +216,32 @@ class Pace:
         self.planned_at: float | None = None
 
     @property
+    def timed_steps(self) -> int:
+        return self.timed[False][0] + self.timed[True][0]
+
+    @property
     def step_seconds(self) -> float | None:
-        return self.timed_seconds / self.timed_steps if self.timed_steps else None
+        """Seconds a full-size step takes: measured, or until then a scaled-down one's / scale^2."""
+        return self.mean_seconds(low=False)
+
+    def mean_seconds(self, low: bool) -> float | None:
+        """A step's seconds, full-size or scaled down (low), estimated from the other kind by the
+        pixels' ratio until this kind is measured."""
+        steps, seconds = self.timed[low]
+        if steps:
+            return seconds / steps
+        steps, seconds = self.timed[not low]
+        ratio = self.scale ** 2 if low else 1 / self.scale ** 2
+        return seconds / steps * ratio if steps else None
+
+    def plan_seconds(self, loop, total_steps: int) -> float | None:
+        """The mean seconds of the steps from `loop`'s to `total_steps`, those scaled down and the
+        others each at their own pace."""
+        full, low = self.mean_seconds(low=False), self.mean_seconds(low=True)
+        if full is None:
+            return None
+        scaled = max(0, min(low_res_steps(loop.settings, total_steps), total_steps) - loop.step)
+        return (scaled * low + (total_steps - loop.step - scaled) * full) / max(1, total_steps - loop.step)
 
     @property
     def deadline(self) -> float | None:
@@ -247,24 +276,30 @@ class Pace:
         now = self.run.clock()
         this_step = now - self.last_step_at if self.last_step_at is not None else 0.0
         self.steps += 1
+        self.scale = loop.settings.low_res_scale
         if self.steps > WARMUP_STEPS:
-            self.timed_steps += 1
-            self.timed_seconds += this_step
+            timed = self.timed[loop.step - 1 < low_res_steps(loop.settings, loop.total_steps)]
+            timed[0] += 1
+            timed[1] += this_step
         self.last_step_at = now
         deadline = self.deadline
         if deadline is None:
             self.run.progress.time_left(self.seconds_left(loop, now))
             return
         self.run.progress.time_left(max(0.0, self.run.started + self.run.seconds - now))
-        step_seconds = self.step_seconds if self.timed_steps >= MEASURED_STEPS else this_step
+        measured = self.timed_steps >= MEASURED_STEPS
+        next_low = loop.step < low_res_steps(loop.settings, loop.total_steps)
+        step_seconds = self.mean_seconds(next_low) if measured else this_step
         if now + step_seconds + self.epoch_overhead() > deadline:  # no time for another step
             loop.refit(loop.step)
-        elif self.timed_steps >= MEASURED_STEPS and (
+        elif measured and (
                 self.planned_at is None or now - self.planned_at >= REPLAN_SHARE * (deadline - self.started)):
             self.planned_at = now
             left_in_epoch = max(0, self.steps_per_epoch - (loop.step - self.epoch_first_step))
-            fitting = loop.step + steps_within(deadline - now, step_seconds, left_in_epoch, self.steps_per_epoch,
-                                               self.epoch_overhead())
+            fitting = loop.total_steps
+            for _ in range(PLAN_ROUNDS):  # the share of scaled-down steps follows the number fitted
+                fitting = loop.step + steps_within(deadline - now, self.plan_seconds(loop, fitting), left_in_epoch,
+                                                   self.steps_per_epoch, self.epoch_overhead())
             loop.refit(min(fitting, self.most_steps or fitting))
 
     def validated(self, rows: int) -> None:
@@ -285,7 +320,7 @@ class Pace:
         networks after it (by weight), and the end of the run."""
         if self.step_seconds is None:
             return None
-        mine = ((loop.total_steps - loop.step) * self.step_seconds
+        mine = ((loop.total_steps - loop.step) * self.plan_seconds(loop, loop.total_steps)
                 + (loop.epochs - self.epoch + 1) * self.epoch_overhead())  # this epoch's end to come
         whole = (now - self.started) + mine  # this network from start to end
         later = whole * sum(self.run.weights[1:]) / self.run.weights[0]

@@ -2,10 +2,10 @@
 
 Shaped like torchvision's classification reference: `training_step` (one optimiser step, which
 the learning-rate finder reuses), `train_one_epoch`, `evaluate`, and a short `fit` that calls
-them, keeps the best epoch and stops early. A split is read a batch at a time (`data.batches`):
-index slices of tensors held in memory (on the GPU when it is one), or files read by DataLoader
-workers (cnncli.training.loading). Augmentation runs batched on the device; the forward pass runs in the
-recipe's precision (autocast to bf16 or fp16 on GPUs). Under torchrun each process trains on its
+them, keeps the best epoch and stops early. A split is read a batch at a time (`data.batches`): index
+slices of tensors held in memory (on the GPU when it is one), or files read by DataLoader workers
+(cnncli.training.loading). Augmentation runs batched on the device; the forward pass in the recipe's
+precision (autocast to bf16 or fp16 on GPUs). Under torchrun each process trains on its
 share of every global batch and DistributedDataParallel averages the gradients, so the ranks
 step as one process would; metrics are summed over the ranks. Each epoch ends with a validation
 pass and one log record (loss, accuracy, learning rate, samples/s); the caller decides what to do
@@ -37,6 +37,7 @@ from cnncli.runtime.progress import Progress
 from cnncli.training.averaging import Lookahead, WeightAverage
 from cnncli.training.encoding import TensorData
 from cnncli.training.freezing import hold_backbone, release_backbone
+from cnncli.training.low_res import check_low_res, input_size, shrunk
 from cnncli.training.optim import build_optimizer, build_schedule
 
 __all__ = ["FitResult", "Loop", "TensorData", "TrainingDiverged", "evaluate", "fit", "split_outputs",
@@ -65,14 +66,14 @@ class FitResult:
 def training_step(network: nn.Module, modality: Any, inputs: torch.Tensor, targets: torch.Tensor,
                   optimizer: torch.optim.Optimizer, settings: Any, generator: torch.Generator,
                   precision: Precision = FP32, scaler: torch.amp.GradScaler | None = None,
-                  loss_scale: float | None = None) -> tuple:
+                  loss_scale: float | None = None, size: tuple[int, int] | None = None) -> tuple:
     """Augment a batch, forward, backward, one optimiser step; (loss, logits), both detached.
     A recipe's `max_norm` (Kim's constraint on the classifier's rows) is applied after the step.
 
     In one process the loss is the batch's mean. With `loss_scale` (one of several processes) it
     is the sum over this process's share times world size / global batch size: DDP averages the
-    processes' gradients, which then add up to the gradient of the global batch's mean."""
-    augmented = modality.augment(inputs, generator)
+    processes' gradients, which then add up to the global batch mean's. `size`: see low_res."""
+    augmented = shrunk(modality.augment(inputs, generator), size)
     mix = draw_mix(len(targets), settings.mixup, generator) if settings.mixup else None
     with precision.autocast():
         logits = network(augmented, mix=mix) if mix else network(augmented)
@@ -217,7 +218,8 @@ def train_one_epoch(loop: Loop, modality: Any, data: Any, epoch: int, progress: 
         for (inputs, batch_targets), batch in zip(data.batches(shares, device), batches):
             scale = cluster.world_size / len(batch) if cluster.distributed else None
             loss, logits = training_step(loop.model, modality, inputs, batch_targets, loop.optimizer, settings,
-                                         loop.augment_generator, loop.precision, loop.scaler, scale)
+                                         loop.augment_generator, loop.precision, loop.scaler, scale,
+                                         input_size(loop, inputs.shape))
             loop.schedule.step()
             if loop.average:
                 loop.average.update(loop.network)
@@ -299,6 +301,7 @@ def fit(network: nn.Module, modality: Any, train_data: Any, val_data: Any | None
     train_data = train_data.to(device)
     if resume is None:  # the whiten block's filters, from this network's own training rows
         fit_layers_to_data(network, train_data, device, settings.seed)
+    check_low_res(network, tuple(modality.input_shape), settings, device)
 
     def capture() -> FitState:
         return FitState(epoch=result.history[-1]["epoch"], history=list(result.history),
