@@ -130,14 +130,12 @@ class BackboneFit:
         self.batch_size = max(1, min(config.train.batch_size, samples))
         self.steps = math.ceil(samples / self.batch_size) * MIN_EPOCHS
         self.member_share = member_share(config, modality)
-        train = config.train  # scaled-down steps (low_res) cost about scale^2 of a full-size one
-        self.cost = 1 - min(train.low_res_share, 1) * (1 - train.low_res_scale ** 2)
         self.verdicts: list[bool] = []
 
     def __call__(self, blocks: list) -> bool:
         if self.budget is None:
             return True
-        seconds = step_seconds(self.modality, blocks, self.batch_size, self.device, self.clock) * self.cost
+        seconds = step_seconds(self.modality, blocks, self.batch_size, self.device, self.clock)
         self.verdicts.append(self.steps * seconds <= self.budget * self.member_share)
         return self.verdicts[-1]
 
