@@ -18,7 +18,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from cnncli.bundle.io import load_bundle
+from cnncli.bundle.io import load_bundle, read_info
 from cnncli.bundle.resume_state import TrainState
 from cnncli.recipe.config import config_from_dict, config_to_dict
 from cnncli.verbs.report import read_log
@@ -41,10 +41,10 @@ def why_not_reused(trial_info: dict, config: Any) -> str | None:
 def trial_as_first_member(trial: Path, config: Any) -> tuple[TrainState | None, str | None]:
     """(the state `train` continues from, with the trial's network as member 1 of `config`'s
     ensemble, and None) where it can; else (None, why not)."""
-    bundle = load_bundle(trial)
-    reason = why_not_reused(bundle.info, config)
-    if reason is not None:
+    reason = why_not_reused(read_info(trial), config)
+    if reason is not None:  # its weights are not read
         return None, reason
+    bundle = load_bundle(trial)
     training = bundle.info["training"]
     history = [{**record, "member": 1} for record in read_log(bundle)]
     result = {"history": history, "kept_epoch": training["kept_epoch"], "kept": training["kept"],

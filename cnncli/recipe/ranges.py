@@ -30,7 +30,7 @@ DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 def check_values(config: Any, origin: str) -> None:
     """Raise CnncliError for the first value of `config` out of its range, naming `origin` and the key."""
-    scaled = config.train.low_res_scale < 1 and config.train.low_res_share > 0
+    scaled = config.train.low_res_scale < 1 and config.train.low_res_share > 0  # as training.low_res.scaling
     for key, ok, message in _train_checks(config.train) + _data_checks(config.data) + [
             ("train.low_res_scale", not scaled or config.data.modality == "image",
              f"scales pictures: images only (data.modality is {config.data.modality})")]:

@@ -238,7 +238,7 @@ class Pace:
         full, low = self.mean_seconds(low=False), self.mean_seconds(low=True)
         if full is None:
             return None
-        scaled = max(0, min(low_res_steps(loop.settings, total_steps), total_steps) - loop.step)
+        scaled = max(0, low_res_steps(loop.settings, total_steps) - loop.step)
         return (scaled * low + (total_steps - loop.step - scaled) * full) / max(1, total_steps - loop.step)
 
     @property

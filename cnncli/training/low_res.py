@@ -21,9 +21,14 @@ import torch.nn.functional as F
 from cnncli.errors import CnncliError
 
 
+def scaling(settings: Any) -> bool:
+    """Whether a recipe's train section scales any step's pictures down."""
+    return settings.low_res_scale < 1 and settings.low_res_share > 0
+
+
 def low_res_steps(settings: Any, total_steps: int) -> int:
     """How many of a fit's first steps see scaled-down pictures."""
-    return int(settings.low_res_share * total_steps) if settings.low_res_scale < 1 else 0
+    return int(settings.low_res_share * total_steps) if scaling(settings) else 0
 
 
 def scaled_size(shape: torch.Size | tuple, scale: float) -> tuple[int, int]:
@@ -48,7 +53,7 @@ def shrunk(batch: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
 def check_low_res(network: torch.nn.Module, input_shape: tuple, settings: Any, device: torch.device) -> None:
     """Refuse train.low_res_scale, before any step, for a network that needs its full input size
     (a flatten before a linear layer, or pools the smaller picture does not last through)."""
-    if settings.low_res_scale >= 1 or settings.low_res_share <= 0:
+    if not scaling(settings):
         return
     size = scaled_size(input_shape, settings.low_res_scale)
     probe = torch.zeros((2, *input_shape[:-2], *size), device=device)
